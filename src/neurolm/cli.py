@@ -1,0 +1,49 @@
+"""``neurolm <command>``: one console entry point whose subcommands follow the pipeline.
+
+Each subcommand lives in the module of its stage, which provides ``add_arguments(parser)`` and ``run(args) -> int``;
+modules are imported only when their command runs, so ``neurolm synth`` does not pay for importing the LLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import NeuroLMError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("neurolm.data.synth", "write the synthetic corpus in the six datasets' native formats"),
+    "prepare": ("neurolm.data.prepare", "preprocess a dataset's native files into a window store"),
+    "train-tokenizer": ("neurolm.tokenizer.train", "train the text-aligned neural tokenizer"),
+    "tokenize": ("neurolm.tokenizer.tokenize", "turn a store or an EEG file into neural tokens"),
+    "pretrain": ("neurolm.lm.pretrain", "multi-channel autoregressive pretraining of NeuroLM"),
+    "instruct": ("neurolm.instruct.train", "multi-task instruction tuning"),
+    "evaluate": ("neurolm.instruct.evaluate", "evaluate an instruction-tuned model on prepared stores"),
+    "ask": ("neurolm.instruct.ask", "ask a trained model about a recording"),
+    "demo": ("neurolm.demo", "run the whole pipeline on the embedded synthetic corpus"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="neurolm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if argv and argv[0] == name:  # only the chosen command's module is imported
+            importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except NeuroLMError as exc:
+        print(f"neurolm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"neurolm {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

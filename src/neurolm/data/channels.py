@@ -1,0 +1,91 @@
+"""The 10-20 channel vocabulary of NeuroLM and normalisation of real-world channel labels.
+
+The vocabulary order is the reference implementation's ``standard_1020`` list: the index of a channel is what the
+models' channel embeddings are looked up with, so the order must never change (checkpoint compatibility).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from ..errors import NeuroLMError
+
+VOCABULARY: tuple[str, ...] = tuple(
+    """FP1 FPZ FP2 AF9 AF7 AF5 AF3 AF1 AFZ AF2 AF4 AF6 AF8 AF10 F9 F7 F5 F3 F1 FZ F2 F4 F6 F8 F10 FT9 FT7 FC5 FC3 FC1
+    FCZ FC2 FC4 FC6 FT8 FT10 T9 T7 C5 C3 C1 CZ C2 C4 C6 T8 T10 TP9 TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 TP10 P9 P7 P5
+    P3 P1 PZ P2 P4 P6 P8 P10 PO9 PO7 PO5 PO3 PO1 POZ PO2 PO4 PO6 PO8 PO10 O1 OZ O2 O9 CB1 CB2 IZ O10 T3 T5 T4 T6 M1
+    M2 A1 A2 CFC1 CFC2 CFC3 CFC4 CFC5 CFC6 CFC7 CFC8 CCP1 CCP2 CCP3 CCP4 CCP5 CCP6 CCP7 CCP8 T1 T2 FTT9h TTP7h TPP9h
+    FTT10h TPP8h TPP10h FP1-F7 F7-T7 T7-P7 P7-O1 FP2-F8 F8-T8 T8-P8 P8-O2 FP1-F3 F3-C3 C3-P3 P3-O1 FP2-F4 F4-C4
+    C4-P4 P4-O2 pad I1 I2""".split()
+)
+INDEX: dict[str, int] = {name.upper(): i for i, name in enumerate(VOCABULARY)}
+"""Upper-cased name → vocabulary index (labels are matched case-insensitively)."""
+PAD_INDEX: int = INDEX["PAD"]
+"""Channel index of padded tokens. The list has 139 entries and ``pad`` is at 136; the spec's prose says "128 entries,
+pad = 125", which contradicts its own list and the reference code, so the list wins (see README, decisions)."""
+
+# Old (10-20) and new (10-10) names of the same temporal/parietal sites. The reference keeps both as separate
+# vocabulary entries and does not alias them, so aliasing is opt-in.
+T3_T7_ALIASES: dict[str, str] = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+
+# Montage references that trail a label: TUH "-REF"/"-LE", mastoid/ear references "-A1/-A2/-M1/-M2", average "-AVG".
+_REFERENCE_SUFFIX = re.compile(r"-(REF|LE|AR|AVG|AV|A1|A2|M1|M2|CZ)$")
+_TYPE_PREFIX = re.compile(r"^(EEG|EOG|EMG|ECG|EKG)\s+")
+
+
+class UnknownChannelError(NeuroLMError, ValueError):
+    """A channel label that is not in the 10-20 vocabulary."""
+
+
+def normalize_name(label: str, *, alias_t3_t7: bool = False) -> str | None:
+    """Map a recording's channel label to its vocabulary name, or ``None`` when it is not an EEG site we know.
+
+    ``EEG FP1-REF``, ``EEG FP1-LE``, ``Fp1``, ``EEG Fp1-A2`` → ``FP1``; ``EEG F4-M1`` → ``F4``. Bipolar labels whose
+    pair is itself a vocabulary entry (``FP1-F7``) are kept as the pair.
+    """
+    name = label.strip().upper()
+    if _TYPE_PREFIX.match(name) and not name.startswith("EEG"):
+        return None  # EOG/EMG/ECG channels are never EEG sites, whatever their suffix says
+    name = _TYPE_PREFIX.sub("", name).strip().replace(" ", "")
+    if name in INDEX and name != "PAD":
+        return name
+    name = _REFERENCE_SUFFIX.sub("", name)
+    if alias_t3_t7:
+        name = T3_T7_ALIASES.get(name, name)
+    if name in INDEX and name != "PAD":
+        return name
+    return None
+
+
+def channel_indices(names: Iterable[str]) -> list[int]:
+    """Vocabulary indices of already-normalised names; raises naming every unknown one."""
+    names = list(names)
+    unknown = [n for n in names if n.upper() not in INDEX]
+    if unknown:
+        raise UnknownChannelError(f"channel(s) not in the 10-20 vocabulary: {', '.join(unknown)}")
+    return [INDEX[n.upper()] for n in names]
+
+
+def map_channels(
+    labels: Sequence[str], wanted: Sequence[str] | None = None, *, alias_t3_t7: bool = False
+) -> dict[str, str]:
+    """Map vocabulary names to the recording's labels.
+
+    With ``wanted`` (a dataset's channel list), every wanted channel must be present, else the error names the
+    missing ones and what the file has. Without it, every recognisable EEG channel is kept (pretraining).
+    The first label wins when two labels normalise to the same site.
+    """
+    found: dict[str, str] = {}
+    for label in labels:
+        name = normalize_name(label, alias_t3_t7=alias_t3_t7)
+        if name is not None and name not in found:
+            found[name] = label
+    if wanted is None:
+        return found
+    missing = [w for w in wanted if w not in found]
+    if missing:
+        raise UnknownChannelError(
+            f"missing required channel(s) {', '.join(missing)}; the recording has: {', '.join(labels)}"
+        )
+    return {w: found[w] for w in wanted}
