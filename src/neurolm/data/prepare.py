@@ -1,0 +1,202 @@
+"""``neurolm prepare``: read a dataset's native files, preprocess them, cut windows and write the window store.
+
+Every source file is processed on its own into a shard (written atomically), so an interrupted run resumes where it
+stopped and a file that fails is reported with its reason in the manifest without stopping the others. When all files
+are done, the shards are gathered into the store's splits and removed. Re-running a finished preparation with the
+same inputs and settings does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__
+from ..errors import NeuroLMError
+from .channels import channel_indices
+from .preprocess import PreprocessConfig, preprocess_raw
+from .readers import SPLITS, DatasetReader, Recording, get_reader
+from .store import MANIFEST, SplitBuffer, atomic_write_bytes, write_split
+
+SHARDS = ".shards"
+
+
+def cut_windows(data: np.ndarray, start: float, stop: float, window_s: float, stride_s: float | None,
+                sfreq: float) -> list[int]:
+    """Start samples of the whole windows inside ``[start, stop)`` seconds; none if the stretch leaves the data."""
+    w = int(round(window_s * sfreq))
+    hop = int(round((stride_s or window_s) * sfreq))
+    a, b = int(round(start * sfreq)), int(round(stop * sfreq))
+    if a < 0 or b > data.shape[1] + 1:  # one sample of slack for rounding of the recording's end
+        return []
+    b = min(b, data.shape[1])
+    return list(range(a, b - w + 1, hop))
+
+
+def process_recording(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:
+    """All windows of one recording as arrays (the content of its shard)."""
+    signals, labels, starts, splits, dropped = [], [], [], [], 0
+    chans = None
+    for seg in reader.read(rec):
+        reader.pick(seg)
+        idx = np.array(channel_indices(seg.names), dtype=np.int16)
+        if chans is not None and not np.array_equal(chans, idx):
+            raise NeuroLMError(f"{rec.path}: channel set changes between segments")
+        chans = idx
+        data = preprocess_raw(seg.raw, seg.labels, config)
+        w_s = reader.window_seconds(len(idx))
+        for ev in seg.events:
+            found = cut_windows(data, ev.start, ev.stop, w_s, reader.stride_s, config.sfreq)
+            dropped += not found
+            w = int(round(w_s * config.sfreq))
+            for s in found:
+                signals.append(data[:, s : s + w])
+                labels.append(ev.label)
+                starts.append(s / config.sfreq)
+                splits.append(ev.split or "")
+    if not signals:
+        raise NeuroLMError(f"{rec.path}: no complete window (recording shorter than its events or windows)")
+    return {
+        "signals": np.stack(signals), "labels": np.array(labels, np.int16), "starts": np.array(starts),
+        "splits": np.array(splits, dtype=str), "chans": chans, "dropped": np.array(dropped),
+    }
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_key(rec: Recording, root: Path) -> list:
+    files = [rec.path, *rec.extras]
+    return [[str(p.relative_to(root)) if p.is_relative_to(root) else str(p), *( (p.stat().st_size, p.stat().st_mtime_ns)
+             if p.exists() else (None, None))] for p in files]
+
+
+def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None, seed: int = 0,
+                    progress: bool = True) -> dict:
+    """Prepare one dataset; return its manifest. See the module docstring for resume and failure handling."""
+    reader = get_reader(name)
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if not raw_dir.is_dir():
+        raise NeuroLMError(f"{raw_dir}: no such directory")
+    recordings = reader.find(raw_dir)
+    if not recordings:
+        raise NeuroLMError(f"{raw_dir}: no {name} recordings found (see `neurolm prepare --help` for the layout)")
+    config = PreprocessConfig(mains=reader.mains if mains is None else mains)
+    settings = {"dataset": name, "preprocessing": config.to_dict(), "seed": seed, "version": __version__}
+    inputs = _fingerprint(settings, [_file_key(r, raw_dir) for r in recordings])
+    manifest_path = out_dir / MANIFEST
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        if old.get("complete") and old.get("fingerprint") == inputs:
+            if progress:
+                print(f"{name}: already prepared in {out_dir} (same files and settings); nothing to do")
+            return old
+    shard_dir = out_dir / SHARDS
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path.unlink(missing_ok=True)
+
+    t0, failures, shards = time.time(), [], {}
+    for rec in tqdm(recordings, desc=f"prepare {name}", unit="file", disable=not progress):
+        shard = shard_dir / f"{_fingerprint(settings, _file_key(rec, raw_dir))}.npz"
+        shards[rec.path] = shard
+        if shard.is_file():
+            continue
+        try:
+            arrays = process_recording(reader, rec, config)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch; the reason goes in the manifest
+            failures.append({"file": str(rec.path.relative_to(raw_dir)), "reason": _reason(exc, rec.path)})
+            continue
+        tmp = shard.with_name(f".{shard.stem}.tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(shard)
+
+    if len(failures) == len(recordings):
+        reasons = "; ".join(f"{f['file']}: {f['reason']}" for f in failures[:5])
+        raise NeuroLMError(f"{raw_dir}: every {name} file failed ({reasons})")
+    rec_split = reader.assign_splits(recordings, seed)
+    buffers = {s: SplitBuffer() for s in SPLITS}
+    dropped = 0
+    for rec in recordings:
+        if not shards[rec.path].is_file():
+            continue
+        with np.load(shards[rec.path]) as sh:
+            dropped += int(sh["dropped"])
+            rel = str(rec.path.relative_to(raw_dir))
+            for sig, lab, st, sp in zip(sh["signals"], sh["labels"], sh["starts"], sh["splits"]):
+                buffers[str(sp) or rec.split or rec_split[rec.path]].add(sig, sh["chans"], int(lab), float(st),
+                                                                         rec.subject, rel)
+    checksums = {}
+    for split, buf in buffers.items():
+        checksums |= write_split(out_dir, split, buf)
+    manifest = {
+        **settings,
+        "complete": True,
+        "fingerprint": inputs,
+        "classes": list(reader.classes),
+        "channels": list(reader.channels) if reader.channels else "all vocabulary channels present in each file",
+        "window_s": reader.window_s or "floor(1024 / channels) s, at most 64 s",
+        "stride_s": reader.stride_s or reader.window_s or "window",
+        "splits": {s: _split_summary(b, reader.classes) for s, b in buffers.items()},
+        "files": {"found": len(recordings), "ok": len(recordings) - len(failures), "skipped": failures},
+        "events_without_window": dropped,
+        "checksums": checksums,
+        "seconds": round(time.time() - t0, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    return manifest
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    text = str(exc).removeprefix(f"{path}: ")
+    return text if isinstance(exc, NeuroLMError) else f"{type(exc).__name__}: {text}"
+
+
+def _split_summary(buf: SplitBuffer, classes: tuple[str, ...]) -> dict:
+    counts = Counter(buf.labels)
+    return {
+        "windows": len(buf.labels),
+        "subjects": len(set(buf.subjects)),
+        "files": len(set(buf.files)),
+        "classes": {c: counts.get(i, 0) for i, c in enumerate(classes)},
+    }
+
+
+def format_summary(manifest: dict) -> str:
+    """Per-split, per-class table of a manifest, plus the skipped files and their reasons."""
+    classes = manifest["classes"]
+    head = f"{'split':<6}{'windows':>9}{'subjects':>9}" + "".join(f"{c:>11}" for c in classes)
+    lines = [head]
+    for split, s in manifest["splits"].items():
+        lines.append(f"{split:<6}{s['windows']:>9}{s['subjects']:>9}" + "".join(f"{s['classes'][c]:>11}" for c in classes))
+    for f in manifest["files"]["skipped"]:
+        lines.append(f"skipped {f['file']}: {f['reason']}")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", choices=["tuab", "tuev", "seed", "hmc", "workload", "tusl", "pretrain"])
+    p.add_argument("raw_dir", type=Path, help="directory holding the dataset's native files")
+    p.add_argument("out_dir", type=Path, help="window store to write (resumable)")
+    p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=None,
+                   help="notch frequency; default: the dataset's country (60 Hz TUH, 50 Hz HMC/EEGMAT/SEED)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subject-wise splits")
+
+
+def run(args: argparse.Namespace) -> int:
+    m = prepare_dataset(args.dataset, args.raw_dir, args.out_dir, mains=args.mains, seed=args.seed)
+    print(format_summary(m))
+    total = sum(s["windows"] for s in m["splits"].values())
+    print(f"prepared {args.dataset}: {total} windows from {m['files']['ok']}/{m['files']['found']} files "
+          f"({len(m['files']['skipped'])} skipped) → {args.out_dir}")
+    return 0

@@ -1,0 +1,66 @@
+"""The paper's signal pipeline: pick channels → band-pass 0.1–75 Hz → notch at mains → resample to 200 Hz → µV/100.
+
+Filters are MNE's (FIR band-pass and notch, as the reference calls ``raw.filter``/``raw.notch_filter``) and the
+resampler is MNE's polyphase one; nothing here hand-rolls DSP. The mains frequency is a per-dataset setting, not a
+constant: the reference notches 50 Hz on US (TUH) data, where the hum is at 60 Hz.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import mne
+import numpy as np
+
+from ..errors import NeuroLMError
+
+TARGET_SFREQ = 200.0
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Signal pipeline settings; stored in every window store's manifest."""
+
+    l_freq: float = 0.1
+    """High-pass edge of the band-pass (Hz)."""
+    h_freq: float = 75.0
+    """Low-pass edge of the band-pass (Hz); the input rate must exceed twice this."""
+    mains: float | None = 60.0
+    """Notch frequency (Hz): 60 for TUH (US) data, 50 for European/Asian data; None disables the notch."""
+    sfreq: float = TARGET_SFREQ
+    """Output sampling rate (Hz): one token = one second = 200 samples."""
+    scale_uv: float = 100.0
+    """Signals in µV are divided by this before the model (the paper: 1.0 = 100 µV)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"filter": "mne FIR (firwin, zero-phase)", "resampler": "mne polyphase"}
+
+
+def preprocess_array(data_uv: np.ndarray, sfreq: float, config: PreprocessConfig) -> np.ndarray:
+    """Filter, notch and resample a ``(C, T)`` array in µV; return float32 ``(C, T')`` at ``config.sfreq`` scaled."""
+    data = np.asarray(data_uv, dtype=np.float64)
+    if data.ndim != 2 or data.shape[1] == 0:
+        raise NeuroLMError(f"expected a non-empty (channels, times) array, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+        raise NeuroLMError(f"signal holds NaN/Inf values in channel row(s) {bad.tolist()}")
+    if sfreq <= 2 * config.h_freq:
+        raise NeuroLMError(
+            f"sampling rate {sfreq:g} Hz is too low: the pipeline low-passes at {config.h_freq:g} Hz and needs a "
+            f"rate above {2 * config.h_freq:g} Hz"
+        )
+    data = mne.filter.filter_data(data, sfreq, config.l_freq, config.h_freq, verbose="error")
+    if config.mains is not None and config.mains < sfreq / 2:
+        data = mne.filter.notch_filter(data, sfreq, config.mains, verbose="error")
+    ratio = Fraction(config.sfreq / sfreq).limit_denominator(1000)
+    if ratio != 1:
+        data = mne.filter.resample(data, up=ratio.numerator, down=ratio.denominator, method="polyphase",
+                                   verbose="error")
+    return (data / config.scale_uv).astype(np.float32)
+
+
+def preprocess_raw(raw: mne.io.BaseRaw, labels: list[str], config: PreprocessConfig) -> np.ndarray:
+    """Run :func:`preprocess_array` on the given channels of an MNE recording (read in µV)."""
+    data = raw.get_data(picks=labels, units="uV")
+    return preprocess_array(data, raw.info["sfreq"], config)

@@ -1,0 +1,181 @@
+"""The window store: every split written once as a flat float32 file plus an index, read back by memory mapping.
+
+Layout of a store directory::
+
+    manifest.json          dataset, preprocessing, counts per split/class, skipped files, checksums
+    train.bin  train.npz   samples of all windows back to back (C×T row-major each) + per-window index
+    val.bin    val.npz
+    test.bin   test.npz
+
+Windows of one split may differ in shape (pretraining chunks depend on a file's channel count), so the index keeps
+each window's offset, channel count and length. A random read is one memmap slice: no per-sample files, no pickles.
+The memmap is opened lazily in the process that reads, so DataLoader workers each get their own handle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NeuroLMError
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class SplitBuffer:
+    """Windows collected for one split before it is written."""
+
+    signals: list[np.ndarray] = field(default_factory=list)
+    chans: list[np.ndarray] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def add(self, signal: np.ndarray, chans: np.ndarray, label: int, start: float, subject: str, file: str) -> None:
+        self.signals.append(signal)
+        self.chans.append(chans)
+        self.labels.append(label)
+        self.starts.append(start)
+        self.subjects.append(subject)
+        self.files.append(file)
+
+
+def write_split(out_dir: Path, split: str, buf: SplitBuffer) -> dict[str, str]:
+    """Write ``<split>.bin`` and ``<split>.npz`` atomically; return their sha256 checksums."""
+    n = len(buf.signals)
+    n_chans = np.array([s.shape[0] for s in buf.signals], dtype=np.int32)
+    n_times = np.array([s.shape[1] for s in buf.signals], dtype=np.int32)
+    sizes = n_chans.astype(np.int64) * n_times
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
+    chan_offsets = np.concatenate([[0], np.cumsum(n_chans)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
+    subjects, subject_id = np.unique(np.array(buf.subjects, dtype=str), return_inverse=True)
+    files, file_id = np.unique(np.array(buf.files, dtype=str), return_inverse=True)
+    bin_path, idx_path = out_dir / f"{split}.bin", out_dir / f"{split}.npz"
+    tmp = bin_path.with_name(f".{bin_path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        for s in buf.signals:
+            fh.write(np.ascontiguousarray(s, dtype=np.float32).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, bin_path)
+    tmp_idx = idx_path.with_name(f".{split}.tmp.npz")
+    np.savez(
+        tmp_idx,
+        offset=offsets, n_chans=n_chans, n_times=n_times, chan_offset=chan_offsets,
+        chans=np.concatenate(buf.chans).astype(np.int16) if n else np.zeros(0, np.int16),
+        label=np.array(buf.labels, dtype=np.int16), start=np.array(buf.starts, dtype=np.float64),
+        subject_id=subject_id.astype(np.int32), subjects=subjects, file_id=file_id.astype(np.int32), files=files,
+    )
+    os.replace(tmp_idx, idx_path)
+    return {bin_path.name: sha256_file(bin_path), idx_path.name: sha256_file(idx_path)}
+
+
+class WindowSplit:
+    """One split of a store as a map-style dataset (usable directly by ``torch.utils.data.DataLoader``).
+
+    Items are dicts ``{"signal": float32 (C, T) in µV/100 at 200 Hz, "chans": int64 (C,), "label": int,
+    "subject": str, "file": str, "start": float}``.
+    """
+
+    def __init__(self, root: Path, split: str):
+        self.root, self.name = Path(root), split
+        idx_path = self.root / f"{split}.npz"
+        if not idx_path.is_file():
+            raise NeuroLMError(f"{self.root}: split {split!r} has no {idx_path.name} (is the store complete?)")
+        with np.load(idx_path) as idx:
+            self._idx = {k: idx[k] for k in idx.files}
+        self._mm: np.memmap | None = None
+
+    def __len__(self) -> int:
+        return len(self._idx["offset"])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._idx["label"].astype(np.int64)
+
+    @property
+    def subjects(self) -> np.ndarray:
+        return self._idx["subjects"][self._idx["subject_id"]]
+
+    def _signals(self) -> np.memmap:
+        if self._mm is None:
+            path = self.root / f"{self.name}.bin"
+            self._mm = np.memmap(path, dtype=np.float32, mode="r") if path.stat().st_size else np.zeros(0, np.float32)
+        return self._mm
+
+    def __getstate__(self) -> dict:  # DataLoader workers re-open the memmap themselves
+        return self.__dict__ | {"_mm": None}
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"window {i} out of range for {len(self)} windows")
+        i = int(i) % len(self)
+        ix = self._idx
+        c, t, off, co = int(ix["n_chans"][i]), int(ix["n_times"][i]), int(ix["offset"][i]), int(ix["chan_offset"][i])
+        return {
+            "signal": np.array(self._signals()[off : off + c * t]).reshape(c, t),
+            "chans": ix["chans"][co : co + c].astype(np.int64),
+            "label": int(ix["label"][i]),
+            "subject": str(ix["subjects"][ix["subject_id"][i]]),
+            "file": str(ix["files"][ix["file_id"][i]]),
+            "start": float(ix["start"][i]),
+        }
+
+
+class WindowStore:
+    """A prepared dataset directory: its manifest and its splits."""
+
+    def __init__(self, path: str | Path):
+        self.root = Path(path)
+        manifest = self.root / MANIFEST
+        if not manifest.is_file():
+            raise NeuroLMError(f"{self.root}: not a window store (no {MANIFEST}; run `neurolm prepare` first)")
+        self.manifest: dict = json.loads(manifest.read_text())
+        if not self.manifest.get("complete"):
+            raise NeuroLMError(f"{self.root}: preparation did not finish; re-run `neurolm prepare` to resume")
+
+    @property
+    def dataset(self) -> str:
+        return self.manifest["dataset"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def splits(self) -> list[str]:
+        return [s for s in ("train", "val", "test") if (self.root / f"{s}.npz").is_file()]
+
+    def split(self, name: str) -> WindowSplit:
+        return WindowSplit(self.root, name)
+
+    def verify(self) -> None:
+        """Recompute the checksums recorded in the manifest; raise naming any file that changed."""
+        for name, digest in self.manifest.get("checksums", {}).items():
+            if sha256_file(self.root / name) != digest:
+                raise NeuroLMError(f"{self.root / name}: checksum mismatch (file changed or corrupt)")
