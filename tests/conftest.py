@@ -1,0 +1,27 @@
+"""Shared fixtures: small EDF files written with edfio, the same library the synthetic corpus uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import edfio
+import numpy as np
+import pytest
+
+
+def write_edf(path: Path, labels: list[str], sfreq: float, seconds: float, *, data: np.ndarray | None = None,
+              seed: int = 0) -> Path:
+    """An EDF with the given channel labels; random 20 µV noise unless ``data`` (µV, (C, T)) is given."""
+    n = int(round(sfreq * seconds))
+    if data is None:
+        data = np.random.default_rng(seed).normal(0, 20, (len(labels), n))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    signals = [edfio.EdfSignal(row, sampling_frequency=sfreq, label=lab, physical_dimension="uV",
+                               physical_range=(-1000, 1000)) for lab, row in zip(labels, data)]
+    edfio.Edf(signals).write(path)
+    return path
+
+
+@pytest.fixture
+def edf_writer():
+    return write_edf
