@@ -106,12 +106,12 @@ def test_interrupted_prepare_resumes_to_the_same_store(tmp_path, edf_writer, mon
     root = _tuab_tree(tmp_path / "raw", edf_writer, n_subjects=2)
     prepare_dataset("tuab", root, tmp_path / "full", progress=False)
 
-    calls = {"n": 0}
+    calls = {"n": 0, "kill": True}
     real = prep.process_recording
 
     def interrupt_after_three(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == 4 and calls["kill"]:
             raise _Killed
         return real(*args, **kwargs)
 
@@ -122,6 +122,7 @@ def test_interrupted_prepare_resumes_to_the_same_store(tmp_path, edf_writer, mon
         pass
     else:
         pytest.fail("the run was not interrupted")
+    calls["kill"] = False
     assert not (tmp_path / "resumed" / "manifest.json").exists()
     with pytest.raises(NeuroLMError, match="did not finish|not a window store"):
         WindowStore(tmp_path / "resumed")
