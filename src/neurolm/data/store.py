@@ -179,3 +179,28 @@ class WindowStore:
         for name, digest in self.manifest.get("checksums", {}).items():
             if sha256_file(self.root / name) != digest:
                 raise NeuroLMError(f"{self.root / name}: checksum mismatch (file changed or corrupt)")
+
+
+class ConcatSplits:
+    """The same split of several stores as one dataset; items also carry their ``dataset`` name.
+
+    Training stages read all their stores through this, so the six tasks and the pretraining corpus mix in one
+    index space (the reference concatenates and shuffles the same way).
+    """
+
+    def __init__(self, stores: list[WindowStore], split: str):
+        self.parts = [(st.dataset, st.split(split)) for st in stores if split in st.splits]
+        self.offsets = np.cumsum([0] + [len(p) for _, p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> dict:
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        name, part = self.parts[k]
+        return part[i - int(self.offsets[k])] | {"dataset": name}
+
+    @property
+    def datasets(self) -> list[str]:
+        return [name for name, _ in self.parts]
+
