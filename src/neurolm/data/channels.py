@@ -48,14 +48,11 @@ def normalize_name(label: str, *, alias_t3_t7: bool = False) -> str | None:
     if _TYPE_PREFIX.match(name) and not name.startswith("EEG"):
         return None  # EOG/EMG/ECG channels are never EEG sites, whatever their suffix says
     name = _TYPE_PREFIX.sub("", name).strip().replace(" ", "")
-    if name in INDEX and name != "PAD":
-        return name
-    name = _REFERENCE_SUFFIX.sub("", name)
+    if name not in INDEX:
+        name = _REFERENCE_SUFFIX.sub("", name)
     if alias_t3_t7:
         name = T3_T7_ALIASES.get(name, name)
-    if name in INDEX and name != "PAD":
-        return name
-    return None
+    return name if name in INDEX and name != "PAD" else None
 
 
 def channel_indices(names: Iterable[str]) -> list[int]:
