@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neurolm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"neurolm {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        print(f"neurolm {args.command}: interrupted; re-run the same command (with --resume for training stages) to continue", file=sys.stderr)
         return 130
 
 

@@ -1,0 +1,41 @@
+"""The one training loop that the tokenizer, pretraining and instruction-tuning stages share.
+
+A stage describes *what* to train as a :class:`TrainTask`; the loop owns *how*::
+
+    class MyTask:                                   # any object with these members (a Protocol, no base class)
+        flops_per_step: float | None = None         # optional: FLOPs of one step's global batch → "mfu" column
+        def model(self) -> nn.Module: ...           # fresh module, built after seeding (frozen parts: no grad)
+        def batch(self, step, micro, rank, world): ...   # pure function of its arguments → no loader state
+        def loss(self, model, batch, step) -> tuple[Tensor, dict[str, float]]: ...   # call model(...), not parts
+        def evaluate(self, model, step) -> dict[str, float]: ...   # rank 0, unwrapped model, eval(), no_grad
+        def save(self, model, out_dir: Path) -> None: ...          # config.json + model.safetensors
+
+    cfg = TrainConfig(steps=1000, batch_size=64, lr=6e-4, min_lr=6e-5, warmup_steps=100, weight_decay=0.1,
+                      betas=(0.9, 0.95), grad_clip=1.0, eval_every=200, log_every=10, ckpt_every=200)
+    summary = train(MyTask(...), cfg, out_dir, resume=args.resume)   # {"step", "train": row, "val": row}
+
+``batch`` typically draws indices from ``StepSampler(n_items, cfg.batch_size, cfg.seed, cfg.grad_accum)``:
+``cfg.batch_size`` is the global micro-batch (split over ranks), one step sees ``batch_size * grad_accum`` samples.
+
+What ``train`` does: AdamW (decay on ≥ 2-D parameters, fused on CUDA), warm-up + cosine (:func:`lr_at`), gradient
+accumulation, clipping, bf16 autocast per ``precision``, DDP under ``torchrun`` (rank 0 logs, evaluates and saves),
+``out_dir/log.jsonl`` + ``log.csv`` (rows with ``split`` = ``train`` or ``val``), a tqdm bar, atomic checksummed
+checkpoints in ``out_dir/training_state/`` with the task's artifacts also published to ``out_dir``, bit-identical
+resume (``resume=True``), and on SIGINT/SIGTERM: finish the step, checkpoint, raise KeyboardInterrupt.
+"""
+
+from .checkpoint import STATE_DIR, read_meta
+from .distributed import StepSampler
+from .loop import TrainConfig, TrainTask, configure_optimizer, lr_at, peak_flops, train
+
+__all__ = [
+    "STATE_DIR",
+    "StepSampler",
+    "TrainConfig",
+    "TrainTask",
+    "configure_optimizer",
+    "lr_at",
+    "peak_flops",
+    "read_meta",
+    "train",
+]

@@ -1,0 +1,159 @@
+"""Processes under ``torchrun`` and the step-indexed sampler that makes a batch independent of their number.
+
+``torchrun --nproc_per_node=N`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them the run is one
+process and every collective below is a no-op, so the loop has a single code path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import NeuroLMError
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → this process's GPU if CUDA is there, else the CPU; a bare ``cuda`` also means this process's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NeuroLMError(f"device {name!r} asked for, but this machine has no usable CUDA GPU")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job; the collectives are no-ops when ``world == 1``."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    owns_group: bool  # this module initialised the process group, so it also tears it down
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def mean(self, values: list[float]) -> list[float]:
+        """Average ``values`` over ranks (logging only: one small all-reduce)."""
+        if self.world == 1 or not values:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return (t / self.world).tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on one: all ranks must agree to stop at the same step, or the next
+        all-reduce would deadlock."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (used for per-rank RNG states)."""
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+PROCESS_GROUP_TIMEOUT_MIN = 60
+
+
+def setup_distributed(device: str = "auto") -> DistContext:
+    """Join the ``torchrun`` job described by the environment (NCCL on CUDA, gloo on CPU), or run alone.
+
+    A process group that the caller already initialised is reused and left alone at the end.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    owns = False
+    if world > 1 and not dist.is_initialized():
+        # the other ranks wait in a barrier while rank 0 validates and writes checkpoints: allow more than the
+        # 10-minute NCCL default
+        timeout = timedelta(minutes=PROCESS_GROUP_TIMEOUT_MIN)
+        if dev.type == "cuda":
+            dist.init_process_group("nccl", device_id=dev, timeout=timeout)
+        else:
+            dist.init_process_group("gloo", timeout=timeout)
+        owns = True
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistContext(rank=rank, world=world, local_rank=local_rank, device=dev, owns_group=owns)
+
+
+def teardown_distributed(ctx: DistContext) -> None:
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class StepSampler:
+    """Which items make up micro-batch ``(step, micro)`` of rank ``rank`` out of ``world``: a pure function.
+
+    The run is one endless stream of positions; position ``p`` is item ``perm_e[p mod n]`` of epoch ``e = p // n``,
+    where ``perm_e`` is a permutation seeded by ``(seed, e)``. Micro-batch ``(step, micro)`` takes the next
+    ``batch_size`` positions and rank ``r`` the ``r``-th contiguous slice of them. Consequences: every epoch visits
+    each item exactly once; resuming needs no loader state; the global batch is the same for any world size (the
+    ranks only split it), and ``grad_accum`` micro-batches of ``batch_size`` cover the same items as one batch of
+    ``grad_accum * batch_size``. Batches run across epoch boundaries instead of dropping a remainder.
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, grad_accum: int = 1):
+        if n_items < 1:
+            raise NeuroLMError("StepSampler: no items to sample from (the training data is empty)")
+        if batch_size < 1 or grad_accum < 1:
+            raise NeuroLMError(f"StepSampler: batch_size ({batch_size}) and grad_accum ({grad_accum}) must be ≥ 1")
+        self.n_items, self.batch_size, self.seed, self.grad_accum = n_items, batch_size, seed, grad_accum
+        self._perms: dict[int, np.ndarray] = {}
+
+    def indices(self, step: int, micro: int = 0, rank: int = 0, world: int = 1) -> np.ndarray:
+        """Item indices (int64) of this rank's share of micro-batch ``(step, micro)``."""
+        if self.batch_size % world:
+            raise NeuroLMError(f"batch size {self.batch_size} does not split evenly over {world} processes")
+        if not 0 <= micro < self.grad_accum:
+            raise ValueError(f"micro {micro} outside 0..{self.grad_accum - 1}")
+        share = self.batch_size // world
+        start = (step * self.grad_accum + micro) * self.batch_size + rank * share
+        epochs, offsets = np.divmod(np.arange(start, start + share, dtype=np.int64), self.n_items)
+        out = np.empty(share, dtype=np.int64)
+        for e in np.unique(epochs):
+            sel = epochs == e
+            out[sel] = self._perm(int(e))[offsets[sel]]
+        return out
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) >= 2:  # a batch spans at most two epochs when batch ≤ n; keep memory flat
+                self._perms.pop(min(self._perms))
+            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n_items)
+        return self._perms[epoch]
