@@ -24,8 +24,8 @@ from neurolm.text import (
 )
 
 SAMPLE = (
-    "Hello world! It's 3.14159 o'clock; we'll see   you're   fine.\n\n\tTabs, ünïcödé, 日本語, émojis 🧠⚡ and "
-    "CamelCaseWords  with  trailing spaces   \nQuestion: Is this EEG segment abnormal? Answer: Yes"
+    "Hello world! It's 3.14159 o'clock; we'll see   you're   fine.\n\n\tTabs, ünïcödé, 日本語, émojis 🧠⚡ "
+    "and CamelCaseWords  with  trailing spaces   \nQuestion: Is this EEG segment abnormal? Answer: Yes"
 )
 
 
@@ -102,3 +102,13 @@ def test_default_corpus():
     assert int((corpus.data == EOT).sum()) == 800  # one end token per paragraph
     x = corpus.sample(2, 64, torch.Generator().manual_seed(0))
     assert x.shape == (2, 65) and int(x.max()) < TEXT_VOCAB
+
+
+def test_shipped_corpus_is_reproducible():
+    """``assets/corpus.txt`` is exactly what ``assets/make_corpus.py`` generates (its stated source)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_corpus", asset_path("make_corpus.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.corpus() == asset_path("corpus.txt").read_text(encoding="utf-8")

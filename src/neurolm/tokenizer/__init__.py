@@ -1,0 +1,30 @@
+"""The text-aligned neural tokenizer: EEG patches → encoder features and discrete neural tokens."""
+
+from .model import (
+    GradReverse,
+    NeuralTokenizer,
+    NeuralTransformer,
+    TemporalPatchEmbed,
+    TokenizerConfig,
+    alignment_alpha,
+    masked_group_norm,
+    masked_mse,
+    spectral_targets,
+)
+from .quantizer import NormEMAVectorQuantizer, QuantizerOutput, code_usage, kmeans
+
+__all__ = [
+    "GradReverse",
+    "NeuralTokenizer",
+    "NeuralTransformer",
+    "NormEMAVectorQuantizer",
+    "QuantizerOutput",
+    "TemporalPatchEmbed",
+    "TokenizerConfig",
+    "alignment_alpha",
+    "code_usage",
+    "kmeans",
+    "masked_group_norm",
+    "masked_mse",
+    "spectral_targets",
+]

@@ -1,0 +1,199 @@
+"""``neurolm synth``: a synthetic EEG corpus in the six datasets' native layouts and file formats (plus pretraining).
+
+None of the clinical datasets can be downloaded here, so this writes look-alikes that the real readers read exactly
+as they read the real data: TUH EDF with ``.rec``/``.tse_agg`` annotations, HMC EDF with CSV or EDF+ scoring,
+PhysioNet EEGMAT EDF, SEED Neuroscan CNT plus its ``Preprocessed_EEG`` MAT release, and unlabelled EDF/BDF/FIF/
+EEGLAB/BrainVision files. Signals carry the physiology their labels stand for (see :mod:`.datasets`). Output is
+deterministic for a seed: each dataset draws from its own stream, so writing one dataset alone gives the same files
+as writing it with the others. It is the demo's embedded default and the tests' fixture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ...errors import NeuroLMError
+from .datasets import (
+    hmc_recordings,
+    pretrain_recordings,
+    seed_labels,
+    seed_preprocessed,
+    seed_recordings,
+    tuab_recordings,
+    tuev_recordings,
+    tusl_recordings,
+    workload_recordings,
+)
+from .writers import Recording, Window, write_mat, write_recording
+
+ALL: tuple[str, ...] = ("tuab", "tuev", "seed", "hmc", "workload", "tusl", "pretrain")
+"""Dataset names, in the CLI's order."""
+
+DEFAULT_SUBJECTS: dict[str, int] = {
+    "tuab": 28,
+    "tuev": 20,
+    "seed": 5,
+    "hmc": 13,
+    "workload": 14,
+    "tusl": 22,
+    "pretrain": 10,
+}
+"""Subjects (recordings for pretraining) per dataset at the default size: every split of every dataset non-empty
+and ~40 test windows per class where the split rule allows, while synth + prepare of everything stays under a minute
+on two cores. ``--subjects N`` replaces all of them (each dataset raises it to its own minimum for non-empty splits)."""
+
+RECORDINGS: dict[str, Callable[[int, np.random.Generator], Iterator[Recording]]] = {
+    "tuab": tuab_recordings,
+    "tuev": tuev_recordings,
+    "seed": seed_recordings,
+    "hmc": hmc_recordings,
+    "workload": workload_recordings,
+    "tusl": tusl_recordings,
+    "pretrain": pretrain_recordings,
+}
+
+
+def _write_all(name: str, out_dir: Path, n_subjects: int, rng: np.random.Generator) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for rec in tqdm(RECORDINGS[name](n_subjects, rng), desc=f"synth {name}", unit="file", disable=None, leave=False):
+        write_recording(out_dir, rec)
+        if name == "seed":  # the preprocessed release of the same session, trial by trial at 200 Hz
+            mat_dir = out_dir / "Preprocessed_EEG"
+            mat_dir.mkdir(exist_ok=True)
+            write_mat(mat_dir / (Path(rec.path).stem + ".mat"), seed_preprocessed(rec))
+    if name == "seed":
+        write_mat(out_dir / "Preprocessed_EEG" / "label.mat", {"label": seed_labels()})
+    return out_dir
+
+
+def write_tuab(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
+    """TUH Abnormal look-alike in ``out_dir`` (``edf/{train,eval}/{normal,abnormal}/01_tcp_ar/*.edf``)."""
+    return _write_all("tuab", out_dir, n_subjects, rng)
+
+
+def write_tuev(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
+    """TUH Events look-alike in ``out_dir`` (``edf/{train,eval}/<subj>/<subj>_000000NN.{edf,rec}``)."""
+    return _write_all("tuev", out_dir, n_subjects, rng)
+
+
+def write_tusl(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
+    """TUH Slowing look-alike in ``out_dir`` (``edf/<subj>/s001_2010/01_tcp_ar/*.{edf,tse_agg}``)."""
+    return _write_all("tusl", out_dir, n_subjects, rng)
+
+
+def write_hmc(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
+    """HMC sleep look-alike in ``out_dir`` (``SNxxx.edf`` + ``SNxxx_sleepscoring.{txt,edf}``)."""
+    return _write_all("hmc", out_dir, n_subjects, rng)
+
+
+def write_workload(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
+    """PhysioNet EEGMAT look-alike in ``out_dir`` (``SubjectNN_1.edf`` rest, ``SubjectNN_2.edf`` arithmetic)."""
+    return _write_all("workload", out_dir, n_subjects, rng)
+
+
+def write_seed(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
+    """SEED look-alike in ``out_dir`` (``SEED_RAW_EEG/*.cnt`` + ``trial_times.json``, ``Preprocessed_EEG/*.mat``)."""
+    return _write_all("seed", out_dir, n_subjects, rng)
+
+
+def write_pretrain(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
+    """Unlabelled recordings in ``out_dir``, in EDF, BDF, FIF, EEGLAB and BrainVision formats."""
+    return _write_all("pretrain", out_dir, n_subjects, rng)
+
+
+WRITERS: dict[str, Callable[[str | Path, int, np.random.Generator], Path]] = {
+    "tuab": write_tuab,
+    "tuev": write_tuev,
+    "seed": write_seed,
+    "hmc": write_hmc,
+    "workload": write_workload,
+    "tusl": write_tusl,
+    "pretrain": write_pretrain,
+}
+
+
+def dataset_rng(name: str, seed: int) -> np.random.Generator:
+    """The random stream of one dataset: independent of which other datasets are written."""
+    return np.random.default_rng([seed, ALL.index(name)])
+
+
+def parse_datasets(datasets: str | Iterable[str]) -> list[str]:
+    names = [d.strip().lower() for d in (datasets.split(",") if isinstance(datasets, str) else datasets)]
+    unknown = [d for d in names if d not in ALL]
+    if unknown or not names:
+        raise NeuroLMError(f"--datasets: unknown dataset(s) {', '.join(unknown) or '(none)'}; choose from {','.join(ALL)}")
+    return list(dict.fromkeys(names))
+
+
+def write_corpus(
+    out_dir: str | Path, datasets: str | Iterable[str] = ALL, subjects: int | None = None, seed: int = 0
+) -> dict[str, Path]:
+    """Write ``out_dir/<dataset>/`` for each dataset; returns dataset name → its directory.
+
+    ``subjects`` overrides :data:`DEFAULT_SUBJECTS` for every dataset (raised to each dataset's minimum).
+    """
+    if subjects is not None and subjects < 1:
+        raise NeuroLMError(f"--subjects must be at least 1, got {subjects}")
+    out = Path(out_dir)
+    return {
+        name: WRITERS[name](out / name, subjects or DEFAULT_SUBJECTS[name], dataset_rng(name, seed))
+        for name in parse_datasets(datasets)
+    }
+
+
+def iter_recordings(name: str, subjects: int | None = None, seed: int = 0) -> Iterator[Recording]:
+    """The recordings :func:`write_corpus` would write for one dataset, without writing them (calibration)."""
+    return RECORDINGS[name](subjects or DEFAULT_SUBJECTS[name], dataset_rng(name, seed))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="directory to write <dataset>/ folders into")
+    parser.add_argument(
+        "--datasets", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)} (default: all)"
+    )
+    defaults = ", ".join(f"{k} {v}" for k, v in DEFAULT_SUBJECTS.items())
+    parser.add_argument(
+        "--subjects",
+        type=int,
+        default=None,
+        help=f"subjects (pretraining: files) per dataset, raised to each dataset's minimum (default: {defaults})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed; equal seeds give equal corpora")
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    written = write_corpus(args.out_dir, args.datasets, args.subjects, args.seed)
+    files = [p for d in written.values() for p in d.rglob("*") if p.is_file()]
+    size_mb = sum(p.stat().st_size for p in files) / 1e6
+    print(
+        f"synth: wrote {', '.join(written)} ({len(files)} files, {size_mb:.0f} MB) to {args.out_dir} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+__all__ = [
+    "ALL",
+    "DEFAULT_SUBJECTS",
+    "Recording",
+    "Window",
+    "add_arguments",
+    "iter_recordings",
+    "run",
+    "write_corpus",
+    "write_hmc",
+    "write_pretrain",
+    "write_seed",
+    "write_tuab",
+    "write_tuev",
+    "write_tusl",
+    "write_workload",
+]

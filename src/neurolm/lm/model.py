@@ -1,0 +1,424 @@
+"""NeuroLM: a GPT-2 that reads EEG through a frozen neural tokenizer and writes text (spec §4).
+
+Sequence = ``[EEG tokens][text tokens]``. An EEG token's input is the frozen tokenizer encoder's feature (not its
+code) mapped to the LM width, plus a channel embedding ``pos_embed[chan]`` and the GPT position of its **second**
+``wpe[time]`` (all channels of a second share a position). Text after the EEG continues at positions ``m+1, m+2, …``.
+The LM head predicts text (outputs ``0..50303``) and EEG codes (output ``50304 + code``).
+
+Decisions where the spec is silent or where we differ from the reference (REF):
+- ``m`` is the last real second **of each sample**; REF takes the maximum over the whole batch, so a sample's text
+  positions depend on its batch-mates. ``NeuroLMConfig.ref_text_positions=True`` reproduces REF. Without EEG, text
+  starts at position 0 (plain GPT-2).
+- The tokenizer encoder runs once per step and gives both the input features and the target codes. Caveat kept
+  from REF (spec §3/§4): the encoder attends bidirectionally over the whole window (and its GroupNorm statistics span
+  the window), so the features of second ``a`` have already seen second ``a+1`` whose code is the target. The LM
+  itself is strictly causal over seconds (stair-step mask); removing the leak needs the encoder to accept the
+  stair-step mask, a change in ``neurolm.tokenizer``.
+- EEG targets are built on the device from token times and channels: token ``(a, c)`` predicts the code of ``(a+1, c)``
+  when that token exists; other tokens are ignored (-100). EEG logits are computed only where a target exists.
+- Greedy generation picks the argmax among GPT-2's 50257 text tokens only: an EEG code or the instruction marker is
+  never a valid word of an answer. It always runs ``max_new_tokens`` steps; callers cut at ``<|endoftext|>``.
+- Without GPT-2 weights, ``wte`` rows 0..50256 and the text rows of ``lm_head`` start from the tokenizer's frozen
+  text table (the table its features were aligned to) when the widths match, so EEG features and text start in the
+  same space; otherwise they are random (both cases logged).
+- :meth:`NeuroLM.from_reference_checkpoint` loads REF's ``NeuroLM-*.pt``. Those files carry only the tokenizer
+  **encoder**, so without ``vq_path`` (REF's ``VQ.pt``) the quantizer is random and EEG target codes are meaningless
+  (a warning says so); instruction tuning and generation need only the encoder. The encoder's head count is not in
+  the file: without ``vq_path`` it is taken as ``width // 64`` (REF: 12 heads for 768).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..data.batch import EEGBatch
+from ..errors import NeuroLMError
+from ..text import INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
+from ..tokenizer import NeuralTokenizer, TokenizerConfig
+from ..tokenizer.model import _torch_load as load_torch_checkpoint
+from .gpt import GPT, GPTConfig, KVCache
+from .mask import build_attention_mask, decode_mask
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+IGNORE = -100
+"""Target id that cross-entropy skips."""
+
+
+@dataclass
+class NeuroLMConfig:
+    """Everything needed to rebuild a NeuroLM; saved as ``config.json`` beside its weights."""
+
+    gpt: GPTConfig = field(default_factory=GPTConfig)
+    """The language model; ``n_outputs`` must be ``50304 + tokenizer.codebook_size``."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The frozen neural tokenizer (its encoder gives the EEG inputs, its quantizer the EEG targets)."""
+    ref_text_positions: bool = False
+    """Text positions start after the batch-wide last second (REF) instead of each sample's own."""
+
+    def __post_init__(self) -> None:
+        if self.gpt.n_outputs != PADDED_VOCAB + self.tokenizer.codebook_size:
+            raise NeuroLMError(
+                f"NeuroLM config: lm_head has {self.gpt.n_outputs} outputs, expected {PADDED_VOCAB} text + "
+                f"{self.tokenizer.codebook_size} codes = {PADDED_VOCAB + self.tokenizer.codebook_size}"
+            )
+        if self.gpt.vocab_size <= INSTRUCTION_START:
+            raise NeuroLMError(f"NeuroLM config: wte needs a row for the instruction marker {INSTRUCTION_START}")
+        if self.gpt.block_size <= self.tokenizer.max_time:
+            raise NeuroLMError(f"NeuroLM config: block_size {self.gpt.block_size} leaves no position for text after "
+                               f"{self.tokenizer.max_time} s of EEG")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gpt": asdict(self.gpt), "tokenizer": asdict(self.tokenizer),
+                "ref_text_positions": self.ref_text_positions}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> NeuroLMConfig:
+        try:
+            return cls(GPTConfig(**values["gpt"]), TokenizerConfig.from_dict(values["tokenizer"]),
+                       bool(values.get("ref_text_positions", False)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NeuroLMError(f"NeuroLM config: invalid ({exc})") from exc
+
+
+def eeg_targets(codes: torch.Tensor, times: torch.Tensor, chans: torch.Tensor, n_chans: torch.Tensor) -> torch.Tensor:
+    """Next-second targets ``(B, N)``: token ``k = a*C + c`` → code of token ``k + C`` (channel ``c``, second
+    ``a+1``), ``-100`` where that token does not exist (last second, padding). ``codes`` are -1 on padding."""
+    n = codes.shape[1]
+    nxt = torch.arange(n, device=codes.device)[None] + n_chans[:, None]
+    inside = nxt < n
+    nxt = nxt.clamp(max=n - 1)
+    # the layout is time-major, so k + C is the next second of the same channel; checking it costs nothing
+    same_site = (times.gather(1, nxt) == times + 1) & (chans.gather(1, nxt) == chans)
+    target = codes.gather(1, nxt)
+    valid = inside & same_site & (codes >= 0) & (target >= 0)
+    return torch.where(valid, target, torch.full_like(target, IGNORE))
+
+
+class NeuroLM(nn.Module):
+    def __init__(self, config: NeuroLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = NeuralTokenizer(config.tokenizer)
+        self.tokenizer.requires_grad_(False)
+        self.tokenizer.eval()
+        self.gpt = GPT(config.gpt)
+        d_enc, d = config.tokenizer.n_embd, config.gpt.n_embd
+        # REF's key names: `encode_transform_layer.0.*` exists only when the widths differ
+        self.encode_transform_layer = nn.Sequential(nn.Linear(d_enc, d), nn.GELU()) if d_enc != d else nn.Identity()
+        self.pos_embed = nn.Embedding(config.tokenizer.max_channels, d)
+        for module in (self.encode_transform_layer, self.pos_embed):
+            module.apply(GPT._init_weights)
+
+    def train(self, mode: bool = True) -> NeuroLM:
+        """Train the LM parts; the tokenizer stays in eval mode (frozen, no dropout, codebook untouched)."""
+        super().train(mode)
+        self.tokenizer.eval()
+        return self
+
+    # ----------------------------------------------------------------------------------------------------- inputs
+    def embed_eeg(self, batch: EEGBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """EEG input embeddings ``(B, N, d)`` and the tokens' codes ``(B, N)`` from one encoder pass."""
+        features, codes = self.tokenizer.encode(batch)
+        x = self.encode_transform_layer(features) + self.pos_embed(batch.chans) + self.gpt.position(batch.times)
+        return x, codes
+
+    def text_start(self, batch: EEGBatch | None, n: int, device: torch.device) -> torch.Tensor:
+        """First text position ``(B,)``: one past the last real second (per sample, or batch-wide as REF)."""
+        if batch is None:
+            return torch.zeros(n, dtype=torch.long, device=device)
+        last = batch.times.masked_fill(~batch.mask.bool(), -1).max(dim=1).values
+        if self.config.ref_text_positions:
+            last = last.max().expand_as(last)
+        return last + 1
+
+    def _sequence(
+        self, batch: EEGBatch | None, text_ids: torch.Tensor, text_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embedded ``[EEG][text]`` and its attention mask (None = plain causal text)."""
+        b, m = text_ids.shape
+        start = self.text_start(batch, b, text_ids.device)
+        positions = start[:, None] + torch.arange(m, device=start.device)
+        text = self.gpt.transformer.wte(text_ids) + self.gpt.position(positions)
+        if batch is None and text_mask is None:
+            return text, None  # causal attention takes SDPA's fastest path
+        if text_mask is None:
+            text_mask = torch.ones_like(text_ids, dtype=torch.bool)
+        if batch is None:
+            empty = text_ids.new_zeros(b, 0)
+            return text, build_attention_mask(empty, empty.bool(), text_mask)
+        eeg, _ = self.embed_eeg(batch)
+        x = torch.cat([eeg, text.to(eeg.dtype)], dim=1)
+        return x, build_attention_mask(batch.times, batch.mask, text_mask)
+
+    # ---------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        batch: EEGBatch | None,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor | None = None,
+        text_targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Text logits after (optional) EEG: the instruction-tuning and evaluation entry point.
+
+        ``text_ids (B, M)``: e.g. ``[50257] + instruction + answer + [50256]``, right-padded with 50256;
+        ``text_mask (B, M)``: True on real text (None = all real). ``text_targets (B, M)``: the token that should
+        follow each position (nanoGPT convention: already shifted), -100 where no loss is wanted (instruction,
+        padding). ``kv_cache``: filled with the whole sequence, for :meth:`generate`.
+
+        Returns ``logits (B, M, n_outputs)`` and, with targets, ``loss`` and ``accuracy`` over the target tokens.
+        """
+        x, mask = self._sequence(batch, text_ids, text_mask)
+        h = self.gpt(x, mask, kv_cache)
+        logits = self.gpt.lm_head(h[:, h.shape[1] - text_ids.shape[1] :])
+        out = {"logits": logits}
+        if text_targets is not None:
+            out["loss"] = F.cross_entropy(logits.flatten(0, 1), text_targets.flatten(), ignore_index=IGNORE)
+            counted = text_targets != IGNORE
+            hits = ((logits.argmax(-1) == text_targets) & counted).sum()
+            out["accuracy"] = (hits / counted.sum().clamp_min(1)).detach()
+        return out
+
+    def text_forward(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Plain causal LM on text crops ``(B, T+1)`` (inputs ``[:, :-1]``, targets ``[:, 1:]``): ``loss``,
+        ``accuracy`` and ``logits``."""
+        return self.forward(None, ids[:, :-1], text_targets=ids[:, 1:])
+
+    def eeg_forward(self, batch: EEGBatch) -> dict[str, torch.Tensor]:
+        """Multi-channel autoregressive pretraining loss on an EEG batch (stair-step mask, next-second codes).
+
+        Returns ``loss`` (cross-entropy over all ``n_outputs``, code ``i`` ↔ output ``50304 + i``), ``accuracy``
+        (argmax over all outputs equals the target code) and ``tokens`` (number of targets), the last two detached.
+        """
+        x, codes = self.embed_eeg(batch)
+        h = self.gpt(x, build_attention_mask(batch.times, batch.mask))
+        targets = eeg_targets(codes, batch.times, batch.chans, batch.n_chans)
+        selected = targets != IGNORE
+        if not bool(selected.any()):
+            raise NeuroLMError("EEG batch has no next-second targets: every window is shorter than 2 s")
+        logits = self.gpt.lm_head(h[selected])
+        target = targets[selected] + PADDED_VOCAB
+        return {
+            "loss": F.cross_entropy(logits, target),
+            "accuracy": (logits.argmax(-1) == target).float().mean().detach(),
+            "tokens": selected.sum().detach(),
+        }
+
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: EEGBatch | None,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 5,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy continuation of right-padded prompts after their EEG, with a KV cache.
+
+        Returns the new tokens ``(B, max_new_tokens)`` and the logits each was chosen from
+        ``(B, max_new_tokens, n_outputs)`` (so answer scores need no second pass). Call ``eval()`` first.
+        """
+        b, m = prompt_ids.shape
+        if prompt_mask is None:
+            prompt_mask = torch.ones_like(prompt_ids, dtype=torch.bool)
+        prompt_mask = prompt_mask.bool()
+        lengths = prompt_mask.sum(dim=1)
+        right_padded = prompt_mask == (torch.arange(m, device=lengths.device)[None] < lengths[:, None])
+        if not bool(right_padded.all()) or not bool((lengths > 0).all()):
+            raise NeuroLMError("generate: every prompt needs at least one token and padding only at its end")
+        cache = KVCache(self.config.gpt.n_layer)
+        logits = self.forward(batch, prompt_ids, prompt_mask, kv_cache=cache)["logits"]
+        step = logits[torch.arange(b, device=logits.device), lengths - 1]
+        eeg_valid = batch.mask.bool() if batch is not None else prompt_mask.new_zeros(b, 0)
+        key_valid = torch.cat([eeg_valid, prompt_mask], dim=1)
+        position = self.text_start(batch, b, prompt_ids.device) + lengths
+        tokens, scores = [], []
+        for i in range(max_new_tokens):
+            token = step[:, :TEXT_VOCAB].argmax(dim=-1)
+            tokens.append(token)
+            scores.append(step)
+            if i == max_new_tokens - 1:
+                break
+            x = self.gpt.transformer.wte(token[:, None]) + self.gpt.position(position[:, None])
+            h = self.gpt(x, decode_mask(key_valid, 1), cache)
+            step = self.gpt.lm_head(h[:, -1])
+            key_valid = torch.cat([key_valid, key_valid.new_ones(b, 1)], dim=1)
+            position = position + 1
+        return torch.stack(tokens, dim=1), torch.stack(scores, dim=1)
+
+    # ------------------------------------------------------------------------------------------------ accounting
+    def flops_per_token(self, seq_len: int, eeg: bool = True) -> float:
+        """Training FLOPs per token (nanoGPT's estimate): 6 × trainable matmul parameters + attention, plus, for
+        EEG tokens, the frozen encoder's forward pass (2 × its matmul parameters + attention)."""
+        cfg = self.config.gpt
+        lookups = {id(self.gpt.transformer.wte.weight), id(self.gpt.transformer.wpe.weight), id(self.pos_embed.weight)}
+        n_lm = sum(p.numel() for p in self.parameters() if p.requires_grad and id(p) not in lookups)
+        flops = 6 * n_lm + 12 * cfg.n_layer * cfg.n_embd * seq_len
+        if eeg:
+            enc = self.tokenizer.VQ.encoder
+            n_enc = sum(p.numel() for name, p in enc.named_parameters() if not name.endswith(("pos_embed.weight",
+                                                                                              "time_embed.weight")))
+            flops += 2 * n_enc + 4 * len(enc.blocks) * self.config.tokenizer.n_embd * seq_len
+        return float(flops)
+
+    # ----------------------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (the frozen tokenizer included)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": "neurolm"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> NeuroLM:
+        """Rebuild a model saved by :meth:`save_pretrained`; returned in eval mode."""
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise NeuroLMError(f"{directory / name}: missing; not a NeuroLM model directory")
+        try:
+            config = NeuroLMConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+            state = load_file(str(directory / WEIGHTS_FILE))
+        except (json.JSONDecodeError, SafetensorError) as exc:
+            raise NeuroLMError(f"{directory}: unreadable model files ({exc})") from exc
+        model = cls(config)
+        _load_exact(model, state, str(directory / WEIGHTS_FILE))
+        return model.to(device).eval()
+
+    @classmethod
+    def from_tokenizer(
+        cls,
+        tokenizer: NeuralTokenizer,
+        size: str = "B",
+        init_gpt2_dir: str | Path | None = None,
+        *,
+        ref_text_positions: bool = False,
+    ) -> NeuroLM:
+        """A new NeuroLM around a trained tokenizer (copied and frozen), with a GPT of preset ``size``
+        (``tiny|B|L|XL``) initialised from Hugging Face GPT-2 weights in ``init_gpt2_dir`` or at random."""
+        n_outputs = PADDED_VOCAB + tokenizer.config.codebook_size
+        gpt = None
+        if init_gpt2_dir is not None:
+            gpt = GPT.from_hf_gpt2(init_gpt2_dir, n_outputs=n_outputs)
+            wanted = GPTConfig.from_preset(size)
+            have, want = (gpt.config.n_layer, gpt.config.n_head, gpt.config.n_embd), (
+                wanted.n_layer, wanted.n_head, wanted.n_embd)
+            if have != want:
+                raise NeuroLMError(f"{init_gpt2_dir}: GPT-2 of {have[0]} layers × {have[2]} wide × {have[1]} heads "
+                                   f"does not match size {size!r} ({want[0]} × {want[2]} × {want[1]})")
+            gpt_config = gpt.config
+        else:
+            gpt_config = GPTConfig.from_preset(size, n_outputs=n_outputs)
+        model = cls(NeuroLMConfig(gpt_config, replace(tokenizer.config), ref_text_positions))
+        model.tokenizer.load_state_dict(tokenizer.state_dict())
+        if gpt is not None:
+            model.gpt.load_state_dict(gpt.state_dict())
+            return model
+        table = tokenizer.wte.weight
+        if tuple(table.shape) == (TEXT_VOCAB, gpt_config.n_embd):
+            with torch.no_grad():
+                model.gpt.transformer.wte.weight[:TEXT_VOCAB] = table
+                model.gpt.lm_head.weight[:TEXT_VOCAB] = table
+            log.info("GPT text embeddings initialised from the tokenizer's aligned text table")
+        else:
+            log.info("GPT text embeddings initialised at random: the tokenizer's text table is %s, the LM needs "
+                     "(%d, %d)", tuple(table.shape), TEXT_VOCAB, gpt_config.n_embd)
+        return model
+
+    @classmethod
+    def from_reference_checkpoint(
+        cls, path: str | Path, vq_path: str | Path | None = None, *, ref_text_positions: bool = False
+    ) -> NeuroLM:
+        """Load the authors' ``NeuroLM-B/L/XL.pt`` (with their ``VQ.pt`` for the quantizer, see module notes).
+        Returned in eval mode."""
+        path = Path(path)
+        ckpt = load_torch_checkpoint(path)
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+            raise NeuroLMError(f"{path}: not a NeuroLM checkpoint (expected a dict with a 'model' state dict)")
+        state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["model"].items()}
+        args = ckpt.get("model_args") or {}
+        needed = ["GPT2.transformer.wte.weight", "GPT2.transformer.wpe.weight", "GPT2.lm_head.weight",
+                  "tokenizer.fc_norm.weight", "tokenizer.pos_embed.weight", "tokenizer.time_embed.weight",
+                  "pos_embed.weight"]
+        missing = [k for k in needed if k not in state] + ([] if "n_head" in args else ["model_args['n_head']"])
+        if missing:
+            raise NeuroLMError(f"{path}: missing {', '.join(missing)}")
+        wte, lm_head = state["GPT2.transformer.wte.weight"], state["GPT2.lm_head.weight"]
+        gpt_config = GPTConfig(
+            n_layer=_count_layers(state, "GPT2.transformer.h."), n_head=int(args["n_head"]), n_embd=wte.shape[1],
+            block_size=state["GPT2.transformer.wpe.weight"].shape[0], vocab_size=wte.shape[0],
+            n_outputs=lm_head.shape[0], bias=True,
+        )
+        if vq_path is not None:
+            vq = NeuralTokenizer.from_reference_checkpoint(vq_path)
+            tok_config = vq.config
+        else:
+            vq = None
+            width = state["tokenizer.fc_norm.weight"].shape[0]
+            tok_config = TokenizerConfig(
+                n_layer=_count_layers(state, "tokenizer.blocks."), n_head=width // 64, n_embd=width,
+                codebook_size=lm_head.shape[0] - PADDED_VOCAB,
+                max_channels=state["tokenizer.pos_embed.weight"].shape[0],
+                max_time=state["tokenizer.time_embed.weight"].shape[0], norm_over_padding=True,
+                dead_code_threshold=0.0,
+            )
+            warnings.warn(f"{path} holds the tokenizer encoder only: EEG target codes need the quantizer, pass "
+                          "vq_path=VQ.pt for pretraining (instruction tuning and generation do not need it)",
+                          UserWarning, stacklevel=2)
+        model = cls(NeuroLMConfig(gpt_config, tok_config, ref_text_positions))
+        if vq is not None:
+            model.tokenizer.load_state_dict(vq.state_dict())
+        mapped = {}
+        for key, value in state.items():
+            if key.startswith("GPT2."):
+                mapped["gpt." + key[len("GPT2."):]] = value
+            elif key.startswith("tokenizer."):
+                mapped["tokenizer.VQ.encoder." + key[len("tokenizer."):]] = value
+            else:
+                mapped[key] = value
+        # the file holds everything except the quantizer/decoders/alignment parts of the tokenizer
+        not_in_file = {k for k in model.state_dict() if k.startswith("tokenizer.")
+                       and not k.startswith("tokenizer.VQ.encoder.")}
+        _load_exact(model, mapped, str(path), not_in_file)
+        return model.eval()
+
+
+def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    layers = {int(m.group(1)) for k in state if (m := pattern.match(k))}
+    if not layers or layers != set(range(len(layers))):
+        raise NeuroLMError(f"checkpoint layers under {prefix!r} are missing or not numbered 0..n-1: {sorted(layers)}")
+    return len(layers)
+
+
+def _load_exact(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, optional: frozenset[str] | set[str] = frozenset()
+) -> None:
+    """Load ``state`` into ``model``, naming every missing, unexpected or mis-shaped key; keys in ``optional`` may
+    be absent from ``state`` (they keep their current values)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state) - set(optional))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+             for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    problems = [f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
+                if keys]
+    if problems:
+        raise NeuroLMError(f"{source}: weights do not match the model config; " + "; ".join(problems))
+    model.load_state_dict(state, strict=False)
