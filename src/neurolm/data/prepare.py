@@ -31,14 +31,24 @@ SHARDS = ".shards"
 
 def cut_windows(data: np.ndarray, start: float, stop: float, window_s: float, stride_s: float | None,
                 sfreq: float) -> list[int]:
-    """Start samples of the whole windows inside ``[start, stop)`` seconds; none if the stretch leaves the data."""
+    """Start samples of the whole windows inside ``[start, stop)`` seconds; none if the stretch leaves the data.
+
+    The count comes from the stretch's length in seconds (with a tolerance), not from rounded sample indices, so a
+    5 s event window at a fractional onset is never lost to rounding.
+    """
     w = int(round(window_s * sfreq))
-    hop = int(round((stride_s or window_s) * sfreq))
-    a, b = int(round(start * sfreq)), int(round(stop * sfreq))
-    if a < 0 or b > data.shape[1] + 1:  # one sample of slack for rounding of the recording's end
+    hop_s = stride_s or window_s
+    hop = int(round(hop_s * sfreq))
+    n = int(np.floor((stop - start - window_s) / hop_s + 1e-6)) + 1
+    a = int(round(start * sfreq))
+    if n <= 0 or a < 0:
         return []
-    b = min(b, data.shape[1])
-    return list(range(a, b - w + 1, hop))
+    starts = [a + k * hop for k in range(n)]
+    if starts[-1] + w > data.shape[1]:
+        if starts[-1] + w > data.shape[1] + 1:  # one sample of slack for rounding of the recording's end
+            return []
+        starts = [min(s, data.shape[1] - w) for s in starts]
+    return starts
 
 
 def process_recording(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:

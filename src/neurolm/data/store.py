@@ -98,7 +98,7 @@ def write_split(out_dir: Path, split: str, buf: SplitBuffer) -> dict[str, str]:
 class WindowSplit:
     """One split of a store as a map-style dataset (usable directly by ``torch.utils.data.DataLoader``).
 
-    Items are dicts ``{"signal": float32 (C, T) in µV/100 at 200 Hz, "chans": int64 (C,), "label": int,
+    Items are dicts ``{"signal": float32 (C, T) in µV/100 at 200 Hz (a read-only view of the memmap), "chans": int64 (C,), "label": int,
     "subject": str, "file": str, "start": float}``.
     """
 
@@ -109,6 +109,11 @@ class WindowSplit:
             raise NeuroLMError(f"{self.root}: split {split!r} has no {idx_path.name} (is the store complete?)")
         with np.load(idx_path) as idx:
             self._idx = {k: idx[k] for k in idx.files}
+        # Per-window fields as Python lists: a read then costs list lookups, not numpy scalar conversions.
+        self._rows = list(zip(*(self._idx[k].tolist() for k in ("n_chans", "n_times", "offset", "chan_offset", "label",
+                                                                    "subject_id", "file_id", "start"))))
+        self._subject_names = self._idx["subjects"].tolist()
+        self._file_names = self._idx["files"].tolist()
         self._mm: np.memmap | None = None
 
     def __len__(self) -> int:
@@ -134,16 +139,14 @@ class WindowSplit:
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= i < len(self):
             raise IndexError(f"window {i} out of range for {len(self)} windows")
-        i = int(i) % len(self)
-        ix = self._idx
-        c, t, off, co = int(ix["n_chans"][i]), int(ix["n_times"][i]), int(ix["offset"][i]), int(ix["chan_offset"][i])
+        c, t, off, co, label, subject, file, start = self._rows[i]
         return {
-            "signal": np.array(self._signals()[off : off + c * t]).reshape(c, t),
-            "chans": ix["chans"][co : co + c].astype(np.int64),
-            "label": int(ix["label"][i]),
-            "subject": str(ix["subjects"][ix["subject_id"][i]]),
-            "file": str(ix["files"][ix["file_id"][i]]),
-            "start": float(ix["start"][i]),
+            "signal": self._signals()[off : off + c * t].reshape(c, t),  # read-only view: batching copies it once
+            "chans": self._idx["chans"][co : co + c].astype(np.int64),
+            "label": label,
+            "subject": self._subject_names[subject],
+            "file": self._file_names[file],
+            "start": start,
         }
 
 
