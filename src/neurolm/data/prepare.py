@@ -115,7 +115,7 @@ def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, main
     manifest_path.unlink(missing_ok=True)
 
     t0, failures, shards = time.time(), [], {}
-    for rec in tqdm(recordings, desc=f"prepare {name}", unit="file", disable=not progress):
+    for rec in tqdm(recordings, desc=f"prepare {name}", unit="file", disable=None if progress else True):  # None: no bar in non-TTY logs
         shard = shard_dir / f"{_fingerprint(settings, _file_key(rec, raw_dir))}.npz"
         shards[rec.path] = shard
         if shard.is_file():
