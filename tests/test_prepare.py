@@ -142,3 +142,19 @@ def test_no_files_is_a_clear_error(tmp_path):
         prepare_dataset("tuab", tmp_path / "empty", tmp_path / "out", progress=False)
     with pytest.raises(NeuroLMError, match="unknown dataset"):
         prepare_dataset("nope", tmp_path / "empty", tmp_path / "out", progress=False)
+
+
+def test_store_feeds_a_dataloader_with_workers(tmp_path, edf_writer):
+    import torch
+
+    from neurolm.data.batch import collate_windows
+
+    root = _tuab_tree(tmp_path / "raw", edf_writer, n_subjects=1)
+    prepare_dataset("tuab", root, tmp_path / "store", progress=False)
+    split = WindowStore(tmp_path / "store").split("test")
+    loader = torch.utils.data.DataLoader(split, batch_size=4, num_workers=2, collate_fn=collate_windows)
+    batches = list(loader)
+    assert sum(b.labels.numel() for b in batches) == len(split)
+    first = batches[0]
+    assert first.patches.shape == (4, 10 * 23, 200) and first.mask.all()
+    assert torch.allclose(first.patches[0, :23, :], torch.from_numpy(np.array(split[0]["signal"][:, :200])))
