@@ -29,7 +29,6 @@ Decisions where the spec is silent or where we differ from the reference (REF):
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import warnings
@@ -39,22 +38,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data.batch import EEGBatch
+from ..artifacts import (WEIGHTS_FILE, load_state_exact, load_torch_checkpoint, read_artifacts,
+                         save_artifacts)
 from ..errors import NeuroLMError
 from ..text import INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
 from ..tokenizer import NeuralTokenizer, TokenizerConfig
-from ..tokenizer.model import _torch_load as load_torch_checkpoint
 from .gpt import GPT, GPTConfig, KVCache
 from .mask import build_attention_mask, decode_mask
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 IGNORE = -100
 """Target id that cross-entropy skips."""
 
@@ -278,26 +274,14 @@ class NeuroLM(nn.Module):
     # ----------------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json`` + ``model.safetensors`` (the frozen tokenizer included)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": "neurolm"})
+        save_artifacts(directory, self.config.to_dict(), self, "neurolm")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> NeuroLM:
         """Rebuild a model saved by :meth:`save_pretrained`; returned in eval mode."""
-        directory = Path(directory)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).is_file():
-                raise NeuroLMError(f"{directory / name}: missing; not a NeuroLM model directory")
-        try:
-            config = NeuroLMConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-            state = load_file(str(directory / WEIGHTS_FILE))
-        except (json.JSONDecodeError, SafetensorError) as exc:
-            raise NeuroLMError(f"{directory}: unreadable model files ({exc})") from exc
-        model = cls(config)
-        _load_exact(model, state, str(directory / WEIGHTS_FILE))
+        values, state = read_artifacts(directory, "NeuroLM model")
+        model = cls(NeuroLMConfig.from_dict(values))
+        load_state_exact(model, state, str(Path(directory) / WEIGHTS_FILE))
         return model.to(device).eval()
 
     @classmethod
@@ -394,7 +378,7 @@ class NeuroLM(nn.Module):
         # the file holds everything except the quantizer/decoders/alignment parts of the tokenizer
         not_in_file = {k for k in model.state_dict() if k.startswith("tokenizer.")
                        and not k.startswith("tokenizer.VQ.encoder.")}
-        _load_exact(model, mapped, str(path), not_in_file)
+        load_state_exact(model, mapped, str(path), not_in_file)
         return model.eval()
 
 
@@ -404,21 +388,3 @@ def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
     if not layers or layers != set(range(len(layers))):
         raise NeuroLMError(f"checkpoint layers under {prefix!r} are missing or not numbered 0..n-1: {sorted(layers)}")
     return len(layers)
-
-
-def _load_exact(
-    model: nn.Module, state: dict[str, torch.Tensor], source: str, optional: frozenset[str] | set[str] = frozenset()
-) -> None:
-    """Load ``state`` into ``model``, naming every missing, unexpected or mis-shaped key; keys in ``optional`` may
-    be absent from ``state`` (they keep their current values)."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state) - set(optional))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-             for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    problems = [f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
-                if keys]
-    if problems:
-        raise NeuroLMError(f"{source}: weights do not match the model config; " + "; ".join(problems))
-    model.load_state_dict(state, strict=False)

@@ -20,20 +20,17 @@ Deviations from the reference (REF):
 
 from __future__ import annotations
 
-import json
 import math
-import pickle
-import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..artifacts import (WEIGHTS_FILE, load_state_exact, load_torch_checkpoint, read_artifacts,
+                         save_artifacts)
 from ..data.batch import PATCH, EEGBatch
 from ..data.channels import PAD_INDEX
 from ..errors import NeuroLMError
@@ -41,8 +38,6 @@ from .quantizer import NormEMAVectorQuantizer
 
 CONV_CHANNELS = 16
 CONV_STEPS = 25  # 200 samples through Conv(k=15, s=8, p=7) → 25 steps; × 16 channels = 400 features per token
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -428,29 +423,14 @@ class NeuralTokenizer(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` (text table and codebook state included)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": "neurolm-tokenizer"})
+        save_artifacts(directory, asdict(self.config), self, "neurolm-tokenizer")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> NeuralTokenizer:
         """Rebuild a tokenizer saved by :meth:`save_pretrained`; returned in eval mode."""
-        directory = Path(directory)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).is_file():
-                raise NeuroLMError(f"{directory / name}: missing; not a tokenizer directory")
-        try:
-            values = json.loads((directory / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as exc:
-            raise NeuroLMError(f"{directory / CONFIG_FILE}: not valid JSON ({exc})") from exc
+        values, state = read_artifacts(directory, "tokenizer")
         model = cls(TokenizerConfig.from_dict(values))
-        try:
-            state = load_file(str(directory / WEIGHTS_FILE))
-        except SafetensorError as exc:
-            raise NeuroLMError(f"{directory / WEIGHTS_FILE}: not a readable safetensors file ({exc})") from exc
-        model._load_strict(state, str(directory / WEIGHTS_FILE))
+        load_state_exact(model, state, str(Path(directory) / WEIGHTS_FILE))
         return model.to(device).eval()
 
     @classmethod
@@ -461,7 +441,7 @@ class NeuralTokenizer(nn.Module):
         ``dead_code_threshold=0`` as REF has none. Returned in eval mode.
         """
         path = Path(path)
-        ckpt = _torch_load(path)
+        ckpt = load_torch_checkpoint(path)
         if not isinstance(ckpt, dict) or "model" not in ckpt:
             raise NeuroLMError(f"{path}: not a VQ checkpoint (expected a dict with a 'model' state dict)")
         state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["model"].items()}
@@ -487,38 +467,5 @@ class NeuralTokenizer(nn.Module):
             dropout=float(enc.get("dropout", 0.0)), norm_over_padding=True, dead_code_threshold=0.0,
         )
         model = cls(config)
-        model._load_strict(state, str(path))
+        load_state_exact(model, state, str(path))
         return model.to(device).eval()
-
-    def _load_strict(self, state: dict[str, torch.Tensor], source: str) -> None:
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-                 for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-        problems = [(name, keys) for name, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                                     ("wrong shapes", wrong)) if keys]
-        if problems:
-            lines = [f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                     for name, keys in problems]
-            raise NeuroLMError(f"{source}: weights do not match the tokenizer config; " + "; ".join(lines))
-        self.load_state_dict(state, strict=True)
-
-
-def _torch_load(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True``; falls back to a full unpickle only with a warning."""
-    if not path.is_file():
-        raise NeuroLMError(f"{path}: no such checkpoint file")
-    unreadable = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ModuleNotFoundError)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # a type outside the weights-only allow-list
-        warnings.warn(f"{path}: cannot be loaded with weights_only=True ({str(exc).splitlines()[0]}); loading it with "
-                      "weights_only=False, which can run code stored in the file: only do this for files you trust",
-                      UserWarning, stacklevel=3)
-    except unreadable as exc:
-        raise NeuroLMError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except unreadable as exc:
-        raise NeuroLMError(f"{path}: not a readable torch checkpoint ({exc})") from exc

@@ -1,0 +1,87 @@
+"""Model directories and foreign checkpoints, shared by the tokenizer and the LM.
+
+A model directory is ``config.json`` + ``model.safetensors``; loading names every missing, unexpected or mis-shaped
+key instead of failing deep inside ``load_state_dict``. The authors' checkpoints are torch pickles: they are opened with
+``weights_only=True`` and fully unpickled only after a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import NeuroLMError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_artifacts(directory: str | Path, config: dict, model: nn.Module, kind: str) -> None:
+    """Write ``config.json`` and ``model.safetensors`` (every state-dict entry, buffers included)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": kind})
+
+
+def read_artifacts(directory: str | Path, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The config dict and the weights of a directory written by :func:`save_artifacts`."""
+    directory = Path(directory)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise NeuroLMError(f"{directory / name}: missing; not a {kind} directory")
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise NeuroLMError(f"{directory / CONFIG_FILE}: not valid JSON ({exc})") from exc
+    try:
+        state = load_file(str(directory / WEIGHTS_FILE))
+    except SafetensorError as exc:
+        raise NeuroLMError(f"{directory / WEIGHTS_FILE}: not a readable safetensors file ({exc})") from exc
+    return config, state
+
+
+def load_state_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                     optional: frozenset[str] | set[str] = frozenset()) -> None:
+    """Load ``state`` into ``model``, naming every missing, unexpected or mis-shaped key; keys in ``optional`` may
+    be absent from ``state`` (they keep their current values)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state) - set(optional))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+             for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    problems = [f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
+                if keys]
+    if problems:
+        raise NeuroLMError(f"{source}: weights do not match the model config; " + "; ".join(problems))
+    model.load_state_dict(state, strict=False)
+
+
+def load_torch_checkpoint(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True``; falls back to a full unpickle only with a warning."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeuroLMError(f"{path}: no such checkpoint file")
+    unreadable = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ModuleNotFoundError)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # a type outside the weights-only allow-list
+        warnings.warn(f"{path}: cannot be loaded with weights_only=True ({str(exc).splitlines()[0]}); loading it with "
+                      "weights_only=False, which can run code stored in the file: only do this for files you trust",
+                      UserWarning, stacklevel=3)
+    except unreadable as exc:
+        raise NeuroLMError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except unreadable as exc:
+        raise NeuroLMError(f"{path}: not a readable torch checkpoint ({exc})") from exc
