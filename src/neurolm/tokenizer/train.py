@@ -1,0 +1,260 @@
+"""``neurolm train-tokenizer``: train the text-aligned neural tokenizer (spec §3) on prepared window stores.
+
+The stage is a :class:`~neurolm.train.TrainTask` for the shared loop: EEG windows from the stores' ``train`` splits,
+text crops of the demo corpus for the domain-adversarial alignment, validation on (up to) 256 ``val`` windows.
+After the loop, ``report.json`` and three plots (loss curves, code usage, reconstructions) are written to ``--out``.
+
+Decisions where the spec is silent:
+- ``tiny`` uses lr 1e-3 → 1e-4 (REF's 5e-5 → 1e-5 learns nothing in a few hundred steps); ``base`` keeps REF's.
+- Warm-up is 10% of the steps (REF: 5 of 50 epochs); no gradient clipping (REF).
+- Text batch = ``batch_size // 4`` crops of 64 GPT-2 tokens (REF: 64 EEG + 16 text); crops are drawn from a
+  generator seeded by ``(seed, step, micro, rank)`` so a step's batch is a pure function of its arguments.
+- Without ``--init-gpt2`` the frozen text table is a seeded N(0, 0.02) (50257, d) matrix: the same distribution the
+  randomly initialised LM's ``wte`` starts from, so the alignment target is what a from-scratch LM will see.
+- Validation falls back to the ``train`` split when no store has a ``val`` split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.batch import EEGBatch, collate_windows
+from ..data.store import ConcatSplits, WindowStore
+from ..errors import NeuroLMError
+from ..text import TextCorpus, default_corpus
+from ..train import StepSampler, TrainConfig, train
+from .model import NeuralTokenizer, TokenizerConfig, alignment_alpha, spectral_targets
+from .quantizer import code_usage
+
+TEXT_VOCAB = 50257
+TEXT_LENGTH = 64
+VAL_WINDOWS = 256
+
+
+@dataclass(frozen=True)
+class StageDefaults:
+    """Per-preset optimisation defaults."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    min_lr: float
+
+
+DEFAULTS: dict[str, StageDefaults] = {
+    "tiny": StageDefaults(steps=300, batch_size=16, lr=1e-3, min_lr=1e-4),
+    "base": StageDefaults(steps=20000, batch_size=64, lr=5e-5, min_lr=1e-5),
+}
+
+
+def text_table(n_embd: int, seed: int, init_gpt2: str | Path | None) -> tuple[torch.Tensor, str]:
+    """The frozen text-embedding table to align with, and a line saying where it came from."""
+    if init_gpt2 is not None:
+        from ..lm.gpt import GPT  # imported lazily: only this path needs the LM
+
+        weight = GPT.from_hf_gpt2(init_gpt2).transformer.wte.weight.detach()[:TEXT_VOCAB].clone()
+        if weight.shape[1] != n_embd:
+            raise NeuroLMError(f"{init_gpt2}: GPT-2 width {weight.shape[1]} differs from the tokenizer width {n_embd}; "
+                               "pick the preset whose width matches (base: 768)")
+        return weight, f"text embeddings: GPT-2 wte from {init_gpt2}"
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(TEXT_VOCAB, n_embd, generator=g) * 0.02
+    return weight, f"text embeddings: random N(0, 0.02) table ({TEXT_VOCAB}×{n_embd}, seed {seed}); no --init-gpt2"
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: NeuralTokenizer, batches: list[EEGBatch], device: torch.device) -> dict[str, float]:
+    """Reconstruction MSEs averaged over real tokens, codebook utilisation and perplexity of the batches' codes."""
+    sums = {"loss_freq": 0.0, "loss_raw": 0.0}
+    n_tokens = 0
+    counts = torch.zeros(model.config.codebook_size, dtype=torch.long, device=device)
+    for batch in batches:
+        batch = batch.to(device)
+        freq_pred, raw_pred = model.reconstruct(batch)
+        freq_target, raw_target = spectral_targets(batch)
+        m = batch.mask[..., None].float()
+        real = int(batch.mask.sum())
+        sums["loss_freq"] += float(((freq_pred.float() - freq_target).square() * m).sum()) / freq_target.shape[-1]
+        sums["loss_raw"] += float(((raw_pred.float() - raw_target).square() * m).sum()) / raw_target.shape[-1]
+        n_tokens += real
+        codes = model.tokenize(batch)
+        counts += torch.bincount(codes[batch.mask], minlength=counts.numel())
+    utilisation, perplexity = code_usage(counts.cpu())
+    return {k: v / max(1, n_tokens) for k, v in sums.items()} | {"utilisation": utilisation, "perplexity": perplexity}
+
+
+class TokenizerTask:
+    """The tokenizer stage for :func:`neurolm.train.train`."""
+
+    flops_per_step: float | None = None
+
+    def __init__(self, stores: list[WindowStore], config: TokenizerConfig, cfg: TrainConfig, *,
+                 text: TextCorpus, text_weight: torch.Tensor, max_tokens: int | None = None) -> None:
+        self.config, self.cfg, self.text, self.text_weight, self.max_tokens = config, cfg, text, text_weight, max_tokens
+        self.train_set = ConcatSplits(stores, "train")
+        if len(self.train_set) == 0:
+            raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
+        val = ConcatSplits(stores, "val")
+        self.val_set = val if len(val) else self.train_set
+        self.sampler = StepSampler(len(self.train_set), cfg.batch_size, cfg.seed, cfg.grad_accum)
+        self.text_batch = max(1, cfg.batch_size // 4)
+        self._val_batches: list[EEGBatch] | None = None
+        self.trained: NeuralTokenizer | None = None
+
+    def model(self) -> nn.Module:
+        model = NeuralTokenizer(self.config)
+        model.set_text_embeddings(self.text_weight)
+        return model
+
+    def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
+        idx = self.sampler.indices(step, micro, rank, world)
+        eeg = collate_windows([self.train_set[int(i)] for i in idx], self.max_tokens)
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence(
+            [self.cfg.seed, step, micro, rank]).generate_state(1)[0]))
+        share = max(1, self.text_batch // world)
+        return {"eeg": eeg, "text": self.text.sample(share, TEXT_LENGTH, g)[:, :TEXT_LENGTH]}
+
+    def loss(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        out = model(batch["eeg"], batch["text"], alpha=alignment_alpha(step / self.cfg.steps))
+        utilisation, _ = code_usage(out["code_counts"].detach().cpu())
+        metrics = {k: float(out[k]) for k in ("loss_commit", "loss_freq", "loss_raw", "loss_align", "domain_acc")}
+        return out["loss"], metrics | {"batch_utilisation": utilisation}
+
+    def val_batches(self) -> list[EEGBatch]:
+        """The first (up to) 256 validation windows, collated once: every evaluation scores the same windows."""
+        if self._val_batches is None:
+            n = min(VAL_WINDOWS, len(self.val_set))
+            bs = self.cfg.batch_size
+            self._val_batches = [collate_windows([self.val_set[i] for i in range(s, min(n, s + bs))], self.max_tokens)
+                                 for s in range(0, n, bs)]
+        return self._val_batches
+
+    def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
+        return evaluate_tokenizer(model, self.val_batches(), next(model.parameters()).device)
+
+    def save(self, model: nn.Module, out_dir: Path) -> None:
+        model.save_pretrained(out_dir)
+        self.trained = model  # the last save is the final model: the report and plots use it
+
+
+def train_tokenizer(stores: list[str | Path], out_dir: str | Path, **kwargs: Any) -> dict:
+    """Train a tokenizer into ``out_dir``; return the final report (also written as ``out_dir/report.json``).
+    Keyword arguments as :func:`fit_tokenizer`."""
+    return fit_tokenizer(stores, out_dir, **kwargs)[1]
+
+
+def fit_tokenizer(stores: list[str | Path], out_dir: str | Path, *, preset: str = "tiny", steps: int | None = None,
+                  batch_size: int | None = None, seed: int = 0, resume: bool = False, progress: bool = True,
+                  init_gpt2: str | Path | None = None, device: str = "auto") -> tuple[NeuralTokenizer, dict]:
+    """Train a tokenizer into ``out_dir``; return the trained module (on the CPU, eval mode) and the report."""
+    if preset not in DEFAULTS:
+        raise NeuroLMError(f"unknown tokenizer preset {preset!r}; choose one of {', '.join(DEFAULTS)}")
+    if not stores:
+        raise NeuroLMError("train-tokenizer needs at least one --data store")
+    out_dir = Path(out_dir)
+    d = DEFAULTS[preset]
+    steps = d.steps if steps is None else steps
+    cfg = TrainConfig(steps=steps, batch_size=d.batch_size if batch_size is None else batch_size, lr=d.lr,
+                      min_lr=d.min_lr, warmup_steps=steps // 10, weight_decay=1e-4, betas=(0.9, 0.999),
+                      grad_clip=None, eval_every=max(1, steps // 5), log_every=max(1, steps // 100),
+                      ckpt_every=max(1, steps // 4), seed=seed, device=device)
+    config = TokenizerConfig.from_preset(preset)
+    weight, source = text_table(config.n_embd, seed, init_gpt2)
+    print(source)
+    task = TokenizerTask([WindowStore(s) for s in stores], config, cfg, text=default_corpus(), text_weight=weight)
+    summary = train(task, cfg, out_dir, resume=resume, progress=progress)
+
+    # The in-memory module of the last save; a resumed run that was already finished saves nothing: reload it.
+    model = task.trained.cpu().eval() if task.trained is not None else NeuralTokenizer.from_pretrained(out_dir)
+    val = evaluate_tokenizer(model, task.val_batches(), torch.device("cpu"))
+    rows = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    report = {
+        "preset": preset, "steps": summary["step"], "text_embeddings": source,
+        "val_windows": sum(int(b.mask.shape[0]) for b in task.val_batches()),
+        "val": val,
+        "train_first": {k: train_rows[0][k] for k in ("loss", "loss_freq", "loss_raw")} if train_rows else {},
+        "train_last": {k: train_rows[-1][k] for k in ("loss", "loss_freq", "loss_raw")} if train_rows else {},
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_plots(model, rows, task.val_batches(), out_dir)
+    return model, report
+
+
+def write_plots(model: NeuralTokenizer, rows: list[dict], val_batches: list[EEGBatch], out_dir: Path) -> None:
+    """``loss_curves.png``, ``code_usage.png`` and ``reconstruction.png`` in ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, split in zip(axes, ("train", "val")):
+        sel = [r for r in rows if r["split"] == split]
+        for key in ("loss_freq", "loss_raw", "loss_commit", "loss_align"):
+            pts = [(r["step"], r[key]) for r in sel if key in r]
+            if pts:
+                ax.plot(*zip(*pts), label=key, marker="o" if split == "val" else None)
+        ax.set(title=f"{split} losses", xlabel="step", yscale="log")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss_curves.png", dpi=100)
+    plt.close(fig)
+
+    counts = torch.zeros(model.config.codebook_size, dtype=torch.long)
+    for batch in val_batches:
+        counts += torch.bincount(model.tokenize(batch)[batch.mask], minlength=counts.numel())
+    utilisation, perplexity = code_usage(counts)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar(np.arange(counts.numel()), counts.numpy(), width=1.0)
+    ax.set(title=f"validation code usage: utilisation {utilisation:.1%}, perplexity {perplexity:.1f}",
+           xlabel="code", ylabel="tokens")
+    fig.tight_layout()
+    fig.savefig(out_dir / "code_usage.png", dpi=100)
+    plt.close(fig)
+
+    batch = val_batches[0]
+    freq_pred, raw_pred = model.reconstruct(batch)
+    freq_target, raw_target = spectral_targets(batch)
+    n = min(3, int(batch.mask[0].sum()))
+    fig, axes = plt.subplots(n, 2, figsize=(11, 2.6 * n), squeeze=False)
+    for k in range(n):
+        axes[k, 0].plot(raw_target[0, k].numpy(), label="original")
+        axes[k, 0].plot(raw_pred[0, k].numpy(), label="reconstructed")
+        axes[k, 0].set(title=f"token {k}: time (z-scored)", xlabel="sample")
+        axes[k, 1].plot(freq_target[0, k].numpy(), label="original")
+        axes[k, 1].plot(freq_pred[0, k].numpy(), label="reconstructed")
+        axes[k, 1].set(title=f"token {k}: FFT amplitude (z-scored)", xlabel="bin (Hz)")
+    axes[0, 0].legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "reconstruction.png", dpi=100)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", required=True, metavar="STORE", help="prepared window stores")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (resumable)")
+    p.add_argument("--preset", choices=list(DEFAULTS), default="tiny", help="tokenizer size (default: tiny)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tiny 300, base 20000)")
+    p.add_argument("--batch-size", type=int, default=None, help="EEG windows per step (default: tiny 16, base 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--init-gpt2", type=Path, default=None, metavar="HF_GPT2_DIR",
+                   help="align to GPT-2's token embeddings from this local directory (width must match)")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = train_tokenizer(args.data, args.out, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
+                             seed=args.seed, resume=args.resume, init_gpt2=args.init_gpt2)
+    v = report["val"]
+    print(f"tokenizer trained for {report['steps']} steps → {args.out}: val loss_freq {v['loss_freq']:.4f}, "
+          f"loss_raw {v['loss_raw']:.4f}, utilisation {v['utilisation']:.1%}, perplexity {v['perplexity']:.1f}")
+    return 0

@@ -1,0 +1,83 @@
+"""The tokenizer stage end to end on a small synthetic HMC store: it learns, saves, reloads and reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from neurolm.cli import main
+from neurolm.data.batch import collate_windows
+from neurolm.data.prepare import prepare_dataset
+from neurolm.data.store import WindowStore
+from neurolm.data.synth import write_corpus
+from neurolm.errors import NeuroLMError
+from neurolm.tokenizer import NeuralTokenizer
+from neurolm.tokenizer.train import fit_tokenizer, text_table
+
+STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("tok")
+    write_corpus(tmp, datasets=["hmc"], seed=0)
+    prepare_dataset("hmc", tmp / "hmc", tmp / "p", progress=False)
+    return tmp / "p"
+
+
+@pytest.fixture(scope="module")
+def trained(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok_out")
+    model, report = fit_tokenizer([store], out, steps=STEPS, batch_size=16, progress=False, device="cpu")
+    return out, model, report
+
+
+def test_training_learns_and_reports(trained):
+    out, _, report = trained
+    for name in ("config.json", "model.safetensors", "report.json", "log.csv", "log.jsonl", "loss_curves.png",
+                 "code_usage.png", "reconstruction.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "report.json").read_text()) == report
+    assert report["steps"] == STEPS
+    first, val = report["train_first"], report["val"]
+    # the spectrum is learned quickly; the z-scored raw patch (≈ 1.0 for a zero prediction) more slowly
+    assert val["loss_freq"] < 0.7 * first["loss_freq"]
+    assert val["loss_raw"] < 0.99 * first["loss_raw"]
+    assert val["utilisation"] > 2 / 512 and val["perplexity"] > 1.5
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {"val", "train"} <= {r["split"] for r in rows}
+    assert all("loss_align" in r and "domain_acc" in r for r in rows if r["split"] == "train")
+
+
+def test_saved_tokenizer_gives_identical_tokens(trained, store):
+    out, model, _ = trained
+    loaded = NeuralTokenizer.from_pretrained(out)
+    val = WindowStore(store).split("val")
+    batch = collate_windows([val[i] for i in range(8)])
+    codes = model.tokenize(batch)
+    assert torch.equal(loaded.tokenize(batch), codes)
+    assert (codes[batch.mask] >= 0).all() and (codes[~batch.mask] == -1).all()
+
+
+def test_cli_and_errors(store, tmp_path):
+    out = tmp_path / "cli"
+    assert main(["train-tokenizer", "--data", str(store), "--out", str(out), "--steps", "4", "--batch-size", "8"]) == 0
+    assert json.loads((out / "report.json").read_text())["steps"] == 4
+    # resuming a finished run with more steps continues from its checkpoint
+    assert main(["train-tokenizer", "--data", str(store), "--out", str(out), "--steps", "6", "--batch-size", "8",
+                 "--resume"]) == 0
+    assert json.loads((out / "report.json").read_text())["steps"] == 6
+    assert main(["train-tokenizer", "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_gpt2_table_width_must_match(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=16)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
+    weight, source = text_table(32, 0, tmp_path)
+    assert weight.shape == (50257, 32) and "GPT-2" in source
+    with pytest.raises(NeuroLMError, match="width"):
+        text_table(64, 0, tmp_path)
