@@ -1,0 +1,134 @@
+"""Instruction sequences (spec §5): ``[EEG tokens ≤ 276][50257][instruction + answer + " <|endoftext|>"]``.
+
+The text part is right-padded to 80 tokens with ``<|endoftext|>`` (50256). Targets follow nanoGPT's convention
+(``targets[j]`` is the token that should follow position ``j``) and are -100 everywhere except on the answer: its
+tokens, the space and the end-of-text token; the `` (`` that opens a lettered answer is trained only for the tasks
+whose ``loss_on_open_paren`` is set (TUEV, HMC), as the reference does.
+
+Scored answers need no generation: every task's answers share a (possibly empty) token prefix and then differ in
+exactly one token (`` No``/`` Yes``; `` (`` + ``A``…``F``). One forward pass over ``[EEG][prompt + prefix]`` gives the
+logits of those distinguishing tokens at the last position; their softmax is the probability of each answer.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from ..data.batch import EEGBatch
+from ..errors import NeuroLMError
+from ..lm.model import IGNORE, NeuroLM
+from ..text import EOT, INSTRUCTION_START, TextTokenizer
+from .tasks import TASKS, Task
+
+EEG_MAX_TOKENS = 276
+"""EEG tokens per instruction sample (REF ``eeg_max_len``): 23 channels × 12 s, 62 × 4 s, …"""
+TEXT_LENGTH = 80
+"""Text tokens per instruction sample, padding included (REF)."""
+
+
+@dataclass(frozen=True)
+class EncodedTask:
+    """A task's token ids, computed once per process."""
+
+    prompt: tuple[int, ...]
+    """``[50257]`` + instruction tokens (ends with ``Answer:``)."""
+    answers: tuple[tuple[int, ...], ...]
+    """Per label: the answer's tokens + `` <|endoftext|>`` (``[220, 50256]``)."""
+    prefix: tuple[int, ...]
+    """Tokens every answer starts with (empty, or `` (`` for lettered answers)."""
+    options: tuple[int, ...]
+    """Per label: the token after ``prefix`` that tells the answers apart (the scored token)."""
+    trained_from: int
+    """Index into an answer of its first trained token (1 when a `` (`` prefix is not trained, else 0)."""
+
+
+@functools.lru_cache(maxsize=None)
+def encode_task(name: str) -> EncodedTask:
+    """Token ids of a task's prompt and answers, checked to tokenise the same as the full training text."""
+    task = _task(name)
+    tok = TextTokenizer()
+    prompt = (INSTRUCTION_START, *tok.encode(task.instruction))
+    answers = tuple(tuple(tok.encode(a + " <|endoftext|>", allow_eot=True)) for a in task.answers)
+    for label, answer in enumerate(answers):
+        # BPE could merge across the prompt/answer boundary; then the split below would not be the model's view
+        if prompt[1:] + answer != tuple(tok.encode(task.text(label), allow_eot=True)):
+            raise NeuroLMError(f"task {name}: answer {task.answers[label]!r} does not tokenise apart from the prompt")
+    n_prefix = 0
+    while all(len(a) > n_prefix + 1 and a[n_prefix] == answers[0][n_prefix] for a in answers):
+        n_prefix += 1
+    options = tuple(a[n_prefix] for a in answers)
+    if len(set(options)) != len(options):
+        raise NeuroLMError(f"task {name}: answers {task.answers} are not told apart by one token after their prefix")
+    if len(prompt) + max(map(len, answers)) > TEXT_LENGTH:
+        raise NeuroLMError(f"task {name}: prompt + answer exceed {TEXT_LENGTH} text tokens")
+    trained_from = 0 if task.loss_on_open_paren or n_prefix == 0 else n_prefix
+    return EncodedTask(prompt, answers, answers[0][:n_prefix], options, trained_from)
+
+
+def _task(name: str) -> Task:
+    if name not in TASKS:
+        raise NeuroLMError(f"no instruction task for dataset {name!r}; tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def training_text(name: str, label: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(ids, targets, mask)`` of length 80 for one labelled window: padded ids, answer-only targets, real tokens."""
+    enc = encode_task(name)
+    if not 0 <= label < len(enc.answers):
+        raise NeuroLMError(f"task {name}: label {label} outside 0..{len(enc.answers) - 1}")
+    seq = enc.prompt + enc.answers[label]
+    ids = torch.full((TEXT_LENGTH,), EOT, dtype=torch.long)
+    ids[: len(seq)] = torch.tensor(seq)
+    targets = torch.full((TEXT_LENGTH,), IGNORE, dtype=torch.long)
+    first = len(enc.prompt) + enc.trained_from  # first trained token; position first-1 predicts it
+    targets[first - 1 : len(seq) - 1] = ids[first : len(seq)]
+    mask = torch.zeros(TEXT_LENGTH, dtype=torch.bool)
+    mask[: len(seq)] = True
+    return ids, targets, mask
+
+
+def collate_texts(names: list[str], labels: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack :func:`training_text` of a batch: ``(B, 80)`` ids, targets and mask."""
+    ids, targets, mask = zip(*(training_text(n, int(y)) for n, y in zip(names, labels)))
+    return torch.stack(ids), torch.stack(targets), torch.stack(mask)
+
+
+def scoring_prompts(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[50257] + instruction + answer prefix`` per sample ``(B, L)`` and its mask."""
+    seqs = [encode_task(n).prompt + encode_task(n).prefix for n in names]
+    length = max(map(len, seqs))
+    ids = torch.full((len(seqs), length), EOT, dtype=torch.long)
+    mask = torch.zeros(len(seqs), length, dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = True
+    return ids, mask
+
+
+@torch.no_grad()
+def score_answers(model: NeuroLM, eeg: EEGBatch, names: list[str]) -> list[torch.Tensor]:
+    """Probability of each allowed answer per sample (one forward pass): a list of ``(K_task,)`` float tensors that
+    sum to 1, in label order. ``names[i]`` is the task of window ``i``; tasks may be mixed in one batch."""
+    device = eeg.patches.device
+    ids, mask = scoring_prompts(names)
+    ids, mask = ids.to(device), mask.to(device)
+    last = text_hidden(model, eeg, ids, mask)[torch.arange(len(names), device=device), mask.sum(1) - 1]
+    out = []
+    for i, name in enumerate(names):
+        options = torch.tensor(encode_task(name).options, device=device)
+        logits = last[i] @ model.gpt.lm_head.weight[options].T  # only the K scored rows of the head
+        if model.gpt.lm_head.bias is not None:
+            logits = logits + model.gpt.lm_head.bias[options]
+        out.append(torch.softmax(logits.float(), dim=-1).cpu())
+    return out
+
+
+def text_hidden(model: NeuroLM, eeg: EEGBatch | None, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Final hidden states ``(B, M, d)`` of the text positions after the EEG, without the (large) LM head: the
+    callers need logits at a few positions only."""
+    x, attn = model._sequence(eeg, ids, mask)
+    h = model.gpt(x, attn)
+    return h[:, h.shape[1] - ids.shape[1] :]

@@ -1,0 +1,99 @@
+"""Instruction sequences, answer-only loss, scored answers and the instruction-tuning stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neurolm.data.batch import collate_windows
+from neurolm.errors import NeuroLMError
+from neurolm.instruct.data import (EEG_MAX_TOKENS, TEXT_LENGTH, collate_texts, encode_task, score_answers,
+                                   training_text)
+from neurolm.instruct.tasks import TASKS
+from neurolm.instruct.train import InstructObjective
+from neurolm.lm import IGNORE, NeuroLM
+from neurolm.text import EOT, INSTRUCTION_START, TextTokenizer
+from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
+
+
+@pytest.fixture(scope="module")
+def model() -> NeuroLM:
+    torch.manual_seed(0)
+    tok = NeuralTokenizer(TokenizerConfig.from_preset("tiny")).eval()
+    return NeuroLM.from_tokenizer(tok, "tiny").eval()
+
+
+def task_windows(name: str, n: int, seed: int = 0) -> list[dict]:
+    """Store-like items with the task's channel count and window length."""
+    rng = np.random.default_rng(seed)
+    c, t = len(TASKS[name].channels), int(TASKS[name].window_s * 200)
+    return [{"signal": rng.normal(0, 0.2, (c, t)).astype(np.float32), "chans": np.arange(c), "label": i % 2,
+             "dataset": name} for i in range(n)]
+
+
+def test_text_is_prompt_then_answer_and_padded_with_eot():
+    tok = TextTokenizer()
+    for name, task in TASKS.items():
+        for label in range(task.n_classes):
+            ids, targets, mask = training_text(name, label)
+            assert ids.shape == targets.shape == mask.shape == (TEXT_LENGTH,)
+            real = ids[mask].tolist()
+            assert real[0] == INSTRUCTION_START
+            assert tok.decode(real[1:]) == task.text(label)
+            assert (ids[~mask] == EOT).all() and mask[: mask.sum()].all()
+
+
+@pytest.mark.parametrize("name,label,trained", [
+    ("tuab", 1, [3363, 220, EOT]),               # " Yes" + " <|endoftext|>"
+    ("seed", 2, [36183, 220, EOT]),              # " Negative"
+    ("tuev", 2, [357, 34, 8, 220, EOT]),         # " (" is trained for TUEV ...
+    ("hmc", 0, [357, 32, 8, 220, EOT]),          # ... and HMC
+    ("tusl", 2, [34, 8, 220, EOT]),              # but not for TUSL
+])
+def test_loss_only_on_the_answer(name, label, trained):
+    ids, targets, _ = training_text(name, label)
+    kept = targets != IGNORE
+    assert targets[kept].tolist() == trained
+    # nanoGPT convention: the target of position j is the token at j + 1
+    assert (targets[kept] == ids[1:][kept[:-1]]).all()
+    n_prompt = len(encode_task(name).prompt)
+    assert not kept[: n_prompt - 1].any()
+
+
+def test_answers_differ_in_one_scored_token():
+    assert encode_task("tuab").options == (1400, 3363) and encode_task("tuab").prefix == ()
+    assert encode_task("tuev").prefix == (357,) and encode_task("tuev").options == tuple(range(32, 38))
+    with pytest.raises(NeuroLMError, match="no instruction task"):
+        encode_task("pretrain")
+    with pytest.raises(NeuroLMError, match="label 5"):
+        training_text("tuab", 5)
+
+
+def test_scored_probabilities_match_the_full_forward(model):
+    items = task_windows("hmc", 2) + task_windows("tuab", 1)
+    names = [it["dataset"] for it in items]
+    eeg = collate_windows(items, EEG_MAX_TOKENS)
+    probs = score_answers(model, eeg, names)
+    assert [p.shape[0] for p in probs] == [5, 5, 2]
+    for p in probs:
+        assert torch.isclose(p.sum(), torch.tensor(1.0), atol=1e-5) and (p > 0).all()
+    # the same window alone through the ordinary forward, logits of the scored tokens at the prompt's last position
+    for i, name in enumerate(names):
+        enc = encode_task(name)
+        ids = torch.tensor([enc.prompt + enc.prefix])
+        one = collate_windows([items[i]], EEG_MAX_TOKENS)
+        logits = model(one, ids)["logits"][0, -1, list(enc.options)]
+        torch.testing.assert_close(probs[i], torch.softmax(logits, -1), atol=1e-5, rtol=1e-4)
+
+
+def test_objective_equals_forward_with_answer_targets(model):
+    items = task_windows("tusl", 2) + task_windows("workload", 2)
+    eeg = collate_windows(items, EEG_MAX_TOKENS)
+    ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
+    crops = torch.randint(0, 50257, (2, 33), generator=torch.Generator().manual_seed(0))
+    out = InstructObjective(model)(eeg, ids, targets, mask, crops)
+    full = model(eeg, ids, mask, targets)["loss"]
+    text = model.text_forward(crops)["loss"]
+    torch.testing.assert_close(out["loss_answer"], full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["loss"], full + text, atol=1e-5, rtol=1e-5)
