@@ -19,25 +19,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import welch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from neurolm.data.synth import iter_recordings, write_corpus
-from neurolm.data.synth.signals import BANDS
+from neurolm.instruct.baseline import band_features, fit_score, store_features
 
 TASKS = ("tuab", "tuev", "seed", "hmc", "workload", "tusl")
 TARGET = (0.60, 0.90)
-
-
-def band_features(signal: np.ndarray, sfreq: float) -> np.ndarray:
-    """log band power per channel and band, flattened channel-major: ``(C * 5,)``."""
-    nper = int(min(signal.shape[1], 2 * sfreq))
-    freqs, psd = welch(signal, fs=sfreq, nperseg=nper, axis=-1)
-    power = [psd[:, (freqs >= lo) & (freqs < hi)].mean(axis=1) for lo, hi in BANDS.values()]
-    return np.log(np.stack(power, axis=1) + 1e-12).ravel()
 
 
 def direct_features(task: str, subjects: int | None, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -53,7 +40,7 @@ def direct_features(task: str, subjects: int | None, seed: int) -> dict[str, tup
     return {s: (np.array(x), np.array(y)) for s, (x, y) in rows.items()}
 
 
-def store_features(task: str, raw_dir: Path, work: Path, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def store_splits(task: str, raw_dir: Path, work: Path, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Features of the windows the real pipeline produces from the written files."""
     from neurolm.data.prepare import prepare_dataset
     from neurolm.data.store import WindowStore
@@ -61,23 +48,14 @@ def store_features(task: str, raw_dir: Path, work: Path, seed: int) -> dict[str,
     out = work / f"{task}_store"
     prepare_dataset(task, raw_dir, out, seed=seed)
     store = WindowStore(out)
-    result = {}
-    for split in store.splits:
-        items = store.split(split)
-        x = np.array([band_features(np.asarray(items[i]["signal"], dtype=np.float64), 200.0) for i in range(len(items))])
-        result[split] = (x, np.asarray(items.labels))
-    return result
+    return {split: store_features(store, split) for split in store.splits}
 
 
 def evaluate(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    x_train, y_train = data["train"]
-    x_test, y_test = data["test"]
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=1.0))
-    model.fit(x_train, y_train)
     return {
-        "bacc": balanced_accuracy_score(y_test, model.predict(x_test)),
+        "bacc": fit_score(data["train"], data["test"]),
         "counts": {s: len(y) for s, (_, y) in data.items()},
-        "test_per_class": np.bincount(y_test).tolist(),
+        "test_per_class": np.bincount(data["test"][1]).tolist(),
     }
 
 
@@ -108,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             t0 = time.perf_counter()
             if mode == "prepare":
-                data = store_features(task, dirs[task], work, args.seed)
+                data = store_splits(task, dirs[task], work, args.seed)
             else:
                 data = direct_features(task, args.subjects, args.seed)
             timings[task] = time.perf_counter() - t0

@@ -34,9 +34,9 @@ from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..lm.gpt import GPTConfig
 from ..lm.model import IGNORE, NeuroLM
-from ..text import TextCorpus, default_corpus
+from ..text import TextCorpus, open_corpus
 from ..train import StepSampler, TrainConfig, train
-from .data import EEG_MAX_TOKENS, collate_texts, score_answers, text_hidden
+from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_texts, score_answers, text_hidden
 from .tasks import TASKS
 
 VAL_PER_TASK = 64
@@ -104,9 +104,7 @@ class InstructTask:
             split = store.split("val") if "val" in store.splits else store.split("train")
             self.val[store.dataset] = [split[i] for i in range(min(VAL_PER_TASK, len(split)))]
         self.trained: NeuroLM | None = None
-        probe = NeuroLM.from_pretrained(model_dir)
-        n_tokens = cfg.batch_size * (EEG_MAX_TOKENS // 2 + 80) + text_batch * text_length
-        self.flops_per_step = probe.flops_per_token(EEG_MAX_TOKENS + 80) * n_tokens * cfg.grad_accum
+        self.flops_per_step = _flops_per_step(NeuroLM.from_pretrained(model_dir), cfg, text_batch, text_length)
 
     def model(self) -> nn.Module:
         return InstructObjective(NeuroLM.from_pretrained(self.model_dir).train())
@@ -147,6 +145,17 @@ class InstructTask:
         self.trained = model.lm
 
 
+def _flops_per_step(lm: NeuroLM, cfg: TrainConfig, text_batch: int, text_length: int) -> float:
+    """Training FLOPs of one step, counting the LM head only where this stage applies it (answer tokens, text
+    crops) and the frozen encoder only on EEG tokens; EEG windows are taken as half the 276-token budget."""
+    seq = EEG_MAX_TOKENS // 2 + TEXT_LENGTH
+    head = 6 * lm.config.gpt.n_outputs * lm.config.gpt.n_embd
+    backbone = lm.flops_per_token(seq, eeg=False) - head
+    encoder = lm.flops_per_token(seq, eeg=True) - lm.flops_per_token(seq, eeg=False)
+    per_sample = (EEG_MAX_TOKENS // 2) * (backbone + encoder) + TEXT_LENGTH * backbone + 5 * head
+    return float(cfg.grad_accum * (cfg.batch_size * per_sample + text_batch * text_length * (backbone + head)))
+
+
 def _trim(batch: EEGBatch) -> EEGBatch:
     """Drop the padding columns beyond the longest window of the batch."""
     n = int(batch.mask.sum(1).max())
@@ -169,13 +178,40 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
                       min_lr=peak * d.min_lr / d.lr, warmup_steps=steps // 10, weight_decay=0.1, betas=(0.9, 0.95),
                       grad_clip=1.0, eval_every=max(1, steps // 4), log_every=max(1, steps // 100),
                       ckpt_every=max(1, steps // 4), seed=seed, device=device)
-    corpus = default_corpus() if text is None else TextCorpus(text)
+    corpus, source = open_corpus(text)
+    print(source)
     task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
     report = {"base_model": str(model_dir), "steps": summary["step"], "val": summary.get("val", {}),
               "train_last": summary.get("train", {})}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_plot(out_dir)
     return report
+
+
+def write_plot(out_dir: Path) -> None:
+    """``loss_curves.png``: answer and text losses over steps, and the validation balanced accuracy per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    val_rows = [r for r in rows if r["split"] == "val"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("loss_answer", "loss_text"):
+        left.plot([r["step"] for r in train_rows], [r[key] for r in train_rows], label=key)
+    left.set(title="instruction tuning: training losses", xlabel="step", yscale="log")
+    left.legend()
+    for key in sorted({k for r in val_rows for k in r if k.startswith("ba_")}):
+        right.plot([r["step"] for r in val_rows], [r.get(key) for r in val_rows], marker="o", label=key[3:],
+                   linewidth=2.5 if key == "ba_mean" else 1)
+    right.set(title="validation balanced accuracy (scored answers)", xlabel="step", ylim=(0, 1))
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss_curves.png", dpi=100)
+    plt.close(fig)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -186,7 +222,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="windows per step (default: tiny 16, others 64)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: tiny 1e-3, others 5e-4)")
     p.add_argument("--text", type=Path, default=None, metavar="CORPUS",
-                   help="plain-text corpus as a flat uint16 token file (default: the embedded corpus)")
+                   help="plain-text corpus: a .txt file or a flat uint16 token file (default: the embedded corpus)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

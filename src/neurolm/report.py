@@ -1,0 +1,89 @@
+"""Reports as ``report.md`` (images linked) and ``report.html`` (self-contained: images embedded as base64).
+
+Both files are rendered from one list of blocks, so they never disagree. The HTML needs no network and no
+JavaScript: it opens from a mail attachment or a CI artifact as well as from disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    """An existing PNG; linked relative to the report in Markdown, embedded in HTML."""
+    caption: str
+
+
+Block = Heading | Paragraph | Table | Image
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.3em .6em;text-align:right}
+th{background:#eee}td:first-child,th:first-child{text-align:left}figure{margin:1em 0}
+img{max-width:100%;border:1px solid #ddd}figcaption{color:#555;font-size:.9em}"""
+
+
+def to_markdown(blocks: list[Block], root: Path) -> str:
+    out = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{'#' * b.level} {b.text}")
+        elif isinstance(b, Paragraph):
+            out.append(b.text)
+        elif isinstance(b, Table):
+            out.append("\n".join(["| " + " | ".join(b.header) + " |", "|" + "---|" * len(b.header)]
+                                 + ["| " + " | ".join(r) + " |" for r in b.rows]))
+        else:
+            out.append(f"![{b.caption}]({b.path.resolve().relative_to(root.resolve()).as_posix()})\n*{b.caption}*")
+    return "\n\n".join(out) + "\n"
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{_CSS}</style></head><body>"]
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+        elif isinstance(b, Paragraph):
+            out.append(f"<p>{html.escape(b.text)}</p>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        else:
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b.caption)}'>"
+                       f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_report(blocks: list[Block], out_dir: Path, title: str) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``out_dir``; images that do not exist are left out (a stage
+    that was skipped), never linked broken."""
+    blocks = [b for b in blocks if not isinstance(b, Image) or b.path.is_file()]
+    md, page = out_dir / "report.md", out_dir / "report.html"
+    md.write_text(f"# {title}\n\n" + to_markdown(blocks, out_dir), encoding="utf-8")
+    page.write_text(to_html([Heading(title, 1), *blocks], title), encoding="utf-8")
+    return md, page
