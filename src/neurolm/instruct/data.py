@@ -48,7 +48,7 @@ class EncodedTask:
 @functools.lru_cache(maxsize=None)
 def encode_task(name: str) -> EncodedTask:
     """Token ids of a task's prompt and answers, checked to tokenise the same as the full training text."""
-    task = _task(name)
+    task = get_task(name)
     tok = TextTokenizer()
     prompt = (INSTRUCTION_START, *tok.encode(task.instruction))
     answers = tuple(tuple(tok.encode(a + " <|endoftext|>", allow_eot=True)) for a in task.answers)
@@ -68,7 +68,8 @@ def encode_task(name: str) -> EncodedTask:
     return EncodedTask(prompt, answers, answers[0][:n_prefix], options, trained_from)
 
 
-def _task(name: str) -> Task:
+def get_task(name: str) -> Task:
+    """The registered task, or an error listing the tasks."""
     if name not in TASKS:
         raise NeuroLMError(f"no instruction task for dataset {name!r}; tasks: {', '.join(TASKS)}")
     return TASKS[name]

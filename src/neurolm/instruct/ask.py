@@ -1,0 +1,224 @@
+"""``neurolm ask``: ask a trained model about one recording, one window or a sliding series of windows.
+
+The recording goes through exactly what preparation did for the task's dataset: the dataset reader's channel
+mapping and channel list (:meth:`~neurolm.data.readers.DatasetReader.pick`), the paper's filters at that dataset's
+mains frequency (:func:`~neurolm.data.preprocess.preprocess_raw`), and the task's window length
+(:func:`~neurolm.data.prepare.cut_windows`). Like preparation, the whole recording is filtered before it is cut, so a
+window's samples do not depend on where the cut falls.
+
+A task question is answered by the scored answers (:func:`~neurolm.instruct.data.score_answers`): the answer is the
+most probable allowed answer and every option's probability comes with it; it is never unparseable. A free-form
+``question`` is answered by greedy, KV-cached generation instead (:meth:`NeuroLM.generate`), cut at
+``<|endoftext|>``. A question that does not start with ``Question:`` is put in the training template
+``Question: … Answer:``, the only form the model was tuned on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mne
+import numpy as np
+import torch
+
+from ..data.batch import collate_windows
+from ..data.channels import channel_indices
+from ..data.prepare import cut_windows
+from ..data.preprocess import PreprocessConfig, preprocess_raw
+from ..data.readers import Segment, get_reader
+from ..data.readers.base import read_raw
+from ..errors import NeuroLMError
+from ..lm.model import NeuroLM
+from ..text import INSTRUCTION_START, TextTokenizer
+from .data import get_task, score_answers
+from .evaluate import decode_answer, load_model
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The model's answer about one window of a recording."""
+
+    start: float
+    """Window start, seconds from the recording start."""
+    end: float
+    answer: str
+    """The chosen answer as the task writes it (``"Yes"``, ``"(C)"``), or the generated text of a free-form question."""
+    label: int | None = None
+    """Label index of the answer (the dataset's class order); None for a free-form question."""
+    label_name: str | None = None
+    """The dataset's name of that class (``"abnormal"``, ``"N2"``); None for a free-form question."""
+    probabilities: dict[str, float] = field(default_factory=dict)
+    """Probability of every allowed answer (answer text → p, summing to 1); empty for a free-form question."""
+
+
+def task_windows(recording: mne.io.BaseRaw | str | Path, task: str, *, start: float | None = None,
+                 every: float | None = None, mains: float | None = None) -> tuple[list[dict], list[float]]:
+    """The task's windows of a recording as store-like items (``signal`` in µV/100 at 200 Hz, ``chans``) and their
+    start times in seconds: one window at ``start`` (default 0), or with ``every=S`` windows every S seconds from
+    ``start`` to the end. ``mains`` overrides the task dataset's notch frequency."""
+    get_task(task)
+    reader = get_reader(task)
+    raw, source = _open(recording)
+    start = 0.0 if start is None else float(start)
+    if start < 0:
+        raise NeuroLMError(f"--start must be ≥ 0 s, got {start:g}")
+    if every is not None and every <= 0:
+        raise NeuroLMError(f"--every must be > 0 s, got {every:g}")
+    seg = Segment(raw, [])
+    try:
+        reader.pick(seg)
+        config = PreprocessConfig(mains=reader.mains if mains is None else mains)
+        data = preprocess_raw(raw, seg.labels, config)
+    except NeuroLMError as exc:
+        raise NeuroLMError(f"{source}: task {task}: {exc}") from exc
+    idx = np.array(channel_indices(seg.names), dtype=np.int64)
+    window_s, sfreq = reader.window_seconds(len(idx)), config.sfreq
+    duration = data.shape[1] / sfreq
+    stop = duration if every is not None else start + window_s
+    starts = cut_windows(data, start, stop, window_s, every, sfreq)
+    if not starts:
+        raise NeuroLMError(f"{source}: {duration:.1f} s long, no whole {window_s:g} s {task} window from {start:g} s")
+    w = round(window_s * sfreq)
+    items = [{"signal": data[:, s : s + w], "chans": idx, "label": -1} for s in starts]
+    return items, [s / sfreq for s in starts]
+
+
+def _open(recording: mne.io.BaseRaw | str | Path) -> tuple[mne.io.BaseRaw, str]:
+    if isinstance(recording, mne.io.BaseRaw):
+        files = [f for f in recording.filenames if f is not None]
+        return recording, str(files[0]) if files else "recording"
+    return read_raw(Path(recording)), str(recording)
+
+
+def question_prompt(question: str) -> torch.Tensor:
+    """``[50257]`` + the question's tokens, wrapped as ``Question: … Answer:`` unless it already starts that way."""
+    text = question.strip()
+    if not text:
+        raise NeuroLMError("--question is empty")
+    if not text.startswith("Question:"):
+        text = f"Question: {text} Answer:"
+    return torch.tensor([INSTRUCTION_START, *TextTokenizer().encode(text)])
+
+
+@torch.no_grad()
+def ask(model: NeuroLM | str | Path, recording: mne.io.BaseRaw | str | Path, task: str, *, start: float | None = None,
+        every: float | None = None, question: str | None = None, max_new_tokens: int = 5, batch_size: int = 32,
+        mains: float | None = None) -> list[Answer]:
+    """Answer the task's question (or a free-form ``question``) about one window at ``start`` seconds, or about
+    windows every ``every`` seconds over the whole recording. ``model`` may be a model directory."""
+    if max_new_tokens < 1:
+        raise NeuroLMError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    task_def = get_task(task)
+    model = model if isinstance(model, NeuroLM) else load_model(model)
+    items, starts = task_windows(recording, task, start=start, every=every, mains=mains)
+    device = next(model.parameters()).device
+    prompt = question_prompt(question).to(device) if question is not None else None
+    if prompt is not None and task_def.window_s + len(prompt) + max_new_tokens > model.config.gpt.block_size:
+        raise NeuroLMError(f"--question: {len(prompt)} tokens + {max_new_tokens} new ones do not fit the model's "
+                           f"{model.config.gpt.block_size} positions after {task_def.window_s:g} s of EEG")
+    options = [a.strip() for a in task_def.answers]
+    text_tok = TextTokenizer()
+    was_training = model.training
+    model.eval()
+    answers = []
+    try:
+        for a in range(0, len(items), batch_size):
+            eeg = collate_windows(items[a : a + batch_size]).to(device)
+            span = starts[a : a + batch_size]
+            if prompt is not None:
+                tokens, _ = model.generate(eeg, prompt.expand(len(span), -1), None, max_new_tokens)
+                answers += [Answer(s, s + task_def.window_s, decode_answer(t, text_tok).strip())
+                            for s, t in zip(span, tokens.cpu())]
+                continue
+            for s, p in zip(span, score_answers(model, eeg, [task] * len(span))):
+                k = int(p.argmax())
+                answers.append(Answer(s, s + task_def.window_s, options[k], k, task_def.classes[k],
+                                      {o: float(x) for o, x in zip(options, p.double() / p.double().sum())}))
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def format_table(answers: list[Answer], task: str) -> str:
+    """One row per window: start, end, answer (and class), and with scored answers every option's probability."""
+    classes = get_task(task).classes
+    free = answers[0].label is None
+    head = f"{'start_s':>9} {'end_s':>9}  " + ("answer" if free else f"{'answer':<14}" + "".join(
+        f"{'p(' + c + ')':>10}" for c in classes))
+    lines = [head]
+    for a in answers:
+        row = f"{a.start:>9.1f} {a.end:>9.1f}  "
+        if free:
+            lines.append(row + repr(a.answer))
+        else:
+            lines.append(row + f"{a.answer + ' ' + a.label_name:<14}" + "".join(
+                f"{p:>10.3f}" for p in a.probabilities.values()))
+    return "\n".join(lines)
+
+
+def plot_answers(answers: list[Answer], task: str, path: str | Path) -> None:
+    """Hypnogram-like PNG: the answer over time as a step line, and the options' probabilities stacked below."""
+    from matplotlib.figure import Figure  # Agg without touching pyplot's global backend
+
+    if answers[0].label is None:
+        raise NeuroLMError("--plot needs the task's scored answers; it cannot plot free-form text")
+    classes = get_task(task).classes
+    span = answers[-1].end - answers[0].start
+    unit, scale = ("h", 3600.0) if span > 7200 else ("min", 60.0) if span > 600 else ("s", 1.0)
+    x = np.array([a.start for a in answers] + [answers[-1].end]) / scale
+    labels = [a.label for a in answers]
+    probs = np.array([list(a.probabilities.values()) for a in answers])
+    fig = Figure(figsize=(10, 5))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
+    top.step(x, labels + labels[-1:], where="post", color="black")
+    top.set(yticks=range(len(classes)), yticklabels=classes, ylim=(len(classes) - 0.5, -0.5), ylabel="answer",
+            title=f"{task}: answers over time ({len(answers)} windows)")
+    lower = np.zeros(len(answers) + 1)
+    for k, c in enumerate(classes):
+        upper = lower + np.append(probs[:, k], probs[-1, k])
+        bottom.fill_between(x, lower, upper, step="post", label=c)
+        lower = upper
+    bottom.set(ylim=(0, 1), ylabel="probability", xlabel=f"time ({unit})")
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .tasks import TASKS
+
+    p.add_argument("model", type=Path, metavar="MODEL_DIR", help="instruction-tuned NeuroLM directory")
+    p.add_argument("recording", type=Path, metavar="RECORDING", help="any EEG file MNE reads (EDF, BDF, FIF, …)")
+    p.add_argument("--task", required=True, choices=list(TASKS), help="which task's question to ask")
+    p.add_argument("--start", type=float, default=None, metavar="S", help="window start in seconds (default 0)")
+    p.add_argument("--every", type=float, default=None, metavar="S",
+                   help="slide a window every S seconds over the whole recording (from --start)")
+    p.add_argument("--question", default=None, metavar="TEXT",
+                   help="free-form question, answered by generation instead of the task's options")
+    p.add_argument("--max-new-tokens", type=int, default=5, help="tokens generated for --question (default 5)")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save a hypnogram-like plot of the answers")
+    p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=None,
+                   help="notch frequency; default: the task dataset's (60 Hz TUH, 50 Hz HMC/EEGMAT/SEED)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.plot is not None and args.question is not None:
+        raise NeuroLMError("--plot needs the task's scored answers; it cannot plot free-form text (--question)")
+    model = load_model(args.model, args.device)
+    answers = ask(model, args.recording, args.task, start=args.start, every=args.every, question=args.question,
+                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, mains=args.mains)
+    print(format_table(answers, args.task))
+    summary = f"asked {args.task} about {args.recording}: {len(answers)} window(s)"
+    if answers[0].label_name is not None:
+        counts = Counter(a.label_name for a in answers)
+        summary += " → " + ", ".join(f"{c} {counts[c]}" for c in get_task(args.task).classes if counts[c])
+    if args.plot is not None:
+        plot_answers(answers, args.task, args.plot)
+        summary += f"; plot → {args.plot}"
+    print(summary)
+    return 0

@@ -1,0 +1,316 @@
+"""``neurolm evaluate``: the paper's generate-and-parse protocol and scored answers, side by side, per task.
+
+For every task store, on one split:
+
+- **paper protocol**: greedy generation of 5 tokens after ``[EEG][prompt]``, the text cut at ``<|endoftext|>`` and
+  parsed by :func:`parse_answer`; an answer that cannot be parsed is counted as ``unparseable`` and never mapped to a
+  class (the reference silently makes it the last class) → :func:`~neurolm.instruct.metrics.paper_metrics`;
+- **scored answers**: the probability of each allowed answer from one forward pass
+  (:func:`~neurolm.instruct.data.score_answers`) → :func:`~neurolm.instruct.metrics.scored_metrics` (real AUROC,
+  calibration, never unparseable).
+
+Both passes run on the same batches and are timed separately (model time only, after one warm-up call of each).
+Outputs in ``--out``: ``metrics.json`` (keyed by task), ``report.md``, and per task ``<task>_predictions.csv`` (true
+label, generated text, parsed answer, per-option probabilities of every window), ``<task>_confusion.png`` and
+``<task>_recall.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.batch import EEGBatch, collate_windows
+from ..data.store import WindowSplit, WindowStore
+from ..errors import NeuroLMError
+from ..lm.model import NeuroLM
+from ..text import EOT, TextTokenizer
+from ..train.distributed import resolve_device
+from .data import EEG_MAX_TOKENS, encode_task, get_task, score_answers
+from .metrics import UNPARSEABLE, confusion, paper_metrics, scored_metrics
+from .tasks import TASKS
+
+GENERATED_TOKENS = 5
+"""Tokens the paper's protocol generates per window."""
+
+_PAREN_LETTER = re.compile(r"\(([A-Z])\)")
+_BARE_LETTER = re.compile(r"([A-Z])(?![A-Za-z0-9])")
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def parse_answer(task_name: str, text: str) -> int:
+    """Label index of a generated answer, or ``UNPARSEABLE`` (-1).
+
+    Only the start of the text counts (after leading white space), as the model is trained to answer first:
+    - word answers (TUAB, Workload: ``Yes``/``No``; SEED): the first run of letters, matched case-insensitively to
+      the answer words (``" yes."`` → Yes; ``" Yesterday"``, ``" Maybe"`` → unparseable);
+    - lettered answers (TUEV, HMC, TUSL): ``(X)`` or a bare capital ``X`` not followed by a letter or digit, where X
+      is one of the task's option letters (``" (C)"``, ``" C."`` → C; ``" (G)"`` for a five-option task,
+      ``" (c)"``, ``" Answer"`` → unparseable). Lower-case letters are not accepted: a bare ``a`` is an article.
+    """
+    task = get_task(task_name)
+    options = [a.strip() for a in task.answers]
+    text = text.strip()
+    if all(_PAREN_LETTER.fullmatch(o) for o in options):
+        m = _PAREN_LETTER.match(text) or _BARE_LETTER.match(text)
+        letters = [o[1] for o in options]
+        return letters.index(m.group(1)) if m and m.group(1) in letters else UNPARSEABLE
+    m = _WORD.match(text)
+    words = [o.lower() for o in options]
+    return words.index(m.group(0).lower()) if m and m.group(0).lower() in words else UNPARSEABLE
+
+
+def load_model(model_or_dir: NeuroLM | str | Path, device: str | torch.device = "auto") -> NeuroLM:
+    """A NeuroLM in eval mode on ``device`` (``auto``: CUDA if available), from a directory or as given."""
+    dev = resolve_device(str(device))
+    if isinstance(model_or_dir, NeuroLM):
+        return model_or_dir.to(dev).eval()
+    return NeuroLM.from_pretrained(model_or_dir, device=dev)
+
+
+def decode_answer(tokens: torch.Tensor | list[int], tokenizer: TextTokenizer) -> str:
+    """Text of generated tokens up to (not including) the first ``<|endoftext|>``."""
+    ids = [int(t) for t in tokens]
+    return tokenizer.decode(ids[: ids.index(EOT)] if EOT in ids else ids)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batches(split: WindowSplit, batch_size: int, root: Path):
+    """Windows of a split in order, padded to the longest window of each batch."""
+    for a in range(0, len(split), batch_size):
+        items = [split[i] for i in range(a, min(a + batch_size, len(split)))]
+        batch = collate_windows(items)
+        if batch.mask.shape[1] > EEG_MAX_TOKENS:
+            raise NeuroLMError(f"{root}: windows of {batch.mask.shape[1]} tokens exceed the model's "
+                               f"{EEG_MAX_TOKENS} EEG tokens per sample")
+        yield items, batch
+
+
+def _generate(model: NeuroLM, eeg: EEGBatch, name: str) -> torch.Tensor:
+    prompt = torch.tensor(encode_task(name).prompt, device=eeg.patches.device)
+    tokens, _ = model.generate(eeg, prompt.expand(eeg.mask.shape[0], -1), None, GENERATED_TOKENS)
+    return tokens
+
+
+def evaluate_task(model: NeuroLM, store: WindowStore, split: str, batch_size: int, progress: bool = True) -> dict:
+    """Both protocols on one store's split: its ``metrics`` (an entry of metrics.json) and, per window, the true
+    ``labels``, generated ``texts``, ``parsed`` answers, answer ``probs`` and ``meta`` (subject, file, start)."""
+    name = store.dataset
+    task = get_task(name)
+    part = store.split(split)
+    device = next(model.parameters()).device
+    text_tok = TextTokenizer()
+    labels, texts, parsed, probs, meta = [], [], [], [], []
+    t_gen = t_score = 0.0
+    bar = tqdm(total=len(part), desc=f"evaluate {name}", unit="window", disable=None if progress else True)
+    for items, batch in _batches(part, batch_size, store.root):
+        eeg = batch.to(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        tokens = _generate(model, eeg, name)
+        _sync(device)
+        t1 = time.perf_counter()
+        p = score_answers(model, eeg, [name] * len(items))
+        _sync(device)
+        t_gen, t_score = t_gen + t1 - t0, t_score + time.perf_counter() - t1
+        for it, toks, pi in zip(items, tokens.cpu(), p):
+            text = decode_answer(toks, text_tok)
+            labels.append(int(it["label"]))
+            texts.append(text)
+            parsed.append(parse_answer(name, text))
+            probs.append(pi.numpy())
+            meta.append((it["subject"], it["file"], float(it["start"])))
+        bar.update(len(items))
+    bar.close()
+    y, y_gen, probs = np.array(labels), np.array(parsed), np.stack(probs).astype(np.float64)
+    probs /= probs.sum(1, keepdims=True)  # float32 softmax rows sum to 1 only within 1e-7; sklearn checks tighter
+    k = task.n_classes
+    metrics = {
+        "paper": paper_metrics(y, y_gen, k),
+        "scored": scored_metrics(y, probs),
+        "n": len(y),
+        "split": split,
+        "classes": list(task.classes),
+        "chance": task.chance,
+        "store": str(store.root),
+        "timing": {
+            "generation_s": t_gen, "scored_s": t_score, "scored_speedup": t_gen / max(t_score, 1e-9),
+            "generation_windows_per_s": len(y) / max(t_gen, 1e-9),
+            "scored_windows_per_s": len(y) / max(t_score, 1e-9), "batch_size": batch_size, "device": str(device),
+        },
+    }
+    return {"metrics": metrics, "labels": y, "parsed": y_gen, "probs": probs, "texts": texts, "meta": meta}
+
+
+def evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | WindowStore], out_dir: str | Path, *,
+             split: str = "test", batch_size: int = 32, progress: bool = True, device: str = "auto") -> dict:
+    """Evaluate an instruction-tuned model on task stores; write ``out_dir`` (see the module docstring) and return
+    the content of ``metrics.json``."""
+    if not stores:
+        raise NeuroLMError("evaluate needs at least one --data store")
+    if batch_size < 1:
+        raise NeuroLMError(f"--batch-size must be at least 1, got {batch_size}")
+    opened = [s if isinstance(s, WindowStore) else WindowStore(s) for s in stores]
+    seen: dict[str, Path] = {}
+    for store in opened:  # check every store before spending time on any
+        if store.dataset not in TASKS:
+            raise NeuroLMError(f"{store.root}: dataset {store.dataset!r} has no instruction task "
+                               f"(tasks: {', '.join(TASKS)})")
+        if store.dataset in seen:
+            raise NeuroLMError(f"{store.root}: task {store.dataset!r} is already given by {seen[store.dataset]}")
+        if split not in store.splits:
+            raise NeuroLMError(f"{store.root}: no {split!r} split (it has {', '.join(store.splits) or 'none'})")
+        if len(store.split(split)) == 0:
+            raise NeuroLMError(f"{store.root}: split {split!r} has no windows")
+        seen[store.dataset] = store.root
+    model = load_model(model_or_dir, device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _warm_up(model, opened[0], split)
+    results = {}
+    for store in opened:
+        res = evaluate_task(model, store, split, batch_size, progress)
+        name = store.dataset
+        results[name] = res["metrics"]
+        write_predictions(out_dir / f"{name}_predictions.csv", name, res)
+        write_plots(out_dir, name, res)
+    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / "report.md").write_text(report_markdown(results))
+    return results
+
+
+def _warm_up(model: NeuroLM, store: WindowStore, split: str) -> None:
+    """One small call of each pass, so one-time costs (allocator, kernels) are not timed as either protocol."""
+    items = [store.split(split)[0]]
+    eeg = collate_windows(items).to(next(model.parameters()).device)
+    _generate(model, eeg, store.dataset)
+    score_answers(model, eeg, [store.dataset])
+
+
+def write_predictions(path: Path, name: str, res: dict) -> None:
+    """One row per window: where it comes from, its true label, the generated text, the parsed answer and the
+    probability of every option (columns ``p_<class>``)."""
+    task = TASKS[name]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", "subject", "file", "start_s", "label", "label_name", "generated", "parsed",
+                    "parsed_name", "scored", "scored_name", *(f"p_{c}" for c in task.classes)])
+        for i, (y, g, text, p, (subj, file, start)) in enumerate(
+                zip(res["labels"], res["parsed"], res["texts"], res["probs"], res["meta"])):
+            s = int(p.argmax())
+            w.writerow([i, subj, file, f"{start:g}", int(y), task.classes[y], text, int(g),
+                        task.classes[g] if g != UNPARSEABLE else "unparseable", s, task.classes[s],
+                        *(f"{x:.6f}" for x in p)])
+
+
+def write_plots(out_dir: Path, name: str, res: dict) -> None:
+    """``<task>_confusion.png`` (paper and scored, row-normalised, counts written in the cells) and
+    ``<task>_recall.png`` (per-class recall of both, with chance)."""
+    from matplotlib.figure import Figure  # Agg without touching pyplot's global backend
+
+    task = TASKS[name]
+    k, y = task.n_classes, res["labels"]
+    scored = res["probs"].argmax(1)
+    cms = {"paper protocol (generated)": confusion(y, res["parsed"], k),
+           "scored answers (argmax)": confusion(y, scored, k)[:, :k]}
+    fig = Figure(figsize=(5.2 * 2 + 0.6, 4.4))
+    for ax, (title, cm) in zip(fig.subplots(1, 2), cms.items()):
+        rows = cm.sum(1, keepdims=True)
+        norm = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+        ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+        cols = list(task.classes) + (["unparse-\nable"] if cm.shape[1] > k else [])
+        ax.set(xticks=range(cm.shape[1]), xticklabels=cols, yticks=range(k), yticklabels=task.classes,
+               xlabel="answer", ylabel="true class", title=title)
+    fig.suptitle(f"{name}: confusion (n={len(y)})")
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{name}_confusion.png", dpi=100)
+
+    recall = {"paper": _recalls(y, res["parsed"], k), "scored": _recalls(y, scored, k)}
+    fig = Figure(figsize=(max(5.0, 1.2 * k + 2), 3.8))
+    ax = fig.subplots()
+    x = np.arange(k)
+    for off, (label, r) in zip((-0.2, 0.2), recall.items()):
+        ax.bar(x + off, np.nan_to_num(r), width=0.4, label=label)
+    ax.axhline(task.chance, color="grey", ls="--", lw=1, label="chance")
+    ax.set(xticks=x, xticklabels=task.classes, ylim=(0, 1.05), ylabel="recall", title=f"{name}: per-class recall")
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{name}_recall.png", dpi=100)
+
+
+def _recalls(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """Recall per class (NaN for a class absent from ``y``); an unparseable answer is a miss."""
+    return np.array([(pred[y == c] == c).mean() if (y == c).any() else np.nan for c in range(k)])
+
+
+def _fmt(metrics: dict, key: str) -> str:
+    return f"{metrics[key]:.3f}" if key in metrics else "–"
+
+
+def report_markdown(results: dict) -> str:
+    """Per-task table of both protocols with chance and timings, linking each task's plots."""
+    lines = [
+        "# NeuroLM evaluation", "",
+        ("Paper protocol: greedy 5-token answers, parsed; unparseable answers are counted, never mapped to a class. "
+         "Binary tasks report balanced accuracy (BA), AUC-PR and AUROC (from hard answers, as the paper does); "
+         "multi-class tasks BA, Cohen's κ and weighted F1. Scored: probabilities of the allowed answers from one "
+         "forward pass (AUROC from scores; one-vs-rest macro for multi-class)."), "",
+        "| task | split | n | paper BA | paper metrics | unparseable | scored BA | scored AUROC | chance | plots |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in results.items():
+        p, s = m["paper"], m["scored"]
+        if TASKS[name].binary:
+            other = f"AUC-PR {_fmt(p, 'auc_pr')}, AUROC {_fmt(p, 'auroc')}"
+        else:
+            other = f"κ {_fmt(p, 'cohen_kappa')}, W-F1 {_fmt(p, 'weighted_f1')}"
+        lines.append(f"| {name} | {m['split']} | {m['n']} | {_fmt(p, 'balanced_accuracy')} | {other} | "
+                     f"{p['unparseable']} | {_fmt(s, 'balanced_accuracy')} | {_fmt(s, 'auroc')} | {m['chance']:.3f} | "
+                     f"[confusion]({name}_confusion.png), [recall]({name}_recall.png) |")
+    lines += ["", "## Timing (model time, warm)", "",
+              "| task | generation s | scored s | scored speed-up | device |", "|---|---|---|---|---|"]
+    for name, m in results.items():
+        t = m["timing"]
+        lines.append(f"| {name} | {t['generation_s']:.2f} | {t['scored_s']:.2f} | {t['scored_speedup']:.1f}× | "
+                     f"{t['device']} |")
+    lines += [""] + [f"![{name} confusion]({name}_confusion.png)\n![{name} recall]({name}_recall.png)\n"
+                     for name in results]
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, metavar="DIR", help="instruction-tuned NeuroLM directory")
+    p.add_argument("--data", nargs="+", required=True, metavar="STORE", help="prepared task stores")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="output directory (metrics.json, report.md, predictions, plots)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+
+
+def run(args: argparse.Namespace) -> int:
+    results = evaluate(args.model, args.data, args.out, split=args.split, batch_size=args.batch_size,
+                       device=args.device)
+    print(f"{'task':<9}{'n':>6}{'paper BA':>10}{'unparse':>9}{'scored BA':>11}{'AUROC':>8}{'chance':>8}"
+          f"{'speed-up':>10}")
+    for name, m in results.items():
+        p, s = m["paper"], m["scored"]
+        print(f"{name:<9}{m['n']:>6}{p['balanced_accuracy']:>10.3f}{p['unparseable']:>9}"
+              f"{s['balanced_accuracy']:>11.3f}{_fmt(s, 'auroc'):>8}{m['chance']:>8.3f}"
+              f"{m['timing']['scored_speedup']:>9.1f}×")
+    print(f"evaluated {len(results)} task(s) on {args.split} → {args.out / 'metrics.json'}, {args.out / 'report.md'}")
+    return 0
