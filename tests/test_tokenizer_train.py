@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ from neurolm.data.synth import write_corpus
 from neurolm.errors import NeuroLMError
 from neurolm.tokenizer import NeuralTokenizer
 from neurolm.tokenizer.train import fit_tokenizer, text_table
+from neurolm.train import STATE_DIR, read_meta
 
 STEPS = 60
 
@@ -43,10 +49,11 @@ def test_training_learns_and_reports(trained):
     assert json.loads((out / "report.json").read_text()) == report
     assert report["steps"] == STEPS
     first, val = report["train_first"], report["val"]
-    # the spectrum is learned quickly; the z-scored raw patch (≈ 1.0 for a zero prediction) more slowly
+    # both reconstructions improve clearly (the z-scored raw patch starts at ≈ 1.0, a zero prediction) and the
+    # codebook stays in use: with REF's EMA settings on a run this short it collapsed to ~1% of the codes
     assert val["loss_freq"] < 0.7 * first["loss_freq"]
-    assert val["loss_raw"] < 0.99 * first["loss_raw"]
-    assert val["utilisation"] > 2 / 512 and val["perplexity"] > 1.5
+    assert val["loss_raw"] < 0.95 * first["loss_raw"]
+    assert val["utilisation"] > 0.05 and val["perplexity"] > 10
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {"val", "train"} <= {r["split"] for r in rows}
     assert all("loss_align" in r and "domain_acc" in r for r in rows if r["split"] == "train")
@@ -81,3 +88,37 @@ def test_gpt2_table_width_must_match(tmp_path):
     assert weight.shape == (50257, 32) and "GPT-2" in source
     with pytest.raises(NeuroLMError, match="width"):
         text_table(64, 0, tmp_path)
+
+
+def _cli(store: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """``neurolm train-tokenizer`` in a child process (single-threaded: the runs compared must compute alike)."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "neurolm.cli", "train-tokenizer", "--data", str(store), "--out", str(out),
+           "--steps", "16", "--batch-size", "4", *extra]  # checkpoints every 16 // 4 = 4 steps
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_cli_sigint_then_resume_equals_uninterrupted_run(store, tmp_path):
+    from safetensors.torch import load_file
+
+    cut = tmp_path / "cut"
+    proc = _cli(store, cut)
+    deadline = time.monotonic() + 120
+    while not (cut / STATE_DIR / "meta.json").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, log  # stopped by the signal after checkpointing, not finished
+    stopped_at = read_meta(cut)["step"]
+    assert 0 < stopped_at < 16, log
+
+    resumed = _cli(store, cut, "--resume")
+    full = _cli(store, tmp_path / "full")
+    for p in (resumed, full):
+        log = p.communicate(timeout=300)[0]
+        assert p.returncode == 0, log
+    assert read_meta(cut)["step"] == 16
+    a, b = load_file(cut / "model.safetensors"), load_file(tmp_path / "full" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)

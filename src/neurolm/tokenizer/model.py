@@ -113,7 +113,12 @@ class TokenizerConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "base": {},
-    "tiny": dict(n_layer=2, n_head=4, n_embd=64, decoder_layers=1, codebook_size=512, code_dim=32),
+    # A tiny run lasts a few hundred steps at lr 1e-3, so the encoder's outputs move far within REF's ~100-step EMA
+    # horizon (decay 0.99) and a 1%-of-mean dead-code threshold would re-seed a code only after ~460 idle steps:
+    # the codebook lagged behind and collapsed to a handful of codes (≈3% used, perplexity ≈7 after 300 steps).
+    # A 10-step EMA and re-seeding after ~22 idle steps (0.9^22 ≈ 0.1) let it follow.
+    "tiny": dict(n_layer=2, n_head=4, n_embd=64, decoder_layers=1, codebook_size=512, code_dim=32, ema_decay=0.9,
+                 dead_code_threshold=0.1),
 }
 
 

@@ -129,11 +129,13 @@ class TokenizerTask:
         return out["loss"], metrics | {"batch_utilisation": utilisation}
 
     def val_batches(self) -> list[EEGBatch]:
-        """The first (up to) 256 validation windows, collated once: every evaluation scores the same windows."""
+        """Up to 256 validation windows evenly spaced over the concatenated stores (the first 256 would all come
+        from the first store), collated once: every evaluation scores the same windows."""
         if self._val_batches is None:
             n = min(VAL_WINDOWS, len(self.val_set))
+            picks = np.linspace(0, len(self.val_set) - 1, n).round().astype(int).tolist()
             bs = self.cfg.batch_size
-            self._val_batches = [collate_windows([self.val_set[i] for i in range(s, min(n, s + bs))], self.max_tokens)
+            self._val_batches = [collate_windows([self.val_set[i] for i in picks[s: s + bs]], self.max_tokens)
                                  for s in range(0, n, bs)]
         return self._val_batches
 
