@@ -154,3 +154,20 @@ def default_corpus() -> TextCorpus:
     Tokenising it takes well under a second, so an on-disk cache would only add a place for stale files.
     """
     return TextCorpus(corpus_ids(asset_path("corpus.txt").read_text(encoding="utf-8")))
+
+
+def open_corpus(source: str | Path | None) -> tuple[TextCorpus, str]:
+    """The text corpus of a training stage and a line naming it: ``None`` → :func:`default_corpus`, a ``.txt`` file
+    → tokenised in memory (see :func:`corpus_ids`), anything else → a flat ``uint16`` token file."""
+    if source is None:
+        return default_corpus(), "text: the shipped demo corpus (assets/corpus.txt)"
+    path = Path(source)
+    if path.suffix.lower() != ".txt":
+        return TextCorpus(path), f"text: token file {path}"
+    try:
+        ids = corpus_ids(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NeuroLMError(f"{path}: cannot read the text corpus ({exc})") from exc
+    if ids.size == 0:
+        raise NeuroLMError(f"{path}: the text corpus is empty")
+    return TextCorpus(ids), f"text: {path} ({ids.size:,} tokens)"

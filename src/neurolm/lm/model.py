@@ -256,6 +256,13 @@ class NeuroLM(nn.Module):
             position = position + 1
         return torch.stack(tokens, dim=1), torch.stack(scores, dim=1)
 
+    def ask(self, recording: Any, task: str, **kwargs: Any) -> list:
+        """Ask the model about a recording (an ``mne.io.Raw`` or any file MNE reads): see
+        :func:`neurolm.instruct.ask.ask` for the keyword arguments (``start``, ``every``, ``question``, …)."""
+        from ..instruct.ask import ask  # the instruction stage builds on this module, not the other way round
+
+        return ask(self, recording, task, **kwargs)
+
     # ------------------------------------------------------------------------------------------------ accounting
     def flops_per_token(self, seq_len: int, eeg: bool = True) -> float:
         """Training FLOPs per token (nanoGPT's estimate): 6 × trainable matmul parameters + attention, plus, for

@@ -1,0 +1,316 @@
+"""``neurolm pretrain``: multi-channel autoregressive pretraining of NeuroLM (spec §4) on the shared loop.
+
+Each step draws one EEG batch (windows of the stores' ``train`` splits, any dataset) and one text batch (crops of a
+plain-text corpus) and sums the two next-token losses into one backward, as REF does. The frozen tokenizer encoder
+runs once per EEG batch and gives both the LM's inputs and its target codes (:meth:`NeuroLM.eeg_forward`).
+Validation scores a fixed subset of the ``val`` windows against the **unigram baseline**: the cross-entropy of
+predicting every target code by the code frequencies of the training windows (Laplace-smoothed). A model below that
+line uses the EEG context, not just the code histogram. After the loop, ``report.json`` and ``loss_curves.png`` are
+written to ``--out``.
+
+Decisions where the spec is silent:
+- B/L/XL keep REF's optimisation (AdamW 6e-4 → 6e-5 cosine, betas (0.9, 0.95), weight decay 0.1, clip 1.0, EEG
+  batch 60, text batch 4 × 1024 tokens); warm-up is 10 % of the steps (REF: 2 of 20 epochs).
+- ``tiny`` (2 layers × 64) uses lr 3e-3 → 3e-4, EEG batch 8 and text batch 2 × 128 tokens: at REF's 6e-4 the EEG
+  loss is still far above the unigram line after a few hundred CPU steps, because most of the tiny model's
+  parameters sit in the 58,496-way head that must first learn which outputs are codes; a tiny model tolerates the
+  larger step, and the small text batch keeps a CPU step well under a second (the text loss is secondary here).
+- EEG batches are padded to their longest window only (REF pads to 1024 tokens): with real-token GroupNorm
+  statistics (``norm_over_padding=False``) padding changes nothing but the cost.
+- The validation subset and the windows that measure the code frequencies are evenly spaced over the concatenated
+  splits (up to 256 and 1024 windows), so every store is represented and no random state is involved. Without a
+  ``val`` split anywhere, the ``train`` windows stand in (said in the report).
+- Text crops are drawn from a generator seeded by ``(seed, step, micro, rank)``, so a step's batch is a pure
+  function of its arguments (bit-identical resume).
+- Known leak kept from REF (see :mod:`neurolm.lm.model`): the bidirectional tokenizer encoder lets the features of
+  second ``a`` see second ``a+1``, whose code is the target; the report states it next to the measured numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.batch import PATCH, EEGBatch, collate_windows
+from ..data.store import ConcatSplits, WindowStore
+from ..errors import NeuroLMError
+from ..text import TextCorpus, open_corpus
+from ..tokenizer import NeuralTokenizer
+from ..train import StepSampler, TrainConfig, train
+from .gpt import GPTConfig
+from .model import IGNORE, NeuroLM, eeg_targets
+
+VAL_WINDOWS = 256
+UNIGRAM_WINDOWS = 1024
+ENCODER_LEAK = ("the frozen tokenizer encoder is bidirectional (REF): features of second a have seen second a+1, "
+                "whose code is the target, so EEG loss/accuracy are optimistic for true forecasting")
+
+
+@dataclass(frozen=True)
+class StageDefaults:
+    """Per-size optimisation defaults (see the module notes for why ``tiny`` differs)."""
+
+    steps: int
+    batch_size: int
+    """EEG windows per step."""
+    text_batch: int
+    """Text crops per step."""
+    text_length: int
+    """Tokens per text crop (inputs; one more is read for the last target)."""
+    lr: float
+    min_lr: float
+
+
+_REF = {"batch_size": 60, "text_batch": 4, "text_length": 1024, "lr": 6e-4, "min_lr": 6e-5}
+DEFAULTS: dict[str, StageDefaults] = {
+    "tiny": StageDefaults(steps=300, batch_size=8, text_batch=2, text_length=128, lr=3e-3, min_lr=3e-4),
+    "B": StageDefaults(steps=20000, **_REF),
+    "L": StageDefaults(steps=20000, **_REF),
+    "XL": StageDefaults(steps=20000, **_REF),
+}
+
+
+class PretrainModel(nn.Module):
+    """NeuroLM with both pretraining objectives in ``forward``, so the loop (and DDP) see one module call."""
+
+    def __init__(self, lm: NeuroLM) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, eeg: EEGBatch, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``loss`` = EEG next-second loss + text next-token loss, and the parts (detached) for the logs."""
+        e = self.lm.eeg_forward(eeg)
+        t = self.lm.text_forward(text)
+        return {"loss": e["loss"] + t["loss"], "eeg_loss": e["loss"].detach(), "eeg_accuracy": e["accuracy"],
+                "text_loss": t["loss"].detach(), "text_accuracy": t["accuracy"]}
+
+
+def evenly_spaced(n_items: int, limit: int) -> list[int]:
+    """Up to ``limit`` indices spread evenly over ``range(n_items)``."""
+    return sorted({int(i) for i in np.linspace(0, n_items - 1, num=min(limit, n_items))}) if n_items else []
+
+
+@torch.no_grad()
+def target_code_counts(tokenizer: NeuralTokenizer, batches: list[EEGBatch], device: torch.device) -> torch.Tensor:
+    """How often each code is a next-second target in ``batches`` (one frozen encoder pass per batch)."""
+    counts = torch.zeros(tokenizer.config.codebook_size, dtype=torch.float64, device=device)
+    for batch in batches:
+        batch = batch.to(device)
+        codes = tokenizer.tokenize(batch)
+        targets = eeg_targets(codes, batch.times, batch.chans, batch.n_chans)
+        counts += torch.bincount(targets[targets != IGNORE], minlength=counts.numel()).double()
+    return counts
+
+
+def unigram_loss(train_counts: torch.Tensor, val_counts: torch.Tensor) -> float:
+    """Cross-entropy (nats) of the validation targets under the Laplace-smoothed training code frequencies."""
+    log_p = torch.log((train_counts + 1) / (train_counts.sum() + train_counts.numel()))
+    return float(-(val_counts * log_p).sum() / val_counts.sum().clamp_min(1))
+
+
+@torch.no_grad()
+def evaluate_eeg(lm: NeuroLM, batches: list[EEGBatch], device: torch.device) -> dict[str, float]:
+    """Token-weighted EEG next-second loss, accuracy and perplexity over ``batches``."""
+    loss = hits = tokens = 0.0
+    for batch in batches:
+        out = lm.eeg_forward(batch.to(device))
+        n = float(out["tokens"])
+        loss += float(out["loss"]) * n
+        hits += float(out["accuracy"]) * n
+        tokens += n
+    if not tokens:
+        raise NeuroLMError("validation windows have no next-second targets (every window is shorter than 2 s)")
+    return {"eeg_loss": loss / tokens, "eeg_accuracy": hits / tokens, "eeg_perplexity": math.exp(loss / tokens)}
+
+
+class PretrainTask:
+    """The pretraining stage for :func:`neurolm.train.train`."""
+
+    def __init__(self, stores: list[WindowStore], tokenizer: NeuralTokenizer, size: str, cfg: TrainConfig, *,
+                 text: TextCorpus, text_batch: int, text_length: int, init_gpt2: str | Path | None = None) -> None:
+        self.tokenizer, self.size, self.cfg, self.init_gpt2 = tokenizer, size, cfg, init_gpt2
+        self.text, self.text_batch, self.text_length = text, text_batch, text_length
+        self.train_set = ConcatSplits(stores, "train")
+        if len(self.train_set) == 0:
+            raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
+        val = ConcatSplits(stores, "val")
+        self.val_is_train = len(val) == 0
+        self.val_set = self.train_set if self.val_is_train else val
+        self.sampler = StepSampler(len(self.train_set), cfg.batch_size, cfg.seed, cfg.grad_accum)
+        if len(text) < text_length + 1:
+            raise NeuroLMError(f"text corpus has {len(text)} tokens, fewer than one crop of {text_length + 1}")
+        gpt = GPTConfig.from_preset(size)
+        if text_length > gpt.block_size:
+            raise NeuroLMError(f"text crops of {text_length} tokens exceed the LM's {gpt.block_size} positions")
+        self.flops_per_step = self._flops(gpt)
+        self._val: list[EEGBatch] | None = None
+        self._unigram: float | None = None
+        self.trained: NeuroLM | None = None
+
+    def _flops(self, gpt: GPTConfig) -> float:
+        """FLOPs of one step from :meth:`NeuroLM.flops_per_token`, with the mean token count of a sample of
+        training windows (the model is built on the meta device: no memory, no time)."""
+        sample = [self.train_set[i]["signal"].shape for i in evenly_spaced(len(self.train_set), 64)]
+        eeg_tokens = float(np.mean([c * (t // PATCH) for c, t in sample]))
+        with torch.device("meta"):
+            lm = NeuroLM.from_tokenizer(NeuralTokenizer(self.tokenizer.config), self.size)
+        eeg = lm.flops_per_token(round(eeg_tokens)) * eeg_tokens * self.cfg.batch_size
+        text = lm.flops_per_token(self.text_length, eeg=False) * self.text_length * self.text_batch
+        return (eeg + text) * self.cfg.grad_accum
+
+    def model(self) -> nn.Module:
+        return PretrainModel(NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2))
+
+    def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
+        idx = self.sampler.indices(step, micro, rank, world)
+        eeg = collate_windows([self.train_set[int(i)] for i in idx])
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence(
+            [self.cfg.seed, step, micro, rank]).generate_state(1)[0]))
+        share = max(1, self.text_batch // world)
+        return {"eeg": eeg, "text": self.text.sample(share, self.text_length, g)}
+
+    def loss(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        out = model(batch["eeg"], batch["text"])
+        metrics = {k: float(out[k]) for k in ("eeg_loss", "eeg_accuracy", "text_loss", "text_accuracy")}
+        metrics["eeg_perplexity"] = math.exp(metrics["eeg_loss"])
+        return out["loss"], metrics
+
+    def _batches(self, dataset: ConcatSplits, limit: int) -> list[EEGBatch]:
+        idx = evenly_spaced(len(dataset), limit)
+        bs = self.cfg.batch_size
+        return [collate_windows([dataset[i] for i in idx[s : s + bs]]) for s in range(0, len(idx), bs)]
+
+    def val_batches(self) -> list[EEGBatch]:
+        """The fixed validation subset, collated once: every evaluation scores the same windows."""
+        if self._val is None:
+            self._val = self._batches(self.val_set, VAL_WINDOWS)
+        return self._val
+
+    def unigram(self, tokenizer: NeuralTokenizer, device: torch.device) -> float:
+        """The unigram baseline of the validation subset, measured once with the frozen tokenizer."""
+        if self._unigram is None:
+            train_counts = target_code_counts(tokenizer, self._batches(self.train_set, UNIGRAM_WINDOWS), device)
+            val_counts = target_code_counts(tokenizer, self.val_batches(), device)
+            self._unigram = unigram_loss(train_counts, val_counts)
+        return self._unigram
+
+    def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
+        device = next(model.parameters()).device
+        val = evaluate_eeg(model.lm, self.val_batches(), device)
+        base = self.unigram(model.lm.tokenizer, device)
+        return val | {"unigram_loss": base, "unigram_perplexity": math.exp(base),
+                      "eeg_gain": 1.0 - val["eeg_loss"] / base}
+
+    def save(self, model: nn.Module, out_dir: Path) -> None:
+        model.lm.save_pretrained(out_dir)
+        self.trained = model.lm  # the last save is the final model
+
+
+def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, size: str = "tiny",
+             steps: int | None = None, batch_size: int | None = None, text: str | Path | None = None,
+             init_gpt2: str | Path | None = None, lr: float | None = None, eval_every: int | None = None,
+             seed: int = 0, resume: bool = False, progress: bool = True, device: str = "auto") -> tuple[NeuroLM, dict]:
+    """Pretrain a NeuroLM of preset ``size`` around the tokenizer in ``tokenizer_dir`` into ``out_dir``; return the
+    model (last saved weights, eval mode) and the report (also ``out_dir/report.json``).
+
+    ``lr`` replaces the size's peak learning rate (the floor stays a tenth of it); ``eval_every`` defaults to a
+    fifth of the steps (validation always runs after the last step)."""
+    if size not in DEFAULTS:
+        raise NeuroLMError(f"unknown --size {size!r}; choose one of {', '.join(DEFAULTS)}")
+    if not stores:
+        raise NeuroLMError("pretrain needs at least one --data store")
+    out_dir = Path(out_dir)
+    d = DEFAULTS[size]
+    steps = d.steps if steps is None else steps
+    cfg = TrainConfig(steps=steps, batch_size=d.batch_size if batch_size is None else batch_size,
+                      lr=d.lr if lr is None else lr, min_lr=d.min_lr if lr is None else lr / 10,
+                      warmup_steps=steps // 10, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0,
+                      eval_every=eval_every or max(1, steps // 5), log_every=max(1, steps // 100),
+                      ckpt_every=max(1, steps // 4),
+                      seed=seed, device=device)
+    tokenizer = NeuralTokenizer.from_pretrained(tokenizer_dir)
+    corpus, source = open_corpus(text)
+    print(source)
+    task = PretrainTask([WindowStore(s) for s in stores], tokenizer, size, cfg, text=corpus,
+                        text_batch=d.text_batch, text_length=d.text_length, init_gpt2=init_gpt2)
+    summary = train(task, cfg, out_dir, resume=resume, progress=progress)
+
+    # a resumed run that had already finished saves nothing: reload its published weights
+    model = task.trained.cpu().eval() if task.trained is not None else NeuroLM.from_pretrained(out_dir)
+    rows = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    keys = ("loss", "eeg_loss", "eeg_accuracy", "text_loss")
+    report = {
+        "size": size, "steps": summary["step"], "tokenizer": str(tokenizer_dir), "text": source,
+        "init_gpt2": None if init_gpt2 is None else str(init_gpt2),
+        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "val_windows": sum(int(b.mask.shape[0]) for b in task.val_batches()),
+        "val_split": "train (no store has a val split)" if task.val_is_train else "val",
+        "val": {k: v for k, v in summary["val"].items() if k not in ("split", "step", "time")},
+        "train_first": {k: train_rows[0][k] for k in keys} if train_rows else {},
+        "train_last": {k: train_rows[-1][k] for k in keys} if train_rows else {},
+        "caveat": ENCODER_LEAK,
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_plot(rows, out_dir)
+    return model, report
+
+
+def write_plot(rows: list[dict], out_dir: Path) -> None:
+    """``loss_curves.png``: EEG loss (train, val) against the unigram line, and the text loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_rows = [r for r in rows if r["split"] == "train"]
+    val_rows = [r for r in rows if r["split"] == "val"]
+    fig, (eeg, txt) = plt.subplots(1, 2, figsize=(11, 4))
+    eeg.plot([r["step"] for r in train_rows], [r["eeg_loss"] for r in train_rows], label="train EEG loss")
+    eeg.plot([r["step"] for r in val_rows], [r["eeg_loss"] for r in val_rows], marker="o", label="val EEG loss")
+    if val_rows:
+        eeg.axhline(val_rows[-1]["unigram_loss"], color="grey", linestyle="--", label="val unigram baseline")
+    eeg.set(title="EEG next-second loss (nats)", xlabel="step")
+    eeg.legend()
+    txt.plot([r["step"] for r in train_rows], [r["text_loss"] for r in train_rows], label="train text loss")
+    txt.set(title="text next-token loss (nats)", xlabel="step")
+    txt.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss_curves.png", dpi=100)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", type=Path, required=True, metavar="DIR", help="trained tokenizer (frozen)")
+    p.add_argument("--data", nargs="+", required=True, metavar="STORE", help="prepared window stores")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (resumable)")
+    p.add_argument("--size", choices=list(DEFAULTS), default="tiny", help="LM size (default: tiny)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tiny 300, B/L/XL 20000)")
+    p.add_argument("--batch-size", type=int, default=None, help="EEG windows per step (default: tiny 8, B/L/XL 60)")
+    p.add_argument("--text", type=Path, default=None, metavar="CORPUS",
+                   help="plain-text corpus: a .txt file or a flat uint16 token file (default: the demo corpus)")
+    p.add_argument("--init-gpt2", type=Path, default=None, metavar="HF_GPT2_DIR",
+                   help="start from Hugging Face GPT-2 weights in this local directory (size must match)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: tiny 3e-3, B/L/XL 6e-4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:N, ...")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    _, report = pretrain(args.tokenizer, args.data, args.out, size=args.size, steps=args.steps,
+                         batch_size=args.batch_size, text=args.text, init_gpt2=args.init_gpt2, lr=args.lr, seed=args.seed,
+                         resume=args.resume, device=args.device)
+    v, t = report["val"], report["train_last"]
+    print(f"NeuroLM-{args.size} pretrained for {report['steps']} steps → {args.out}: val EEG loss "
+          f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), accuracy "
+          f"{v['eeg_accuracy']:.1%}, perplexity {v['eeg_perplexity']:.1f}; text loss {t.get('text_loss', math.nan):.3f}")
+    return 0

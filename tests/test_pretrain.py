@@ -1,0 +1,165 @@
+"""The pretraining stage end to end on a small synthetic HMC store: CLI, report, baseline, save/load, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from neurolm.cli import main
+from neurolm.data.batch import collate_windows
+from neurolm.data.prepare import prepare_dataset
+from neurolm.data.store import WindowStore
+from neurolm.data.synth import write_corpus
+from neurolm.lm import NeuroLM
+from neurolm.lm import pretrain as stage
+from neurolm.lm.pretrain import (
+    PretrainModel,
+    PretrainTask,
+    evaluate_eeg,
+    evenly_spaced,
+    pretrain,
+    target_code_counts,
+    unigram_loss,
+)
+from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
+from neurolm.tokenizer.train import fit_tokenizer
+from neurolm.train import read_meta
+
+CODES = 16  # a small codebook: k-means on one batch gives codes that every test window uses
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_validation():
+    """Validation and unigram subsets of a few windows: every evaluation scores them through the 50k-row head."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stage, "VAL_WINDOWS", 16)
+        mp.setattr(stage, "UNIGRAM_WINDOWS", 64)
+        yield
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("pre")
+    write_corpus(tmp, datasets=["hmc"], seed=0)
+    prepare_dataset("hmc", tmp / "hmc", tmp / "p", progress=False)
+    return tmp / "p"
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(store, tmp_path_factory) -> Path:
+    """An untrained tiny tokenizer whose codebook is k-means-initialised on training windows (one training-mode
+    forward): cheap, and its codes are spread over the codebook, unlike a random codebook's."""
+    torch.manual_seed(0)
+    tok = NeuralTokenizer(TokenizerConfig.from_preset("tiny", codebook_size=CODES))
+    train = WindowStore(store).split("train")
+    tok.train()
+    tok(collate_windows([train[i] for i in range(0, len(train), 16)]))
+    out = tmp_path_factory.mktemp("tok")
+    tok.eval().save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(store, tokenizer_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lm") / "run"
+    args = ["pretrain", "--tokenizer", str(tokenizer_dir), "--data", str(store), "--out", str(out), "--steps", "4",
+            "--batch-size", "2"]
+    assert main(args) == 0
+    return out, args
+
+
+def test_cli_writes_model_logs_and_report(run):
+    out, _ = run
+    for name in ("config.json", "model.safetensors", "report.json", "log.csv", "log.jsonl", "loss_curves.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 4 and report["size"] == "tiny" and report["val_split"] == "val"
+    val = report["val"]
+    assert math.isclose(val["eeg_perplexity"], math.exp(val["eeg_loss"]), rel_tol=1e-9)
+    assert math.isclose(val["eeg_gain"], 1 - val["eeg_loss"] / val["unigram_loss"], rel_tol=1e-9)
+    assert 0 < val["unigram_loss"] <= math.log(CODES) + 1e-6  # never worse than uniform over the codes
+    assert "bidirectional" in report["caveat"]
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert all({"eeg_loss", "eeg_accuracy", "eeg_perplexity", "text_loss", "mfu"} <= set(r) for r in train_rows)
+    # one backward of the summed objectives: the logged loss is their sum
+    assert all(math.isclose(r["loss"], r["eeg_loss"] + r["text_loss"], rel_tol=1e-5) for r in train_rows)
+
+
+def test_unigram_baseline_by_hand():
+    train = torch.tensor([3.0, 1.0, 0.0, 0.0])
+    val = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    p = (train + 1) / (train.sum() + 4)  # Laplace: (4, 2, 1, 1) / 8
+    assert math.isclose(unigram_loss(train, val), float(-(torch.log(p[0]) + torch.log(p[3])) / 2), rel_tol=1e-12)
+
+
+def test_saved_model_gives_the_same_eeg_loss(run, store, tokenizer_dir):
+    out, _ = run
+    loaded = NeuroLM.from_pretrained(out)
+    report = json.loads((out / "report.json").read_text())
+    val = WindowStore(store).split("val")
+    # the report's validation subset: evenly spaced windows, batches of --batch-size 2
+    idx = evenly_spaced(len(val), stage.VAL_WINDOWS)
+    batches = [collate_windows([val[i] for i in idx[s : s + 2]]) for s in range(0, len(idx), 2)]
+    got = evaluate_eeg(loaded, batches, torch.device("cpu"))
+    assert math.isclose(got["eeg_loss"], report["val"]["eeg_loss"], rel_tol=1e-5)
+    assert math.isclose(got["eeg_accuracy"], report["val"]["eeg_accuracy"], rel_tol=1e-5)
+    # the frozen tokenizer travels inside the model unchanged: same codes as the tokenizer directory
+    tok = NeuralTokenizer.from_pretrained(tokenizer_dir)
+    assert torch.equal(loaded.tokenizer.tokenize(batches[0]), tok.tokenize(batches[0]))
+    counts = target_code_counts(tok, batches, torch.device("cpu"))
+    assert counts.sum() == sum(int(b.mask.sum()) - int(b.n_chans.sum()) for b in batches)
+
+
+def test_resume_after_interruption_gives_identical_weights(run, store, tokenizer_dir, tmp_path, monkeypatch):
+    out, _ = run
+    loss = PretrainTask.loss
+
+    def interrupt_at_step_2(self, model, batch, step):
+        if step == 1:  # the loop finishes this step, checkpoints and raises KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)
+        return loss(self, model, batch, step)
+
+    monkeypatch.setattr(PretrainTask, "loss", interrupt_at_step_2)
+    common = {"steps": 4, "batch_size": 2, "progress": False, "device": "cpu"}
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tokenizer_dir, [store], tmp_path, **common)
+    monkeypatch.setattr(PretrainTask, "loss", loss)
+    assert read_meta(tmp_path)["step"] == 2
+    pretrain(tokenizer_dir, [store], tmp_path, resume=True, **common)
+    whole, resumed = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "model.safetensors"))
+    assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_encoder_runs_once_per_step(tokenizer_dir, store):
+    lm = NeuroLM.from_tokenizer(NeuralTokenizer.from_pretrained(tokenizer_dir), "tiny")
+    calls = []
+    lm.tokenizer.VQ.encoder.register_forward_hook(lambda *_: calls.append(1))
+    train = WindowStore(store).split("train")
+    eeg = collate_windows([train[0], train[1]])
+    out = PretrainModel(lm)(eeg, torch.randint(0, 50257, (2, 17)))
+    out["loss"].backward()
+    assert len(calls) == 1
+    assert torch.isclose(out["loss"].detach(), out["eeg_loss"] + out["text_loss"])
+
+
+def test_errors(store, tokenizer_dir, tmp_path):
+    base = ["pretrain", "--tokenizer", str(tokenizer_dir), "--data", str(store), "--steps", "1"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--text", str(tmp_path / "missing.bin")]) == 2
+    assert main(["pretrain", "--tokenizer", str(tmp_path / "none"), "--data", str(store),
+                 "--out", str(tmp_path / "b")]) == 2
+
+
+@pytest.mark.slow
+def test_pretraining_beats_the_unigram_baseline(store, tmp_path):
+    """The acceptance run: a trained tiny tokenizer, then a few hundred tiny pretraining steps on CPU."""
+    fit_tokenizer([store], tmp_path / "tok", steps=60, batch_size=16, progress=False, device="cpu")
+    _, report = pretrain(tmp_path / "tok", [store], tmp_path / "lm", steps=300, progress=False, device="cpu")
+    val = report["val"]
+    assert val["eeg_loss"] <= 0.9 * val["unigram_loss"], val
