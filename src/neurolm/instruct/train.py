@@ -11,7 +11,7 @@ Decisions where the spec is silent:
   ``norm_over_padding=False`` tokenizers, less compute.
 - Answer logits are computed only at the trained positions (a few per sample) instead of over the whole 80-token
   text: the head has 50304 + codebook rows, and it dominated the step time of small models.
-- ``tiny`` models use lr 1e-3 → 1e-4 and batch 16 (REF's 5e-4 → 5e-5 with batch 64 learns too slowly in a few
+- ``tiny`` models use lr 3e-3 → 3e-4 and batch 16 (REF's 5e-4 → 5e-5 with batch 64 learns too slowly in a few
   hundred CPU steps); larger models keep REF's settings. Text crops: ``batch_size // 8`` crops of 128 tokens for
   ``tiny`` (REF: 16 × 1024).
 """
@@ -50,11 +50,14 @@ class StageDefaults:
     min_lr: float
     text_batch: int
     text_length: int
+    text_weight: float
 
 
 DEFAULTS: dict[str, StageDefaults] = {
-    "tiny": StageDefaults(steps=400, batch_size=16, lr=1e-3, min_lr=1e-4, text_batch=2, text_length=128),
-    "paper": StageDefaults(steps=10000, batch_size=64, lr=5e-4, min_lr=5e-5, text_batch=16, text_length=1024),
+    "tiny": StageDefaults(steps=400, batch_size=16, lr=3e-3, min_lr=3e-4, text_batch=2, text_length=128,
+                          text_weight=1.0),
+    "paper": StageDefaults(steps=10000, batch_size=64, lr=5e-4, min_lr=5e-5, text_batch=16, text_length=1024,
+                           text_weight=1.0),
 }
 
 
@@ -68,9 +71,9 @@ def defaults_for(model: NeuroLM) -> StageDefaults:
 class InstructObjective(nn.Module):
     """NeuroLM plus the stage's loss, so that the loop (and DDP) sees one ``forward``."""
 
-    def __init__(self, lm: NeuroLM) -> None:
+    def __init__(self, lm: NeuroLM, text_weight: float = 1.0) -> None:
         super().__init__()
-        self.lm = lm
+        self.lm, self.text_weight = lm, text_weight
 
     def forward(self, eeg: EEGBatch, ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                 crops: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -80,7 +83,7 @@ class InstructObjective(nn.Module):
         target = targets[trained]
         answer = F.cross_entropy(logits.float(), target)
         text = self.lm.text_forward(crops)
-        return {"loss": answer + text["loss"], "loss_answer": answer.detach(), "loss_text": text["loss"].detach(),
+        return {"loss": answer + self.text_weight * text["loss"], "loss_answer": answer.detach(), "loss_text": text["loss"].detach(),
                 "answer_token_acc": (logits.argmax(-1) == target).float().mean().detach()}
 
 
@@ -88,8 +91,8 @@ class InstructTask:
     """The instruction-tuning stage for :func:`neurolm.train.train`."""
 
     def __init__(self, model_dir: Path, stores: list[WindowStore], cfg: TrainConfig, text: TextCorpus,
-                 text_batch: int, text_length: int) -> None:
-        self.model_dir, self.cfg, self.text = model_dir, cfg, text
+                 text_batch: int, text_length: int, text_weight: float = 1.0) -> None:
+        self.model_dir, self.cfg, self.text, self.text_weight = model_dir, cfg, text, text_weight
         self.text_batch, self.text_length = text_batch, text_length
         for store in stores:
             if store.dataset not in TASKS:
@@ -100,14 +103,17 @@ class InstructTask:
             raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
         self.sampler = StepSampler(len(self.train_set), cfg.batch_size, cfg.seed, cfg.grad_accum)
         self.val = {}
-        for store in stores:
-            split = store.split("val") if "val" in store.splits else store.split("train")
-            self.val[store.dataset] = [split[i] for i in range(min(VAL_PER_TASK, len(split)))]
+        for store in stores:  # a store without val windows (tiny corpora) is validated on its train windows
+            for name in ("val", "train"):
+                split = store.split(name) if name in store.splits else []
+                if len(split):
+                    self.val[store.dataset] = [split[i] for i in range(min(VAL_PER_TASK, len(split)))]
+                    break
         self.trained: NeuroLM | None = None
         self.flops_per_step = _flops_per_step(NeuroLM.from_pretrained(model_dir), cfg, text_batch, text_length)
 
     def model(self) -> nn.Module:
-        return InstructObjective(NeuroLM.from_pretrained(self.model_dir).train())
+        return InstructObjective(NeuroLM.from_pretrained(self.model_dir).train(), self.text_weight)
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
         items = [self.train_set[int(i)] for i in self.sampler.indices(step, micro, rank, world)]
@@ -165,7 +171,8 @@ def _trim(batch: EEGBatch) -> EEGBatch:
 
 def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, steps: int | None = None,
              batch_size: int | None = None, lr: float | None = None, seed: int = 0, text: str | Path | None = None,
-             resume: bool = False, progress: bool = True, device: str = "auto") -> dict:
+             text_weight: float | None = None, resume: bool = False, progress: bool = True,
+             device: str = "auto") -> dict:
     """Instruction-tune the NeuroLM in ``model_dir`` on the task stores into ``out_dir``; returns the loop's summary
     with the final validation balanced accuracies (also written to ``out_dir/report.json``)."""
     if not stores:
@@ -180,7 +187,8 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
                       ckpt_every=max(1, steps // 4), seed=seed, device=device)
     corpus, source = open_corpus(text)
     print(source)
-    task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length)
+    task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length,
+                        d.text_weight if text_weight is None else text_weight)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
     report = {"base_model": str(model_dir), "steps": summary["step"], "val": summary.get("val", {}),
               "train_last": summary.get("train", {})}
@@ -220,7 +228,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (resumable)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tiny 400, others 10000)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per step (default: tiny 16, others 64)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: tiny 1e-3, others 5e-4)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: tiny 3e-3, others 5e-4)")
     p.add_argument("--text", type=Path, default=None, metavar="CORPUS",
                    help="plain-text corpus: a .txt file or a flat uint16 token file (default: the embedded corpus)")
     p.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,64 @@
+"""`neurolm demo --quick`: every stage runs on the smallest synthetic corpus and the report holds all six tasks."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+from neurolm.cli import main
+
+TASKS = ("tuab", "tuev", "seed", "hmc", "workload", "tusl")
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+def test_quick_demo_reports_every_task(demo_dir, capsys):
+    metrics = json.loads((demo_dir / "metrics.json").read_text())
+    assert set(metrics) == set(TASKS)
+    for task in TASKS:
+        m = metrics[task]
+        for value in (m["paper"]["balanced_accuracy"], m["scored"]["balanced_accuracy"], m["band_power_baseline"]):
+            assert math.isfinite(value) and 0.0 <= value <= 1.0
+        assert m["n"] > 0 and m["paper"]["unparseable"] <= m["n"]
+    md = (demo_dir / "report.md").read_text()
+    assert all(f"| {t} |" in md for t in TASKS)
+
+
+def test_html_report_is_self_contained_and_its_images_load(demo_dir):
+    parser = _Images()
+    parser.feed((demo_dir / "report.html").read_text())
+    # six confusion + six recall plots, three training curves, code usage, reconstructions, the hypnogram
+    assert len(parser.sources) == 18
+    for src in parser.sources:
+        assert src.startswith("data:image/png;base64,")  # no file or network reference
+        image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        image.load()  # decodes the pixels: a truncated or corrupt PNG raises here
+        assert min(image.size) > 50
+
+
+def test_rerun_continues_from_finished_stages(demo_dir, capsys):
+    before = (demo_dir / "instruct" / "model.safetensors").stat().st_mtime_ns
+    assert main(["demo", "--quick", "--out", str(demo_dir)]) == 0
+    assert (demo_dir / "instruct" / "model.safetensors").stat().st_mtime_ns == before
+    assert "tuab" in capsys.readouterr().out
