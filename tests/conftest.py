@@ -7,6 +7,7 @@ from pathlib import Path
 import edfio
 import numpy as np
 import pytest
+import torch
 
 
 def write_edf(path: Path, labels: list[str], sfreq: float, seconds: float, *, data: np.ndarray | None = None,
@@ -25,3 +26,22 @@ def write_edf(path: Path, labels: list[str], sfreq: float, seconds: float, *, da
 @pytest.fixture
 def edf_writer():
     return write_edf
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine run several times faster on one intra-op thread (no spinning)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A randomly initialised tiny NeuroLM (tiny tokenizer inside), eval mode, seed 0."""
+    from neurolm.lm import NeuroLM
+    from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
+
+    torch.manual_seed(0)
+    return NeuroLM.from_tokenizer(NeuralTokenizer(TokenizerConfig.from_preset("tiny")), "tiny").eval()

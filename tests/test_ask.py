@@ -14,27 +14,13 @@ from neurolm.data.readers.base import read_raw
 from neurolm.errors import NeuroLMError
 from neurolm.instruct.ask import Answer, ask, question_prompt, task_windows
 from neurolm.instruct.evaluate import decode_answer
-from neurolm.lm import NeuroLM
 from neurolm.text import INSTRUCTION_START, TEXT_VOCAB, TextTokenizer
-from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 
 HMC_LABELS = ["EEG F4-M1", "EEG C4-M1", "EEG O2-M1", "EEG C3-M2", "EOG E1-M2"]
 SFREQ, SECONDS = 256.0, 100.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run several times faster on one intra-op thread (no spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model() -> NeuroLM:
-    torch.manual_seed(0)
-    return NeuroLM.from_tokenizer(NeuralTokenizer(TokenizerConfig.from_preset("tiny")), "tiny").eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

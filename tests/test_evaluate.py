@@ -17,9 +17,7 @@ from neurolm.errors import NeuroLMError
 from neurolm.instruct.evaluate import GENERATED_TOKENS, evaluate, parse_answer
 from neurolm.instruct.metrics import UNPARSEABLE
 from neurolm.instruct.tasks import TASKS
-from neurolm.lm import NeuroLM
 from neurolm.text import EOT, TextTokenizer
-from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 
 
 def make_store(root, name: str, n: int, seed: int = 0, splits=("val", "test")):
@@ -41,19 +39,7 @@ def make_store(root, name: str, n: int, seed: int = 0, splits=("val", "test")):
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run several times faster on one intra-op thread (no spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model() -> NeuroLM:
-    torch.manual_seed(0)
-    return NeuroLM.from_tokenizer(NeuralTokenizer(TokenizerConfig.from_preset("tiny")), "tiny").eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

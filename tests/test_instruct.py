@@ -12,16 +12,8 @@ from neurolm.instruct.data import (EEG_MAX_TOKENS, TEXT_LENGTH, collate_texts, e
                                    training_text)
 from neurolm.instruct.tasks import TASKS
 from neurolm.instruct.train import InstructObjective
-from neurolm.lm import IGNORE, NeuroLM
+from neurolm.lm import IGNORE
 from neurolm.text import EOT, INSTRUCTION_START, TextTokenizer
-from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
-
-
-@pytest.fixture(scope="module")
-def model() -> NeuroLM:
-    torch.manual_seed(0)
-    tok = NeuralTokenizer(TokenizerConfig.from_preset("tiny")).eval()
-    return NeuroLM.from_tokenizer(tok, "tiny").eval()
 
 
 def task_windows(name: str, n: int, seed: int = 0) -> list[dict]:

@@ -22,14 +22,13 @@ from neurolm.lm.pretrain import (
     PretrainModel,
     PretrainTask,
     evaluate_eeg,
-    evenly_spaced,
     pretrain,
     target_code_counts,
     unigram_loss,
 )
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 from neurolm.tokenizer.train import fit_tokenizer
-from neurolm.train import read_meta
+from neurolm.train import evenly_spaced, read_meta
 
 CODES = 16  # a small codebook: k-means on one batch gives codes that every test window uses
 

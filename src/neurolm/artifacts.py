@@ -33,16 +33,23 @@ def save_artifacts(directory: str | Path, config: dict, model: nn.Module, kind: 
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": kind})
 
 
-def read_artifacts(directory: str | Path, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The config dict and the weights of a directory written by :func:`save_artifacts`."""
+def read_config(directory: str | Path, kind: str) -> dict:
+    """The config dict of a directory written by :func:`save_artifacts`, without reading its weights (a model's
+    shape, e.g. for defaults or FLOP counts, should not cost loading gigabytes)."""
     directory = Path(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
             raise NeuroLMError(f"{directory / name}: missing; not a {kind} directory")
     try:
-        config = json.loads((directory / CONFIG_FILE).read_text())
+        return json.loads((directory / CONFIG_FILE).read_text())
     except json.JSONDecodeError as exc:
         raise NeuroLMError(f"{directory / CONFIG_FILE}: not valid JSON ({exc})") from exc
+
+
+def read_artifacts(directory: str | Path, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The config dict and the weights of a directory written by :func:`save_artifacts`."""
+    directory = Path(directory)
+    config = read_config(directory, kind)
     try:
         state = load_file(str(directory / WEIGHTS_FILE))
     except SafetensorError as exc:

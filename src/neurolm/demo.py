@@ -33,10 +33,12 @@ class DemoPlan:
     tokenizer_steps: int
     pretrain_steps: int
     instruct_steps: int
+    pretrain_eval_every: int | None = None
+    """None: the stage's default (5 validations); each scores 256 windows through the 50k-row EEG head."""
 
 
 FULL = DemoPlan(subjects=None, tokenizer_steps=300, pretrain_steps=300, instruct_steps=400)
-QUICK = DemoPlan(subjects=1, tokenizer_steps=20, pretrain_steps=20, instruct_steps=30)
+QUICK = DemoPlan(subjects=1, tokenizer_steps=20, pretrain_steps=20, instruct_steps=30, pretrain_eval_every=20)
 
 
 def _line(stage: str, t0: float, text: str) -> None:
@@ -60,11 +62,9 @@ def run_demo(out: Path, quick: bool = False) -> dict:
         _line("prepare", t0, f"{name}: {n} windows")
 
     # torch and the models are imported only once the data stages are done
-    from .instruct.ask import ask
     from .instruct.baseline import band_power_baseline
     from .instruct.evaluate import evaluate
     from .instruct.train import instruct
-    from .lm.model import NeuroLM
     from .lm.pretrain import pretrain
     from .tokenizer.train import train_tokenizer
 
@@ -82,7 +82,7 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     t0 = time.time()
     report = _cached(lm_dir / "report.json", lambda: pretrain(
         tok_dir, stores, lm_dir, size="tiny", steps=plan.pretrain_steps, progress=False,
-        eval_every=None if plan.subjects is None else plan.pretrain_steps)[1])  # quick: one validation, at the end
+        eval_every=plan.pretrain_eval_every)[1])
     v = report["val"]
     _line("pretrain", t0, f"val EEG loss {v['eeg_loss']:.3f} (unigram baseline {v['unigram_loss']:.3f}), "
                           f"train text loss {report['train_last']['text_loss']:.3f}")
@@ -99,8 +99,7 @@ def run_demo(out: Path, quick: bool = False) -> dict:
         f"{t} {metrics[t]['scored']['balanced_accuracy']:.2f}" for t in TASK_NAMES))
 
     t0 = time.time()
-    example = _cached(out / "ask" / "example.json", lambda: ask_example(NeuroLM.from_pretrained(inst_dir), raw / "hmc",
-                                                                      out / "ask", ask))
+    example = _cached(out / "ask" / "example.json", lambda: ask_example(inst_dir, raw / "hmc", out / "ask"))
     _line("ask", t0, f"{example['recording']}: {example['agreement']:.0%} of {example['epochs']} epochs as scored")
 
     t0 = time.time()
@@ -123,15 +122,16 @@ def _cached(path: Path, compute):
     return json.loads(path.read_text())
 
 
-def ask_example(model, hmc_raw: Path, out_dir: Path, ask) -> dict:
+def ask_example(model_dir: Path, hmc_raw: Path, out_dir: Path) -> dict:
     """Ask the model for the sleep stage of every 30-s epoch of the last (test-split) synthetic HMC recording and
     plot the answers against the scoring file: the hypnogram a sleep researcher would look at."""
     from .data.readers import get_reader
+    from .instruct.ask import ask
 
     reader = get_reader("hmc")
     rec = sorted(reader.find(hmc_raw), key=lambda r: r.path.name)[-1]
     events = [e for seg in reader.read(rec) for e in seg.events]
-    answers = ask(model, rec.path, "hmc", start=events[0].start, every=30.0)
+    answers = ask(model_dir, rec.path, "hmc", start=events[0].start, every=30.0)
     truth = {round(e.start, 3): e.label for e in events}
     pairs = [(a.start, truth[round(a.start, 3)], a.label) for a in answers if round(a.start, 3) in truth]
     out_dir.mkdir(parents=True, exist_ok=True)

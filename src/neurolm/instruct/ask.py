@@ -24,7 +24,6 @@ import mne
 import numpy as np
 import torch
 
-from ..data.batch import collate_windows
 from ..data.channels import channel_indices
 from ..data.prepare import cut_windows
 from ..data.preprocess import PreprocessConfig, preprocess_raw
@@ -33,7 +32,7 @@ from ..data.readers.base import read_raw
 from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
 from ..text import INSTRUCTION_START, TextTokenizer
-from .data import get_task, score_answers
+from .data import collate_eeg, get_task, score_answers
 from .evaluate import decode_answer, load_model
 
 
@@ -126,7 +125,7 @@ def ask(model: NeuroLM | str | Path, recording: mne.io.BaseRaw | str | Path, tas
     answers = []
     try:
         for a in range(0, len(items), batch_size):
-            eeg = collate_windows(items[a : a + batch_size]).to(device)
+            eeg = collate_eeg(items[a : a + batch_size], recording).to(device)
             span = starts[a : a + batch_size]
             if prompt is not None:
                 tokens, _ = model.generate(eeg, prompt.expand(len(span), -1), None, max_new_tokens)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.batch import EEGBatch
+from ..data.batch import EEGBatch, collate_windows
 from ..errors import NeuroLMError
 from ..lm.model import IGNORE, NeuroLM
 from ..text import EOT, INSTRUCTION_START, TextTokenizer
@@ -91,6 +91,16 @@ def training_text(name: str, label: int) -> tuple[torch.Tensor, torch.Tensor, to
     return ids, targets, mask
 
 
+def collate_eeg(items: list[dict], source: object = "a window") -> EEGBatch:
+    """Collate windows padded to the longest of the batch; more than :data:`EEG_MAX_TOKENS` tokens is an error
+    naming ``source`` (a store, a recording), since the model was tuned on at most that many."""
+    batch = collate_windows(items)
+    if batch.mask.shape[1] > EEG_MAX_TOKENS:
+        raise NeuroLMError(f"{source}: windows of {batch.mask.shape[1]} EEG tokens exceed the "
+                           f"{EEG_MAX_TOKENS} per sample of instruction tuning")
+    return batch
+
+
 def collate_texts(names: list[str], labels: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack :func:`training_text` of a batch: ``(B, 80)`` ids, targets and mask."""
     ids, targets, mask = zip(*(training_text(n, int(y)) for n, y in zip(names, labels)))
@@ -116,7 +126,7 @@ def score_answers(model: NeuroLM, eeg: EEGBatch, names: list[str]) -> list[torch
     device = eeg.patches.device
     ids, mask = scoring_prompts(names)
     ids, mask = ids.to(device), mask.to(device)
-    last = text_hidden(model, eeg, ids, mask)[torch.arange(len(names), device=device), mask.sum(1) - 1]
+    last = model.text_hidden(eeg, ids, mask)[torch.arange(len(names), device=device), mask.sum(1) - 1]
     out = []
     for i, name in enumerate(names):
         options = torch.tensor(encode_task(name).options, device=device)
@@ -126,10 +136,3 @@ def score_answers(model: NeuroLM, eeg: EEGBatch, names: list[str]) -> list[torch
         out.append(torch.softmax(logits.float(), dim=-1).cpu())
     return out
 
-
-def text_hidden(model: NeuroLM, eeg: EEGBatch | None, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Final hidden states ``(B, M, d)`` of the text positions after the EEG, without the (large) LM head: the
-    callers need logits at a few positions only."""
-    x, attn = model._sequence(eeg, ids, mask)
-    h = model.gpt(x, attn)
-    return h[:, h.shape[1] - ids.shape[1] :]

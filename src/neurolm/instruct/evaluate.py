@@ -34,7 +34,7 @@ from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
 from ..text import EOT, TextTokenizer
 from ..train.distributed import resolve_device
-from .data import EEG_MAX_TOKENS, encode_task, get_task, score_answers
+from .data import collate_eeg, encode_task, get_task, score_answers
 from .metrics import UNPARSEABLE, confusion, paper_metrics, scored_metrics
 from .tasks import TASKS
 
@@ -91,11 +91,7 @@ def _batches(split: WindowSplit, batch_size: int, root: Path):
     """Windows of a split in order, padded to the longest window of each batch."""
     for a in range(0, len(split), batch_size):
         items = [split[i] for i in range(a, min(a + batch_size, len(split)))]
-        batch = collate_windows(items)
-        if batch.mask.shape[1] > EEG_MAX_TOKENS:
-            raise NeuroLMError(f"{root}: windows of {batch.mask.shape[1]} tokens exceed the model's "
-                               f"{EEG_MAX_TOKENS} EEG tokens per sample")
-        yield items, batch
+        yield items, collate_eeg(items, root)
 
 
 def _generate(model: NeuroLM, eeg: EEGBatch, name: str) -> torch.Tensor:

@@ -27,16 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from ..data.batch import EEGBatch, collate_windows
+from ..artifacts import read_config
+from ..data.batch import EEGBatch
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..lm.gpt import GPTConfig
-from ..lm.model import IGNORE, NeuroLM
+from ..lm.model import IGNORE, NeuroLM, NeuroLMConfig
 from ..text import TextCorpus, open_corpus
-from ..train import StepSampler, TrainConfig, train
-from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_texts, score_answers, text_hidden
+from ..train import StepSampler, TrainConfig, step_generator, train
+from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, score_answers
 from .tasks import TASKS
 
 VAL_PER_TASK = 64
@@ -61,10 +63,10 @@ DEFAULTS: dict[str, StageDefaults] = {
 }
 
 
-def defaults_for(model: NeuroLM) -> StageDefaults:
+def defaults_for(config: NeuroLMConfig) -> StageDefaults:
     """``tiny`` settings for a model of the tiny GPT shape, the paper's otherwise."""
     tiny = GPTConfig.from_preset("tiny")
-    cfg = model.config.gpt
+    cfg = config.gpt
     return DEFAULTS["tiny" if (cfg.n_layer, cfg.n_embd) == (tiny.n_layer, tiny.n_embd) else "paper"]
 
 
@@ -77,7 +79,7 @@ class InstructObjective(nn.Module):
 
     def forward(self, eeg: EEGBatch, ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                 crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = text_hidden(self.lm, eeg, ids, mask)
+        h = self.lm.text_hidden(eeg, ids, mask)
         trained = targets != IGNORE
         logits = self.lm.gpt.lm_head(h[trained])
         target = targets[trained]
@@ -110,18 +112,16 @@ class InstructTask:
                     self.val[store.dataset] = [split[i] for i in range(min(VAL_PER_TASK, len(split)))]
                     break
         self.trained: NeuroLM | None = None
-        self.flops_per_step = _flops_per_step(NeuroLM.from_pretrained(model_dir), cfg, text_batch, text_length)
+        self.flops_per_step = _flops_per_step(_config(model_dir), cfg, text_batch, text_length)
 
     def model(self) -> nn.Module:
         return InstructObjective(NeuroLM.from_pretrained(self.model_dir).train(), self.text_weight)
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
         items = [self.train_set[int(i)] for i in self.sampler.indices(step, micro, rank, world)]
-        eeg = collate_windows(items, EEG_MAX_TOKENS)
-        eeg = _trim(eeg)
+        eeg = collate_eeg(items, "a training window")
         ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence(
-            [self.cfg.seed, step, micro, rank]).generate_state(1)[0]))
+        g = step_generator(self.cfg.seed, step, micro, rank)
         crops = self.text.sample(max(1, self.text_batch // world), self.text_length, g)
         return {"eeg": eeg, "ids": ids, "targets": targets, "mask": mask, "crops": crops}
 
@@ -137,12 +137,10 @@ class InstructTask:
             probs = []
             for s in range(0, len(items), self.cfg.batch_size):
                 chunk = items[s : s + self.cfg.batch_size]
-                probs += score_answers(lm, _trim(collate_windows(chunk, EEG_MAX_TOKENS)).to(device),
+                probs += score_answers(lm, collate_eeg(chunk, f"{name} validation window").to(device),
                                        [name] * len(chunk))
             pred = torch.stack(probs).argmax(1).numpy()
-            labels = np.array([it["label"] for it in items])
-            recalls = [float((pred[labels == c] == c).mean()) for c in np.unique(labels)]
-            metrics[f"ba_{name}"] = float(np.mean(recalls))
+            metrics[f"ba_{name}"] = float(balanced_accuracy_score([it["label"] for it in items], pred))
         metrics["ba_mean"] = float(np.mean(list(metrics.values())))
         return metrics
 
@@ -151,22 +149,22 @@ class InstructTask:
         self.trained = model.lm
 
 
-def _flops_per_step(lm: NeuroLM, cfg: TrainConfig, text_batch: int, text_length: int) -> float:
+def _config(model_dir: Path) -> NeuroLMConfig:
+    return NeuroLMConfig.from_dict(read_config(model_dir, "NeuroLM model"))
+
+
+def _flops_per_step(config: NeuroLMConfig, cfg: TrainConfig, text_batch: int, text_length: int) -> float:
     """Training FLOPs of one step, counting the LM head only where this stage applies it (answer tokens, text
-    crops) and the frozen encoder only on EEG tokens; EEG windows are taken as half the 276-token budget."""
+    crops) and the frozen encoder only on EEG tokens; EEG windows are taken as half the 276-token budget. The
+    model is built on the meta device: its shape without its memory."""
+    with torch.device("meta"):
+        lm = NeuroLM(config)
     seq = EEG_MAX_TOKENS // 2 + TEXT_LENGTH
     head = 6 * lm.config.gpt.n_outputs * lm.config.gpt.n_embd
     backbone = lm.flops_per_token(seq, eeg=False) - head
     encoder = lm.flops_per_token(seq, eeg=True) - lm.flops_per_token(seq, eeg=False)
     per_sample = (EEG_MAX_TOKENS // 2) * (backbone + encoder) + TEXT_LENGTH * backbone + 5 * head
     return float(cfg.grad_accum * (cfg.batch_size * per_sample + text_batch * text_length * (backbone + head)))
-
-
-def _trim(batch: EEGBatch) -> EEGBatch:
-    """Drop the padding columns beyond the longest window of the batch."""
-    n = int(batch.mask.sum(1).max())
-    return EEGBatch(batch.patches[:, :n], batch.chans[:, :n], batch.times[:, :n], batch.mask[:, :n], batch.labels,
-                    batch.n_chans)
 
 
 def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, steps: int | None = None,
@@ -178,7 +176,7 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
     if not stores:
         raise NeuroLMError("instruct needs at least one --data store")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    d = defaults_for(NeuroLM.from_pretrained(model_dir))
+    d = defaults_for(_config(model_dir))
     steps = d.steps if steps is None else steps
     peak = d.lr if lr is None else lr
     cfg = TrainConfig(steps=steps, batch_size=d.batch_size if batch_size is None else batch_size, lr=peak,

@@ -179,9 +179,7 @@ class NeuroLM(nn.Module):
 
         Returns ``logits (B, M, n_outputs)`` and, with targets, ``loss`` and ``accuracy`` over the target tokens.
         """
-        x, mask = self._sequence(batch, text_ids, text_mask)
-        h = self.gpt(x, mask, kv_cache)
-        logits = self.gpt.lm_head(h[:, h.shape[1] - text_ids.shape[1] :])
+        logits = self.gpt.lm_head(self.text_hidden(batch, text_ids, text_mask, kv_cache))
         out = {"logits": logits}
         if text_targets is not None:
             out["loss"] = F.cross_entropy(logits.flatten(0, 1), text_targets.flatten(), ignore_index=IGNORE)
@@ -189,6 +187,20 @@ class NeuroLM(nn.Module):
             hits = ((logits.argmax(-1) == text_targets) & counted).sum()
             out["accuracy"] = (hits / counted.sum().clamp_min(1)).detach()
         return out
+
+    def text_hidden(
+        self,
+        batch: EEGBatch | None,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Final hidden states ``(B, M, d)`` of the text positions after the EEG, before the LM head: callers that
+        need logits at a few positions or of a few outputs only (answer scoring, answer-only losses) apply the head
+        themselves instead of computing all ``n_outputs`` logits everywhere."""
+        x, mask = self._sequence(batch, text_ids, text_mask)
+        h = self.gpt(x, mask, kv_cache)
+        return h[:, h.shape[1] - text_ids.shape[1] :]
 
     def text_forward(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Plain causal LM on text crops ``(B, T+1)`` (inputs ``[:, :-1]``, targets ``[:, 1:]``): ``loss``,
@@ -237,8 +249,8 @@ class NeuroLM(nn.Module):
         if not bool(right_padded.all()) or not bool((lengths > 0).all()):
             raise NeuroLMError("generate: every prompt needs at least one token and padding only at its end")
         cache = KVCache(self.config.gpt.n_layer)
-        logits = self.forward(batch, prompt_ids, prompt_mask, kv_cache=cache)["logits"]
-        step = logits[torch.arange(b, device=logits.device), lengths - 1]
+        h = self.text_hidden(batch, prompt_ids, prompt_mask, kv_cache=cache)
+        step = self.gpt.lm_head(h[torch.arange(b, device=h.device), lengths - 1])  # the head only where it is read
         eeg_valid = batch.mask.bool() if batch is not None else prompt_mask.new_zeros(b, 0)
         key_valid = torch.cat([eeg_valid, prompt_mask], dim=1)
         position = self.text_start(batch, b, prompt_ids.device) + lengths

@@ -44,7 +44,7 @@ from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, open_corpus
 from ..tokenizer import NeuralTokenizer
-from ..train import StepSampler, TrainConfig, train
+from ..train import StepSampler, TrainConfig, evenly_spaced, step_generator, train
 from .gpt import GPTConfig
 from .model import IGNORE, NeuroLM, eeg_targets
 
@@ -91,11 +91,6 @@ class PretrainModel(nn.Module):
         t = self.lm.text_forward(text)
         return {"loss": e["loss"] + t["loss"], "eeg_loss": e["loss"].detach(), "eeg_accuracy": e["accuracy"],
                 "text_loss": t["loss"].detach(), "text_accuracy": t["accuracy"]}
-
-
-def evenly_spaced(n_items: int, limit: int) -> list[int]:
-    """Up to ``limit`` indices spread evenly over ``range(n_items)``."""
-    return sorted({int(i) for i in np.linspace(0, n_items - 1, num=min(limit, n_items))}) if n_items else []
 
 
 @torch.no_grad()
@@ -172,8 +167,7 @@ class PretrainTask:
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
         idx = self.sampler.indices(step, micro, rank, world)
         eeg = collate_windows([self.train_set[int(i)] for i in idx])
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence(
-            [self.cfg.seed, step, micro, rank]).generate_state(1)[0]))
+        g = step_generator(self.cfg.seed, step, micro, rank)
         share = max(1, self.text_batch // world)
         return {"eeg": eeg, "text": self.text.sample(share, self.text_length, g)}
 

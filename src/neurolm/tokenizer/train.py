@@ -30,7 +30,7 @@ from ..data.batch import EEGBatch, collate_windows
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, default_corpus
-from ..train import StepSampler, TrainConfig, train
+from ..train import StepSampler, TrainConfig, evenly_spaced, step_generator, train
 from .model import NeuralTokenizer, TokenizerConfig, alignment_alpha, spectral_targets
 from .quantizer import code_usage
 
@@ -117,8 +117,7 @@ class TokenizerTask:
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
         idx = self.sampler.indices(step, micro, rank, world)
         eeg = collate_windows([self.train_set[int(i)] for i in idx], self.max_tokens)
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence(
-            [self.cfg.seed, step, micro, rank]).generate_state(1)[0]))
+        g = step_generator(self.cfg.seed, step, micro, rank)
         share = max(1, self.text_batch // world)
         return {"eeg": eeg, "text": self.text.sample(share, TEXT_LENGTH, g)[:, :TEXT_LENGTH]}
 
@@ -132,11 +131,10 @@ class TokenizerTask:
         """Up to 256 validation windows evenly spaced over the concatenated stores (the first 256 would all come
         from the first store), collated once: every evaluation scores the same windows."""
         if self._val_batches is None:
-            n = min(VAL_WINDOWS, len(self.val_set))
-            picks = np.linspace(0, len(self.val_set) - 1, n).round().astype(int).tolist()
+            picks = evenly_spaced(len(self.val_set), VAL_WINDOWS)
             bs = self.cfg.batch_size
             self._val_batches = [collate_windows([self.val_set[i] for i in picks[s: s + bs]], self.max_tokens)
-                                 for s in range(0, n, bs)]
+                                 for s in range(0, len(picks), bs)]
         return self._val_batches
 
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:

@@ -25,7 +25,7 @@ resume (``resume=True``), and on SIGINT/SIGTERM: finish the step, checkpoint, ra
 """
 
 from .checkpoint import STATE_DIR, read_meta
-from .distributed import StepSampler
+from .distributed import StepSampler, evenly_spaced, step_generator
 from .loop import TrainConfig, TrainTask, configure_optimizer, lr_at, peak_flops, train
 
 __all__ = [
@@ -34,8 +34,10 @@ __all__ = [
     "TrainConfig",
     "TrainTask",
     "configure_optimizer",
+    "evenly_spaced",
     "lr_at",
     "peak_flops",
     "read_meta",
+    "step_generator",
     "train",
 ]

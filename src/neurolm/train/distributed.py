@@ -117,6 +117,18 @@ def teardown_distributed(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
+def step_generator(seed: int, step: int, micro: int = 0, rank: int = 0) -> torch.Generator:
+    """A torch generator seeded by ``(seed, step, micro, rank)``: random draws inside ``task.batch`` (text crops)
+    that depend on nothing else, so a step's batch is a pure function of its arguments and resume is exact."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0]))
+
+
+def evenly_spaced(n_items: int, limit: int) -> list[int]:
+    """Up to ``limit`` indices spread evenly over ``range(n_items)``: a fixed validation subset that represents every
+    store of a concatenation without any random state."""
+    return sorted({int(i) for i in np.linspace(0, n_items - 1, num=min(limit, n_items))}) if n_items else []
+
+
 class StepSampler:
     """Which items make up micro-batch ``(step, micro)`` of rank ``rank`` out of ``world``: a pure function.
 
