@@ -8,11 +8,12 @@ import torch
 
 from neurolm.data.batch import collate_windows
 from neurolm.errors import NeuroLMError
-from neurolm.instruct.data import (EEG_MAX_TOKENS, TEXT_LENGTH, collate_texts, encode_task, score_answers,
-                                   training_text)
+from neurolm.instruct.data import (EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, encode_task,
+                                   score_answers, training_text)
 from neurolm.instruct.tasks import TASKS
 from neurolm.instruct.train import InstructObjective
 from neurolm.lm import IGNORE
+from neurolm.lm.model import EncoderCache
 from neurolm.text import EOT, INSTRUCTION_START, TextTokenizer
 
 
@@ -89,3 +90,41 @@ def test_objective_equals_forward_with_answer_targets(model):
     text = model.text_forward(crops)["loss"]
     torch.testing.assert_close(out["loss_answer"], full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out["loss"], full + text, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_cache_gives_the_same_loss_and_skips_the_encoder(model):
+    items = task_windows("tusl", 2) + task_windows("workload", 3)
+    keys = [10, 11, 20, 21, 22]
+    ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
+    crops = torch.randint(0, 50257, (2, 33), generator=torch.Generator().manual_seed(0))
+    cache = EncoderCache(budget_mb=1.0)
+    cached, plain = InstructObjective(model, cache=cache), InstructObjective(model)
+    calls = []
+    hook = model.tokenizer.VQ.encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        eeg = collate_eeg(items)
+        first = cached(eeg, ids, targets, mask, crops, keys)
+        assert len(calls) == 1 and len(cache) == 5
+        # the same windows in another order and another padding (a batch-mate removed): no encoder pass
+        order = [4, 2, 0]
+        sub = [items[i] for i in order]
+        ids2, targets2, mask2 = collate_texts([it["dataset"] for it in sub], [it["label"] for it in sub])
+        again = cached(collate_eeg(sub), ids2, targets2, mask2, crops, [keys[i] for i in order])
+        assert len(calls) == 1
+        reference = plain(collate_eeg(sub), ids2, targets2, mask2, crops)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(first["loss"], plain(eeg, ids, targets, mask, crops)["loss"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again["loss"], reference["loss"], atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_cache_respects_its_budget(model):
+    items = task_windows("tusl", 3)
+    eeg = collate_eeg(items)
+    per_window = int(eeg.mask[0].sum()) * (model.config.tokenizer.n_embd * 4 + 8)
+    cache = EncoderCache(budget_mb=1.5 * per_window / 2**20)
+    features, codes = cache.encode(model.tokenizer, eeg, [0, 1, 2])
+    assert len(cache) == 1  # only one window fits; the others are encoded again next time
+    ref_features, ref_codes = model.tokenizer.encode(eeg)
+    torch.testing.assert_close(features[eeg.mask], ref_features[eeg.mask], atol=1e-5, rtol=1e-5)
+    assert torch.equal(codes, ref_codes)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from neurolm.data.batch import EEGBatch, collate_windows
 from neurolm.errors import NeuroLMError
@@ -190,6 +192,40 @@ def test_eeg_forward_shapes_and_encoder_once(model):
         assert len(calls) == 2  # one more step, one more encoder pass
     finally:
         handle.remove()
+
+
+def test_codes_only_eeg_loss_is_cross_entropy_over_the_code_rows(model):
+    batch = collate_windows(windows([(3, 4), (2, 6)]))
+    with torch.no_grad():
+        full, codes_only = model.eeg_forward(batch), model.eeg_forward(batch, codes_only=True)
+        x, codes = model.embed_eeg(batch)
+        h = model.gpt(x, build_attention_mask(batch.times, batch.mask))
+        targets = eeg_targets(codes, batch.times, batch.chans, batch.n_chans)
+        keep = targets != -100
+        logits = model.gpt.lm_head(h[keep])
+    by_hand = F.cross_entropy(logits[:, PADDED_VOCAB:], targets[keep])
+    assert torch.allclose(codes_only["loss"], by_hand, atol=1e-5)
+    assert torch.allclose(full["loss"], F.cross_entropy(logits, targets[keep] + PADDED_VOCAB), atol=1e-5)
+    assert codes_only["loss"] < full["loss"]  # the same code logits, normalised over fewer outputs
+    assert int(codes_only["tokens"]) == int(full["tokens"]) == int(keep.sum())
+
+
+def test_feature_scaler_standardises_the_encoder_features(model):
+    batches = [collate_windows(windows([(3, 4), (2, 6)])), collate_windows(windows([(4, 3)]))]
+    fitted = copy.deepcopy(model)
+    assert torch.equal(fitted.feature_mean, torch.zeros_like(fitted.feature_mean))  # identity until fitted
+    fitted.fit_feature_scaler(batches)
+    with torch.no_grad():
+        feats = torch.cat([model.tokenizer.encode(b)[0][b.mask] for b in batches])
+        z = (feats - fitted.feature_mean) / fitted.feature_std
+        assert torch.allclose(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4)
+        assert torch.allclose(z.std(0), torch.ones(z.shape[1]), atol=1e-3)
+        # the embedding is the standardised feature (+ channel and time embeddings): the widths match here
+        assert isinstance(fitted.encode_transform_layer, torch.nn.Identity)
+        x, _ = fitted.embed_eeg(batches[1])
+        x0, _ = model.embed_eeg(batches[1])
+        assert torch.allclose(x - x0, (feats[-12:] - fitted.feature_mean) / fitted.feature_std - feats[-12:],
+                              atol=1e-5)
 
 
 def test_lm_part_is_causal_over_seconds(model):

@@ -34,10 +34,10 @@ class DemoPlan:
     pretrain_steps: int
     instruct_steps: int
     pretrain_eval_every: int | None = None
-    """None: the stage's default (5 validations); each scores 256 windows through the 50k-row EEG head."""
+    """None: the stage's default (5 validations of 256 windows)."""
 
 
-FULL = DemoPlan(subjects=None, tokenizer_steps=300, pretrain_steps=300, instruct_steps=400)
+FULL = DemoPlan(subjects=None, tokenizer_steps=200, pretrain_steps=150, instruct_steps=400)
 QUICK = DemoPlan(subjects=1, tokenizer_steps=20, pretrain_steps=20, instruct_steps=30, pretrain_eval_every=20)
 
 

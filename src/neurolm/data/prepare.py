@@ -4,6 +4,11 @@ Every source file is processed on its own into a shard (written atomically), so 
 stopped and a file that fails is reported with its reason in the manifest without stopping the others. When all files
 are done, the shards are gathered into the store's splits and removed. Re-running a finished preparation with the
 same inputs and settings does nothing.
+
+Bad inputs: a file that cannot be used is skipped with a reason naming the fault (see the readers and
+:mod:`~neurolm.data.preprocess`); a file repaired instead (a flat channel dropped where the channel set is free, an
+EDF truncated mid-record read up to its last whole record, events past the recording's ends dropped) is kept, and its
+:class:`~neurolm.data.preprocess.RepairWarning` notes are listed under ``files.repaired`` in the manifest.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -22,8 +28,8 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import NeuroLMError
 from .channels import channel_indices
-from .preprocess import PreprocessConfig, preprocess_raw
-from .readers import SPLITS, DatasetReader, Recording, get_reader
+from .preprocess import PreprocessConfig, RepairWarning, flat_rows, preprocess_raw
+from .readers import SPLITS, DatasetReader, Recording, Segment, get_reader
 from .store import MANIFEST, SplitBuffer, atomic_write_bytes, write_split
 
 SHARDS = ".shards"
@@ -52,20 +58,42 @@ def cut_windows(data: np.ndarray, start: float, stop: float, window_s: float, st
 
 
 def process_recording(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:
-    """All windows of one recording as arrays (the content of its shard)."""
-    signals, labels, starts, splits, dropped = [], [], [], [], 0
+    """All windows of one recording as arrays (the content of its shard), with the notes of any repair made.
+
+    Every :class:`RepairWarning` raised while reading (by the reader or here) is still shown, and its message is kept
+    in ``notes`` for the manifest.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RepairWarning)
+        arrays = _windows(reader, rec, config)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, RepairWarning):
+            notes.append(str(w.message).removeprefix(f"{rec.path}: "))
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return arrays | {"notes": np.array(notes, dtype=str)}
+
+
+def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:
+    signals, labels, starts, splits, dropped, outside = [], [], [], [], 0, 0
     chans = None
     for seg in reader.read(rec):
         reader.pick(seg)
+        drop_flat_channels(seg, rec.path, config, fixed=reader.channels is not None)
         idx = np.array(channel_indices(seg.names), dtype=np.int16)
         if chans is not None and not np.array_equal(chans, idx):
             raise NeuroLMError(f"{rec.path}: channel set changes between segments")
         chans = idx
-        data = preprocess_raw(seg.raw, seg.labels, config)
+        try:
+            data = preprocess_raw(seg.raw, seg.labels, config)
+        except NeuroLMError as exc:
+            raise NeuroLMError(f"{rec.path}: {exc}") from exc
         w_s = reader.window_seconds(len(idx))
+        seconds = seg.raw.n_times / seg.raw.info["sfreq"]
         for ev in seg.events:
             found = cut_windows(data, ev.start, ev.stop, w_s, reader.stride_s, config.sfreq)
             dropped += not found
+            outside += not found and (ev.start < 0 or ev.stop > seconds + 1 / seg.raw.info["sfreq"])
             w = int(round(w_s * config.sfreq))
             for s in found:
                 signals.append(data[:, s : s + w])
@@ -74,10 +102,29 @@ def process_recording(reader: DatasetReader, rec: Recording, config: PreprocessC
                 splits.append(ev.split or "")
     if not signals:
         raise NeuroLMError(f"{rec.path}: no complete window (recording shorter than its events or windows)")
+    if outside:
+        warnings.warn(f"{rec.path}: {outside} event(s) reach past the recording's start or end; their windows are "
+                      "dropped", RepairWarning)
     return {
         "signals": np.stack(signals), "labels": np.array(labels, np.int16), "starts": np.array(starts),
         "splits": np.array(splits, dtype=str), "chans": chans, "dropped": np.array(dropped),
     }
+
+
+def drop_flat_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fixed: bool) -> None:
+    """Drop the flat channels of a segment with a :class:`RepairWarning`, or raise where the channel set is fixed."""
+    flat = flat_rows(seg.raw.get_data(picks=seg.labels, units="uV"), config)
+    if not flat.any():
+        return
+    which = ", ".join(f"{n} ({lab})" for n, lab, f in zip(seg.names, seg.labels, flat) if f)
+    what = f"flat channel(s) {which}: peak-to-peak below {config.flat_uv:g} µV over the whole recording"
+    if fixed:
+        raise NeuroLMError(f"{path}: {what}; the dataset needs every one of its channels")
+    if flat.all():
+        raise NeuroLMError(f"{path}: {what}; no channel is left")
+    warnings.warn(f"{path}: {what}; dropped", RepairWarning)
+    seg.names = [n for n, f in zip(seg.names, flat) if not f]
+    seg.labels = [lab for lab, f in zip(seg.labels, flat) if not f]
 
 
 def _fingerprint(*parts: object) -> str:
@@ -134,13 +181,15 @@ def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, main
         raise NeuroLMError(f"{raw_dir}: every {name} file failed ({reasons})")
     rec_split = reader.assign_splits(recordings, seed)
     buffers = {s: SplitBuffer() for s in SPLITS}
-    dropped = 0
+    dropped, repaired = 0, []
     for rec in recordings:
         if not shards[rec.path].is_file():
             continue
         with np.load(shards[rec.path]) as sh:
             dropped += int(sh["dropped"])
             rel = str(rec.path.relative_to(raw_dir))
+            if len(sh["notes"]):
+                repaired.append({"file": rel, "notes": sh["notes"].tolist()})
             for sig, lab, st, sp in zip(sh["signals"], sh["labels"], sh["starts"], sh["splits"]):
                 buffers[str(sp) or rec.split or rec_split[rec.path]].add(sig, sh["chans"], int(lab), float(st),
                                                                          rec.subject, rel)
@@ -156,7 +205,8 @@ def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, main
         "window_s": reader.window_s or "floor(1024 / channels) s, at most 64 s",
         "stride_s": reader.stride_s or reader.window_s or "window",
         "splits": {s: _split_summary(b, reader.classes) for s, b in buffers.items()},
-        "files": {"found": len(recordings), "ok": len(recordings) - len(failures), "skipped": failures},
+        "files": {"found": len(recordings), "ok": len(recordings) - len(failures), "skipped": failures,
+                  "repaired": repaired},
         "events_without_window": dropped,
         "checksums": checksums,
         "seconds": round(time.time() - t0, 2),
@@ -191,6 +241,8 @@ def format_summary(manifest: dict) -> str:
         lines.append(f"{split:<6}{s['windows']:>9}{s['subjects']:>9}" + "".join(f"{s['classes'][c]:>11}" for c in classes))
     for f in manifest["files"]["skipped"]:
         lines.append(f"skipped {f['file']}: {f['reason']}")
+    for f in manifest["files"]["repaired"]:
+        lines += [f"repaired {f['file']}: {note}" for note in f["notes"]]
     return "\n".join(lines)
 
 

@@ -3,6 +3,10 @@
 Filters are MNE's (FIR band-pass and notch, as the reference calls ``raw.filter``/``raw.notch_filter``) and the
 resampler is MNE's polyphase one; nothing here hand-rolls DSP. The mains frequency is a per-dataset setting, not a
 constant: the reference notches 50 Hz on US (TUH) data, where the hum is at 60 Hz.
+
+Bad signals: NaN/Inf samples are an error naming the channels (no repair: they mark gaps or a corrupt file). A flat
+channel (peak-to-peak below ``flat_uv`` over the whole recording) is dropped with a :class:`RepairWarning` where the
+dataset keeps whatever channels a file has (pretraining), and is an error naming it where the channel set is fixed.
 """
 
 from __future__ import annotations
@@ -32,9 +36,30 @@ class PreprocessConfig:
     """Output sampling rate (Hz): one token = one second = 200 samples."""
     scale_uv: float = 100.0
     """Signals in µV are divided by this before the model (the paper: 1.0 = 100 µV)."""
+    flat_uv: float = 1.0
+    """A channel whose peak-to-peak amplitude over the whole recording is below this (µV) is flat: disconnected or
+    a dead amplifier (real EEG is never that still; MNE's examples reject epochs below 1 µV the same way)."""
 
     def to_dict(self) -> dict:
         return asdict(self) | {"filter": "mne FIR (firwin, zero-phase)", "resampler": "mne polyphase"}
+
+
+class RepairWarning(UserWarning):
+    """An input fault that was repaired rather than refused; ``prepare`` lists these per file in the manifest."""
+
+
+def check_finite(data: np.ndarray, labels: list[str]) -> None:
+    """Raise naming every channel (row of ``data``) that holds NaN/Inf samples, with their count."""
+    bad = ~np.isfinite(data)
+    rows = np.flatnonzero(bad.any(axis=1))
+    if len(rows):
+        where = ", ".join(f"{labels[i]} ({int(bad[i].sum())} of {data.shape[1]} samples)" for i in rows)
+        raise NeuroLMError(f"NaN/Inf samples in channel(s) {where}")
+
+
+def flat_rows(data_uv: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Boolean mask of the flat channels of a ``(C, T)`` µV array (see ``PreprocessConfig.flat_uv``)."""
+    return np.ptp(data_uv, axis=1) < config.flat_uv
 
 
 def preprocess_array(data_uv: np.ndarray, sfreq: float, config: PreprocessConfig) -> np.ndarray:
@@ -61,6 +86,8 @@ def preprocess_array(data_uv: np.ndarray, sfreq: float, config: PreprocessConfig
 
 
 def preprocess_raw(raw: mne.io.BaseRaw, labels: list[str], config: PreprocessConfig) -> np.ndarray:
-    """Run :func:`preprocess_array` on the given channels of an MNE recording (read in µV)."""
+    """Run :func:`preprocess_array` on the given channels of an MNE recording (read in µV); NaN/Inf is an error
+    naming the channel labels."""
     data = raw.get_data(picks=labels, units="uV")
+    check_finite(data, labels)
     return preprocess_array(data, raw.info["sfreq"], config)

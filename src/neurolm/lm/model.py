@@ -16,6 +16,11 @@ Decisions where the spec is silent or where we differ from the reference (REF):
   stair-step mask, a change in ``neurolm.tokenizer``.
 - EEG targets are built on the device from token times and channels: token ``(a, c)`` predicts the code of ``(a+1, c)``
   when that token exists; other tokens are ignored (-100). EEG logits are computed only where a target exists.
+- The encoder's features are standardised per feature (``feature_mean``/``feature_std``, fitted on training
+  windows when pretraining starts) before ``encode_transform_layer``; REF feeds them raw. A trained tiny tokenizer's
+  features are nearly one constant vector (norm 7.9) with window-to-window differences of ~2 % of it, a read-out so
+  badly conditioned that instruction tuning stayed at chance; standardised, the differences are O(1). REF's
+  checkpoints carry no scaler and load with the identity (exactly REF's model).
 - Greedy generation picks the argmax among GPT-2's 50257 text tokens only: an EEG code or the instruction marker is
   never a valid word of an answer. It always runs ``max_new_tokens`` steps; callers cut at ``<|endoftext|>``.
 - Without GPT-2 weights, ``wte`` rows 0..50256 and the text rows of ``lm_head`` start from the tokenizer's frozen
@@ -105,6 +110,55 @@ def eeg_targets(codes: torch.Tensor, times: torch.Tensor, chans: torch.Tensor, n
     return torch.where(valid, target, torch.full_like(target, IGNORE))
 
 
+class EncoderCache:
+    """The frozen encoder's features and codes of each training window, kept after the window's first use.
+
+    The tokenizer never changes while the LM trains and every window comes back once per epoch, so from the second
+    epoch on a step skips the encoder (more than half of a tiny instruction-tuning step on CPU). Windows are kept
+    until ``budget_mb`` is used (on the device they were computed on); later ones are encoded every time. Exact only
+    when a window's features do not depend on its batch-mates' padding (``norm_over_padding=False``, all our
+    tokenizers); with REF's setting the cache passes every batch to the encoder.
+    """
+
+    def __init__(self, budget_mb: float = 1024.0) -> None:
+        self.budget = budget_mb * 2**20
+        self.used = 0
+        self.entries: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @torch.no_grad()
+    def encode(self, tokenizer: NeuralTokenizer, batch: EEGBatch, keys: list[int]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features (B, N, d), codes (B, N))`` of ``batch`` as :meth:`NeuralTokenizer.encode` gives them;
+        ``keys[i]`` identifies window ``i`` (its index in the training set)."""
+        if tokenizer.config.norm_over_padding:
+            return tokenizer.encode(batch)
+        missing = [i for i, k in enumerate(keys) if int(k) not in self.entries]
+        fresh = {}
+        if missing:
+            rows = torch.tensor(missing, device=batch.mask.device)
+            feats, codes = tokenizer.encode(EEGBatch(*(t[rows] for t in batch.__dict__.values())))
+            for j, i in enumerate(missing):
+                n = int(batch.mask[i].sum())
+                entry = (feats[j, :n].clone(), codes[j, :n].clone())
+                fresh[i] = entry
+                size = entry[0].numel() * entry[0].element_size() + entry[1].numel() * entry[1].element_size()
+                if self.used + size <= self.budget:
+                    self.entries[int(keys[i])] = entry
+                    self.used += size
+        first = fresh[missing[0]] if missing else self.entries[int(keys[0])]
+        b, n = batch.mask.shape
+        features = first[0].new_zeros(b, n, first[0].shape[-1])
+        codes = torch.full((b, n), -1, dtype=first[1].dtype, device=first[1].device)
+        for i, k in enumerate(keys):
+            f, c = fresh[i] if i in fresh else self.entries[int(k)]
+            features[i, : f.shape[0]] = f
+            codes[i, : c.shape[0]] = c
+        return features, codes
+
+
 class NeuroLM(nn.Module):
     def __init__(self, config: NeuroLMConfig) -> None:
         super().__init__()
@@ -119,6 +173,9 @@ class NeuroLM(nn.Module):
         self.pos_embed = nn.Embedding(config.tokenizer.max_channels, d)
         for module in (self.encode_transform_layer, self.pos_embed):
             module.apply(GPT._init_weights)
+        # per-feature standardisation of the encoder's features (module notes); the identity until fitted
+        self.register_buffer("feature_mean", torch.zeros(d_enc))
+        self.register_buffer("feature_std", torch.ones(d_enc))
 
     def train(self, mode: bool = True) -> NeuroLM:
         """Train the LM parts; the tokenizer stays in eval mode (frozen, no dropout, codebook untouched)."""
@@ -127,11 +184,35 @@ class NeuroLM(nn.Module):
         return self
 
     # ----------------------------------------------------------------------------------------------------- inputs
-    def embed_eeg(self, batch: EEGBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """EEG input embeddings ``(B, N, d)`` and the tokens' codes ``(B, N)`` from one encoder pass."""
-        features, codes = self.tokenizer.encode(batch)
+    def embed_eeg(self, batch: EEGBatch, encoded: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """EEG input embeddings ``(B, N, d)`` and the tokens' codes ``(B, N)`` from one encoder pass, or from
+        ``encoded`` = the encoder's ``(features, codes)`` of this batch computed earlier (:class:`EncoderCache`)."""
+        features, codes = self.tokenizer.encode(batch) if encoded is None else encoded
+        features = (features - self.feature_mean) / self.feature_std
         x = self.encode_transform_layer(features) + self.pos_embed(batch.chans) + self.gpt.position(batch.times)
         return x, codes
+
+    @torch.no_grad()
+    def fit_feature_scaler(self, batches: list[EEGBatch]) -> None:
+        """Set the per-feature mean and standard deviation of the encoder's features from the real tokens of
+        ``batches`` (done once, before training: the encoder is frozen, so they never change)."""
+        device = self.feature_mean.device
+        total = torch.zeros_like(self.feature_mean, dtype=torch.float64)
+        square = torch.zeros_like(total)
+        n = 0
+        for batch in batches:
+            batch = batch.to(device)
+            features = self.tokenizer.encode(batch)[0][batch.mask].double()
+            total += features.sum(0)
+            square += features.square().sum(0)
+            n += features.shape[0]
+        if n < 2:
+            raise NeuroLMError("fitting the EEG feature scaler needs at least two real tokens")
+        mean = total / n
+        std = ((square / n - mean.square()).clamp_min(0) * n / (n - 1)).sqrt()
+        self.feature_mean.copy_(mean.float())
+        self.feature_std.copy_(std.clamp_min(1e-6).float())
 
     def text_start(self, batch: EEGBatch | None, n: int, device: torch.device) -> torch.Tensor:
         """First text position ``(B,)``: one past the last real second (per sample, or batch-wide as REF)."""
@@ -143,7 +224,8 @@ class NeuroLM(nn.Module):
         return last + 1
 
     def _sequence(
-        self, batch: EEGBatch | None, text_ids: torch.Tensor, text_mask: torch.Tensor | None
+        self, batch: EEGBatch | None, text_ids: torch.Tensor, text_mask: torch.Tensor | None,
+        encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embedded ``[EEG][text]`` and its attention mask (None = plain causal text)."""
         b, m = text_ids.shape
@@ -157,7 +239,7 @@ class NeuroLM(nn.Module):
         if batch is None:
             empty = text_ids.new_zeros(b, 0)
             return text, build_attention_mask(empty, empty.bool(), text_mask)
-        eeg, _ = self.embed_eeg(batch)
+        eeg, _ = self.embed_eeg(batch, encoded)
         x = torch.cat([eeg, text.to(eeg.dtype)], dim=1)
         return x, build_attention_mask(batch.times, batch.mask, text_mask)
 
@@ -194,11 +276,12 @@ class NeuroLM(nn.Module):
         text_ids: torch.Tensor,
         text_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Final hidden states ``(B, M, d)`` of the text positions after the EEG, before the LM head: callers that
         need logits at a few positions or of a few outputs only (answer scoring, answer-only losses) apply the head
-        themselves instead of computing all ``n_outputs`` logits everywhere."""
-        x, mask = self._sequence(batch, text_ids, text_mask)
+        themselves instead of computing all ``n_outputs`` logits everywhere. ``encoded``: see :meth:`embed_eeg`."""
+        x, mask = self._sequence(batch, text_ids, text_mask, encoded)
         h = self.gpt(x, mask, kv_cache)
         return h[:, h.shape[1] - text_ids.shape[1] :]
 
@@ -207,11 +290,12 @@ class NeuroLM(nn.Module):
         ``accuracy`` and ``logits``."""
         return self.forward(None, ids[:, :-1], text_targets=ids[:, 1:])
 
-    def eeg_forward(self, batch: EEGBatch) -> dict[str, torch.Tensor]:
+    def eeg_forward(self, batch: EEGBatch, codes_only: bool = False) -> dict[str, torch.Tensor]:
         """Multi-channel autoregressive pretraining loss on an EEG batch (stair-step mask, next-second codes).
 
-        Returns ``loss`` (cross-entropy over all ``n_outputs``, code ``i`` ↔ output ``50304 + i``), ``accuracy``
-        (argmax over all outputs equals the target code) and ``tokens`` (number of targets), the last two detached.
+        Returns ``loss`` (cross-entropy over all ``n_outputs`` as REF, code ``i`` ↔ output ``50304 + i``; with
+        ``codes_only`` over the codebook's outputs alone), ``accuracy`` (argmax over the same outputs equals the
+        target code) and ``tokens`` (number of targets), the last two detached.
         """
         x, codes = self.embed_eeg(batch)
         h = self.gpt(x, build_attention_mask(batch.times, batch.mask))
@@ -219,8 +303,14 @@ class NeuroLM(nn.Module):
         selected = targets != IGNORE
         if not bool(selected.any()):
             raise NeuroLMError("EEG batch has no next-second targets: every window is shorter than 2 s")
-        logits = self.gpt.lm_head(h[selected])
-        target = targets[selected] + PADDED_VOCAB
+        if codes_only:  # the head's code rows only: ~100x cheaper than all 50304 + K outputs at tiny widths
+            head = self.gpt.lm_head
+            bias = None if head.bias is None else head.bias[PADDED_VOCAB:]
+            logits = F.linear(h[selected], head.weight[PADDED_VOCAB:], bias)
+            target = targets[selected]
+        else:
+            logits = self.gpt.lm_head(h[selected])
+            target = targets[selected] + PADDED_VOCAB
         return {
             "loss": F.cross_entropy(logits, target),
             "accuracy": (logits.argmax(-1) == target).float().mean().detach(),
@@ -396,7 +486,7 @@ class NeuroLM(nn.Module):
                 mapped[key] = value
         # the file holds everything except the quantizer/decoders/alignment parts of the tokenizer
         not_in_file = {k for k in model.state_dict() if k.startswith("tokenizer.")
-                       and not k.startswith("tokenizer.VQ.encoder.")}
+                       and not k.startswith("tokenizer.VQ.encoder.")} | {"feature_mean", "feature_std"}
         load_state_exact(model, mapped, str(path), not_in_file)
         return model.eval()
 

@@ -15,8 +15,14 @@ Decisions where the spec is silent:
   loss is still far above the unigram line after a few hundred CPU steps, because most of the tiny model's
   parameters sit in the 58,496-way head that must first learn which outputs are codes; a tiny model tolerates the
   larger step, and the small text batch keeps a CPU step well under a second (the text loss is secondary here).
+- ``tiny`` computes the EEG loss (training and validation) over the codebook's outputs only; B/L/XL keep REF's
+  softmax over all text + code outputs. At 64 wide the 50,816-row head was ~90 % of a CPU step for a difference the
+  model learns in a few steps (text outputs are never EEG targets); the unigram baseline is a distribution over
+  codes only, so the codes-only loss is also the like-for-like comparison with it.
 - EEG batches are padded to their longest window only (REF pads to 1024 tokens): with real-token GroupNorm
   statistics (``norm_over_padding=False``) padding changes nothing but the cost.
+- The encoder-feature scaler (:meth:`NeuroLM.fit_feature_scaler`) is fitted on the windows that measure the code
+  frequencies before the first step; instruction tuning and inference keep it.
 - The validation subset and the windows that measure the code frequencies are evenly spaced over the concatenated
   splits (up to 256 and 1024 windows), so every store is represented and no random state is involved. Without a
   ``val`` split anywhere, the ``train`` windows stand in (said in the report).
@@ -67,11 +73,14 @@ class StageDefaults:
     """Tokens per text crop (inputs; one more is read for the last target)."""
     lr: float
     min_lr: float
+    codes_only: bool = False
+    """EEG loss over the codebook's outputs only (REF: over all text + code outputs)."""
 
 
 _REF = {"batch_size": 60, "text_batch": 4, "text_length": 1024, "lr": 6e-4, "min_lr": 6e-5}
 DEFAULTS: dict[str, StageDefaults] = {
-    "tiny": StageDefaults(steps=300, batch_size=8, text_batch=2, text_length=128, lr=3e-3, min_lr=3e-4),
+    "tiny": StageDefaults(steps=300, batch_size=8, text_batch=2, text_length=128, lr=3e-3, min_lr=3e-4,
+                          codes_only=True),
     "B": StageDefaults(steps=20000, **_REF),
     "L": StageDefaults(steps=20000, **_REF),
     "XL": StageDefaults(steps=20000, **_REF),
@@ -81,13 +90,13 @@ DEFAULTS: dict[str, StageDefaults] = {
 class PretrainModel(nn.Module):
     """NeuroLM with both pretraining objectives in ``forward``, so the loop (and DDP) see one module call."""
 
-    def __init__(self, lm: NeuroLM) -> None:
+    def __init__(self, lm: NeuroLM, codes_only: bool = False) -> None:
         super().__init__()
-        self.lm = lm
+        self.lm, self.codes_only = lm, codes_only
 
     def forward(self, eeg: EEGBatch, text: torch.Tensor) -> dict[str, torch.Tensor]:
         """``loss`` = EEG next-second loss + text next-token loss, and the parts (detached) for the logs."""
-        e = self.lm.eeg_forward(eeg)
+        e = self.lm.eeg_forward(eeg, self.codes_only)
         t = self.lm.text_forward(text)
         return {"loss": e["loss"] + t["loss"], "eeg_loss": e["loss"].detach(), "eeg_accuracy": e["accuracy"],
                 "text_loss": t["loss"].detach(), "text_accuracy": t["accuracy"]}
@@ -112,11 +121,12 @@ def unigram_loss(train_counts: torch.Tensor, val_counts: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_eeg(lm: NeuroLM, batches: list[EEGBatch], device: torch.device) -> dict[str, float]:
+def evaluate_eeg(lm: NeuroLM, batches: list[EEGBatch], device: torch.device,
+                 codes_only: bool = False) -> dict[str, float]:
     """Token-weighted EEG next-second loss, accuracy and perplexity over ``batches``."""
     loss = hits = tokens = 0.0
     for batch in batches:
-        out = lm.eeg_forward(batch.to(device))
+        out = lm.eeg_forward(batch.to(device), codes_only)
         n = float(out["tokens"])
         loss += float(out["loss"]) * n
         hits += float(out["accuracy"]) * n
@@ -130,8 +140,10 @@ class PretrainTask:
     """The pretraining stage for :func:`neurolm.train.train`."""
 
     def __init__(self, stores: list[WindowStore], tokenizer: NeuralTokenizer, size: str, cfg: TrainConfig, *,
-                 text: TextCorpus, text_batch: int, text_length: int, init_gpt2: str | Path | None = None) -> None:
+                 text: TextCorpus, text_batch: int, text_length: int, init_gpt2: str | Path | None = None,
+                 codes_only: bool = False) -> None:
         self.tokenizer, self.size, self.cfg, self.init_gpt2 = tokenizer, size, cfg, init_gpt2
+        self.codes_only = codes_only
         self.text, self.text_batch, self.text_length = text, text_batch, text_length
         self.train_set = ConcatSplits(stores, "train")
         if len(self.train_set) == 0:
@@ -147,6 +159,7 @@ class PretrainTask:
             raise NeuroLMError(f"text crops of {text_length} tokens exceed the LM's {gpt.block_size} positions")
         self.flops_per_step = self._flops(gpt)
         self._val: list[EEGBatch] | None = None
+        self._train_sample: list[EEGBatch] | None = None
         self._unigram: float | None = None
         self.trained: NeuroLM | None = None
 
@@ -162,7 +175,9 @@ class PretrainTask:
         return (eeg + text) * self.cfg.grad_accum
 
     def model(self) -> nn.Module:
-        return PretrainModel(NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2))
+        lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2)
+        lm.fit_feature_scaler(self.train_sample())
+        return PretrainModel(lm, self.codes_only)
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
         idx = self.sampler.indices(step, micro, rank, world)
@@ -188,17 +203,23 @@ class PretrainTask:
             self._val = self._batches(self.val_set, VAL_WINDOWS)
         return self._val
 
+    def train_sample(self) -> list[EEGBatch]:
+        """Fixed training windows (evenly spaced, collated once) for the feature scaler and the code frequencies."""
+        if self._train_sample is None:
+            self._train_sample = self._batches(self.train_set, UNIGRAM_WINDOWS)
+        return self._train_sample
+
     def unigram(self, tokenizer: NeuralTokenizer, device: torch.device) -> float:
         """The unigram baseline of the validation subset, measured once with the frozen tokenizer."""
         if self._unigram is None:
-            train_counts = target_code_counts(tokenizer, self._batches(self.train_set, UNIGRAM_WINDOWS), device)
+            train_counts = target_code_counts(tokenizer, self.train_sample(), device)
             val_counts = target_code_counts(tokenizer, self.val_batches(), device)
             self._unigram = unigram_loss(train_counts, val_counts)
         return self._unigram
 
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
         device = next(model.parameters()).device
-        val = evaluate_eeg(model.lm, self.val_batches(), device)
+        val = evaluate_eeg(model.lm, self.val_batches(), device, self.codes_only)
         base = self.unigram(model.lm.tokenizer, device)
         return val | {"unigram_loss": base, "unigram_perplexity": math.exp(base),
                       "eeg_gain": 1.0 - val["eeg_loss"] / base}
@@ -234,7 +255,8 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
     corpus, source = open_corpus(text)
     print(source)
     task = PretrainTask([WindowStore(s) for s in stores], tokenizer, size, cfg, text=corpus,
-                        text_batch=d.text_batch, text_length=d.text_length, init_gpt2=init_gpt2)
+                        text_batch=d.text_batch, text_length=d.text_length, init_gpt2=init_gpt2,
+                        codes_only=d.codes_only)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
 
     # a resumed run that had already finished saves nothing: reload its published weights
@@ -251,6 +273,7 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
         "val": {k: v for k, v in summary["val"].items() if k not in ("split", "step", "time")},
         "train_first": {k: train_rows[0][k] for k in keys} if train_rows else {},
         "train_last": {k: train_rows[-1][k] for k in keys} if train_rows else {},
+        "eeg_loss_outputs": "codebook only" if d.codes_only else "all text + code outputs (REF)",
         "caveat": ENCODER_LEAK,
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -2,10 +2,21 @@
 
 A reader knows a dataset's native layout and annotation formats and nothing about filtering or storage; the
 preparation step (:mod:`neurolm.data.prepare`) runs the same pipeline over every reader.
+
+EDF/BDF headers are checked before MNE reads them (:func:`check_edf_header`), for the faults MNE passes silently or
+reports vaguely: a truncated header, or one whose sizes disagree, is an error giving the sizes; a physical or digital
+minimum equal to its maximum (scale undefined) is an error naming the signal; a physical minimum above its maximum is
+read with inverted polarity (the negative gain the header defines, as MNE reads it); duplicate labels of EEG channels
+(MNE would rename them ``-0``/``-1``) are an error; EEG channels at different sampling rates in one file are an error
+(MNE would upsample the slower ones, whose content stops below the band-pass edge), other channels may have any rate;
+a data section that ends mid-record (a recording not stopped cleanly) is read up to its last whole record with a
+RepairWarning, and one without a whole record is an error. A directory where a file is expected is an error.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +25,8 @@ import mne
 import numpy as np
 
 from ...errors import NeuroLMError
-from ..channels import map_channels
+from ..channels import map_channels, normalize_name
+from ..preprocess import RepairWarning
 
 SPLITS = ("train", "val", "test")
 
@@ -95,14 +107,91 @@ class DatasetReader:
 
 def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
     """Open any EEG file MNE reads, preloaded, with a message naming the file when it cannot be read."""
+    if path.is_dir():
+        raise NeuroLMError(f"{path}: is a directory, not a recording")
     if not path.is_file():
         raise NeuroLMError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise NeuroLMError(f"{path}: file is empty")
+    if path.suffix.lower() in (".edf", ".bdf"):
+        check_edf_header(path)
     try:
         return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
     except (ValueError, OSError, RuntimeError, IndexError, KeyError, UnicodeDecodeError) as exc:
         raise NeuroLMError(f"{path}: cannot be read as EEG ({type(exc).__name__}: {exc})") from exc
+
+
+# Per-signal header fields in file order (each stored for all signals before the next field), with their widths.
+_EDF_FIELDS = (("label", 16), ("transducer", 80), ("physical dimension", 8), ("physical minimum", 8),
+               ("physical maximum", 8), ("digital minimum", 8), ("digital maximum", 8), ("prefiltering", 80),
+               ("samples per record", 8), ("reserved", 32))
+
+
+def _edf_number(path: Path, raw: bytes, what: str) -> float:
+    text = raw.decode("latin-1").strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise NeuroLMError(f"{path}: cannot be read as EDF (header field '{what}' is not a number: {text!r})") from None
+
+
+def check_edf_header(path: Path) -> None:
+    """Check an EDF/BDF header for the faults listed in the module docstring; warn about a truncated data section."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+        if len(head) < 256:
+            raise NeuroLMError(f"{path}: cannot be read as EDF (header truncated: the file has {size} bytes, the fixed "
+                               "header 256)")
+        ns = int(_edf_number(path, head[252:256], "number of signals"))
+        if ns < 1:
+            raise NeuroLMError(f"{path}: cannot be read as EDF (header declares {ns} signals)")
+        n_header = 256 * (ns + 1)
+        if size < n_header:
+            raise NeuroLMError(f"{path}: cannot be read as EDF (header truncated: {ns} signals need a {n_header}-byte "
+                               f"header, the file has {size} bytes)")
+        declared_header = int(_edf_number(path, head[184:192], "number of bytes in header record"))
+        if declared_header != n_header:
+            raise NeuroLMError(f"{path}: cannot be read as EDF (header declares {declared_header} header bytes, but "
+                               f"its {ns} signals make {n_header})")
+        block = fh.read(n_header - 256)
+    fields, at = {}, 0
+    for name, width in _EDF_FIELDS:
+        fields[name] = [block[at + i * width : at + (i + 1) * width] for i in range(ns)]
+        at += width * ns
+    labels = [b.decode("latin-1").strip() for b in fields["label"]]
+    num = {name: [_edf_number(path, b, f"{name}' of signal '{lab}") for b, lab in zip(fields[name], labels)]
+           for name in ("physical minimum", "physical maximum", "digital minimum", "digital maximum",
+                        "samples per record")}
+    annotation = [lab in ("EDF Annotations", "BDF Annotations") for lab in labels]
+    for i, lab in enumerate(labels):
+        for kind in ("physical", "digital"):
+            if not annotation[i] and num[f"{kind} minimum"][i] == num[f"{kind} maximum"][i]:
+                raise NeuroLMError(f"{path}: signal '{lab}' has {kind} minimum = maximum "
+                                   f"({num[f'{kind} minimum'][i]:g}), so its scale is undefined")
+    eeg = [i for i, lab in enumerate(labels) if normalize_name(lab) is not None]
+    dups = [lab for lab, n in Counter(labels[i] for i in eeg).items() if n > 1]
+    if dups:
+        raise NeuroLMError(f"{path}: duplicate channel label(s) {', '.join(map(repr, dups))}: which signal is the "
+                           "site is ambiguous")
+    seconds = _edf_number(path, head[244:252], "duration of a data record")
+    rates = {labels[i]: num["samples per record"][i] / seconds for i in eeg} if seconds > 0 else {}
+    if len(set(rates.values())) > 1:
+        by_rate = {}
+        for lab, rate in rates.items():
+            by_rate.setdefault(rate, []).append(lab)
+        listing = "; ".join(f"{r:g} Hz: {', '.join(labs)}" for r, labs in sorted(by_rate.items()))
+        raise NeuroLMError(f"{path}: EEG channels sampled at different rates in one file ({listing}); resample them "
+                           "to one rate first")
+    record_bytes = int(sum(num["samples per record"])) * (3 if head[:1] == b"\xff" else 2)
+    have = (size - n_header) // record_bytes if record_bytes > 0 else 0
+    if have == 0:
+        raise NeuroLMError(f"{path}: cannot be read as EDF (no complete data record after the header: file "
+                           "truncated?)")
+    declared = int(_edf_number(path, head[236:244], "number of data records"))
+    if declared > have:
+        warnings.warn(f"{path}: data truncated: {have} of the {declared} data records the header declares are in "
+                      f"the file; the whole records are read", RepairWarning)
 
 
 def split_subjects(recordings: Sequence[Recording], seed: int, val_fraction: float) -> dict[Path, str]:

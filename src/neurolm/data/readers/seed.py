@@ -2,6 +2,9 @@
 
 Each session holds 15 film clips labelled by film order; each clip is cut into 4 s windows and split by time within
 the clip: first 60 % train, next 20 % val, last 20 % test.
+
+Bad ``.mat`` files: one that scipy cannot read, a ``label.mat`` without ``label``, a session missing a trial's
+``*_eegN`` key or with the wrong number of rows is an error naming the file and the key.
 """
 
 from __future__ import annotations
@@ -74,12 +77,18 @@ class SEED(DatasetReader):
         label_file = rec.extras[0]
         if not label_file.is_file():
             raise NeuroLMError(f"{rec.path}: label.mat is missing beside it")
-        labels = np.asarray(scipy.io.loadmat(label_file)["label"]).ravel()
-        mat = scipy.io.loadmat(rec.path)
+        label_mat = _loadmat(label_file)
+        if "label" not in label_mat:
+            raise NeuroLMError(f"{label_file}: no 'label' variable (has: {', '.join(_variables(label_mat)) or 'none'})")
+        labels = np.asarray(label_mat["label"]).ravel()
+        if unknown := sorted({int(c) for c in labels} - LABEL_OF_MAT.keys()):
+            raise NeuroLMError(f"{label_file}: label code(s) {unknown} are not 1 / 0 / -1")
+        mat = _loadmat(rec.path)
         trials = {int(m.group(1)): key for key in mat if (m := _MAT_KEY.match(key))}
         missing = [i for i in range(1, len(labels) + 1) if i not in trials]
         if missing:
-            raise NeuroLMError(f"{rec.path}: missing trial key(s) *_eeg{', *_eeg'.join(map(str, missing))}")
+            raise NeuroLMError(f"{rec.path}: missing trial key(s) *_eeg{', *_eeg'.join(map(str, missing))} "
+                               f"(label.mat lists {len(labels)} trials; the file has: {', '.join(_variables(mat))})")
         info = mne.create_info(list(SEED_CHANNELS), 200.0, "eeg")
         for i, code in enumerate(labels, 1):
             data = np.asarray(mat[trials[i]], dtype=np.float64)
@@ -99,6 +108,20 @@ class SEED(DatasetReader):
 
     def assign_splits(self, recordings, seed):
         return {}  # split inside every clip, by time
+
+
+def _loadmat(path: Path) -> dict:
+    """A MATLAB file's variables, with an error naming the file when it is not one (empty, truncated, v7.3/HDF5)."""
+    if path.stat().st_size == 0:
+        raise NeuroLMError(f"{path}: file is empty")
+    try:
+        return scipy.io.loadmat(path)
+    except (ValueError, OSError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as exc:
+        raise NeuroLMError(f"{path}: cannot be read as a MATLAB file ({type(exc).__name__}: {exc})") from exc
+
+
+def _variables(mat: dict) -> list[str]:
+    return [k for k in mat if not k.startswith("__")]
 
 
 def _timing_file(cnt: Path, root: Path) -> Path:
