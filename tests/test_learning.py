@@ -1,0 +1,52 @@
+"""Does the tiny pipeline *learn*? tokenizer → pretrain → instruct → evaluate on the synthetic corpus.
+
+CI runs a small version (one task, a few dozen steps per stage); the slow test is issue 5/6's acceptance: the full
+demo plan, balanced accuracy at least chance + 0.2 on each of the six tasks with one model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neurolm.data.prepare import prepare_dataset
+from neurolm.data.synth import write_corpus
+from neurolm.instruct.evaluate import evaluate
+from neurolm.instruct.train import instruct
+from neurolm.lm import pretrain as stage
+from neurolm.lm.pretrain import pretrain
+from neurolm.tokenizer.train import train_tokenizer
+
+
+def test_one_task_beats_chance_in_a_few_dozen_steps(tmp_path, one_thread, monkeypatch):
+    """HMC alone (5 stages, chance 0.2): the scored validation balanced accuracy must clear chance + 0.1."""
+    monkeypatch.setattr(stage, "VAL_WINDOWS", 32)
+    monkeypatch.setattr(stage, "UNIGRAM_WINDOWS", 128)
+    write_corpus(tmp_path / "raw", ["hmc"], seed=0)
+    store = tmp_path / "hmc"
+    prepare_dataset("hmc", tmp_path / "raw" / "hmc", store, progress=False)
+    train_tokenizer([store], tmp_path / "tok", preset="tiny", steps=40, progress=False, device="cpu")
+    pretrain(tmp_path / "tok", [store], tmp_path / "lm", steps=10, eval_every=10, progress=False, device="cpu")
+    report = instruct(tmp_path / "lm", [store], tmp_path / "inst", steps=120, batch_size=16, progress=False,
+                      device="cpu")
+    assert report["val"]["ba_hmc"] >= 0.3, report["val"]
+
+
+@pytest.mark.slow
+def test_six_tasks_beat_chance_by_0_2_with_one_model(tmp_path):
+    """The acceptance run (issue 5/6): the demo's stages and settings, test splits, scored answers."""
+    from neurolm.demo import FULL, TASK_NAMES
+    from neurolm.data.synth import ALL
+
+    write_corpus(tmp_path / "raw", ALL, seed=0)
+    for name in ALL:
+        prepare_dataset(name, tmp_path / "raw" / name, tmp_path / name, progress=False)
+    stores = [tmp_path / d for d in ALL]
+    train_tokenizer(stores, tmp_path / "tok", preset="tiny", steps=FULL.tokenizer_steps, progress=False)
+    pretrain(tmp_path / "tok", stores, tmp_path / "lm", steps=FULL.pretrain_steps, progress=False)
+    instruct(tmp_path / "lm", [tmp_path / t for t in TASK_NAMES], tmp_path / "inst", steps=FULL.instruct_steps,
+             progress=False)
+    metrics = evaluate(tmp_path / "inst", [tmp_path / t for t in TASK_NAMES], tmp_path / "eval", progress=False)
+    margins = {t: metrics[t]["scored"]["balanced_accuracy"] - metrics[t]["chance"] for t in TASK_NAMES}
+    assert min(margins.values()) >= 0.2, json.dumps(margins)
