@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import edfio
@@ -45,3 +46,17 @@ def model():
 
     torch.manual_seed(0)
     return NeuroLM.from_tokenizer(NeuralTokenizer(TokenizerConfig.from_preset("tiny")), "tiny").eval()
+
+
+def interrupt_at(monkeypatch: pytest.MonkeyPatch, task_cls: type, step: int) -> None:
+    """Make ``task_cls.loss`` raise SIGINT during ``step``: the loop finishes that step, checkpoints and raises
+    KeyboardInterrupt (what Ctrl-C does). ``monkeypatch.undo()`` restores it."""
+    loss = task_cls.loss
+
+    def interrupting(self, model, batch, at):
+        if at == step:
+            signal.raise_signal(signal.SIGINT)
+        return loss(self, model, batch, at)
+
+    monkeypatch.setattr(task_cls, "loss", interrupting)
+

@@ -19,18 +19,19 @@ from neurolm.lm.pretrain import pretrain
 from neurolm.tokenizer.train import train_tokenizer
 
 
-def test_one_task_beats_chance_in_a_few_dozen_steps(tmp_path, one_thread, monkeypatch):
-    """HMC alone (5 stages, chance 0.2): the scored validation balanced accuracy must clear chance + 0.1."""
+def test_one_task_beats_chance_by_0_2_in_ci(tmp_path, one_thread, monkeypatch):
+    """TUAB alone (chance 0.5): 80 tokenizer steps, 10 pretraining steps, 60 instruction steps; the scored
+    validation balanced accuracy must reach chance + 0.2 (measured: 0.81 after 40 steps of a 160-step run)."""
     monkeypatch.setattr(stage, "VAL_WINDOWS", 32)
     monkeypatch.setattr(stage, "UNIGRAM_WINDOWS", 128)
-    write_corpus(tmp_path / "raw", ["hmc"], seed=0)
-    store = tmp_path / "hmc"
-    prepare_dataset("hmc", tmp_path / "raw" / "hmc", store, progress=False)
-    train_tokenizer([store], tmp_path / "tok", preset="tiny", steps=40, progress=False, device="cpu")
+    write_corpus(tmp_path / "raw", ["tuab"], seed=0)
+    store = tmp_path / "tuab"
+    prepare_dataset("tuab", tmp_path / "raw" / "tuab", store, progress=False)
+    train_tokenizer([store], tmp_path / "tok", preset="tiny", steps=80, progress=False, device="cpu")
     pretrain(tmp_path / "tok", [store], tmp_path / "lm", steps=10, eval_every=10, progress=False, device="cpu")
-    report = instruct(tmp_path / "lm", [store], tmp_path / "inst", steps=120, batch_size=16, progress=False,
+    report = instruct(tmp_path / "lm", [store], tmp_path / "inst", steps=60, batch_size=16, progress=False,
                       device="cpu")
-    assert report["val"]["ba_hmc"] >= 0.3, report["val"]
+    assert report["val"]["ba_tuab"] >= 0.7, report["val"]
 
 
 @pytest.mark.slow

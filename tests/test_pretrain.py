@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import interrupt_at
 from safetensors.torch import load_file
 
 from neurolm.cli import main
@@ -119,18 +119,11 @@ def test_saved_model_gives_the_same_eeg_loss(run, store, tokenizer_dir):
 
 def test_resume_after_interruption_gives_identical_weights(run, store, tokenizer_dir, tmp_path, monkeypatch):
     out, _ = run
-    loss = PretrainTask.loss
-
-    def interrupt_at_step_2(self, model, batch, step):
-        if step == 1:  # the loop finishes this step, checkpoints and raises KeyboardInterrupt
-            signal.raise_signal(signal.SIGINT)
-        return loss(self, model, batch, step)
-
-    monkeypatch.setattr(PretrainTask, "loss", interrupt_at_step_2)
+    interrupt_at(monkeypatch, PretrainTask, step=1)
     common = {"steps": 4, "batch_size": 2, "progress": False, "device": "cpu"}
     with pytest.raises(KeyboardInterrupt):
         pretrain(tokenizer_dir, [store], tmp_path, **common)
-    monkeypatch.setattr(PretrainTask, "loss", loss)
+    monkeypatch.undo()
     assert read_meta(tmp_path)["step"] == 2
     pretrain(tokenizer_dir, [store], tmp_path, resume=True, **common)
     whole, resumed = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "model.safetensors"))

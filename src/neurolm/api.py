@@ -8,6 +8,10 @@
     instruct("runs/lm", ["stores/hmc"], "runs/inst")
     metrics = evaluate("runs/inst", ["stores/hmc"], "runs/eval")
     answers = NeuroLM.from_pretrained("runs/inst").ask("SN001.edf", task="hmc", every=30)
+
+``ask`` takes a recording as a path, an ``mne.io.Raw``, or a ``(channels, samples)`` numpy array with its labels,
+rate and unit (:func:`neurolm.data.inputs.as_raw`): ``ask("runs/inst", eeg_uv, "hmc", ch_names=["F4", "C4", "O2",
+"C3"], sfreq=256, unit="uV")``.
 """
 
 from .data.prepare import prepare_dataset as prepare

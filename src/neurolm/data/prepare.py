@@ -5,6 +5,13 @@ stopped and a file that fails is reported with its reason in the manifest withou
 are done, the shards are gathered into the store's splits and removed. Re-running a finished preparation with the
 same inputs and settings does nothing.
 
+Interruptions: SIGTERM (a scheduler's or ``kill``'s stop) is turned into the KeyboardInterrupt that Ctrl-C raises
+while a preparation runs, so both end the same clean way: the shard being written is deleted (never half-written),
+finished shards stay, no manifest is written, and ``neurolm prepare`` exits with status 130 and says to re-run it.
+A hard kill (SIGKILL) may leave one dot-named temporary file, in ``.shards/`` or beside a split file; the re-run
+writes the same name again and renames it, and removes ``.shards/`` at the end. Shards carry no checksums (the rename
+makes them whole); the split files built from them do, in the manifest (``WindowStore.verify``).
+
 Bad inputs: a file that cannot be used is skipped with a reason naming the fault (see the readers and
 :mod:`~neurolm.data.preprocess`); a file repaired instead (a flat channel dropped where the channel set is free, an
 EDF truncated mid-record read up to its last whole record, events past the recording's ends dropped) is kept, and its
@@ -17,9 +24,13 @@ import argparse
 import hashlib
 import json
 import shutil
+import signal
+import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +41,7 @@ from ..errors import NeuroLMError
 from .channels import channel_indices
 from .preprocess import PreprocessConfig, RepairWarning, flat_rows, preprocess_raw
 from .readers import SPLITS, DatasetReader, Recording, Segment, get_reader
-from .store import MANIFEST, SplitBuffer, atomic_write_bytes, write_split
+from .store import MANIFEST, SplitBuffer, atomic_path, atomic_write_bytes, write_split
 
 SHARDS = ".shards"
 
@@ -137,11 +148,34 @@ def _file_key(rec: Recording, root: Path) -> list:
              if p.exists() else (None, None))] for p in files]
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt (see the module docstring); outside, its handler is as
+    before. Signal handlers can only be set from the main thread: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None, seed: int = 0,
                     progress: bool = True) -> dict:
-    """Prepare one dataset; return its manifest. See the module docstring for resume and failure handling."""
+    """Prepare one dataset; return its manifest. See the module docstring for resume, interruptions and failure
+    handling."""
+    with _sigterm_as_interrupt():
+        return _prepare(name, Path(raw_dir), Path(out_dir), mains, seed, progress)
+
+
+def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed: int, progress: bool) -> dict:
     reader = get_reader(name)
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise NeuroLMError(f"{raw_dir}: no such directory")
     recordings = reader.find(raw_dir)
@@ -150,14 +184,14 @@ def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, main
     config = PreprocessConfig(mains=reader.mains if mains is None else mains)
     settings = {"dataset": name, "preprocessing": config.to_dict(), "seed": seed, "version": __version__}
     inputs = _fingerprint(settings, [_file_key(r, raw_dir) for r in recordings])
-    manifest_path = out_dir / MANIFEST
+    manifest_path, shard_dir = out_dir / MANIFEST, out_dir / SHARDS
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
         if old.get("complete") and old.get("fingerprint") == inputs:
+            shutil.rmtree(shard_dir, ignore_errors=True)  # left by a run stopped between its manifest and cleanup
             if progress:
                 print(f"{name}: already prepared in {out_dir} (same files and settings); nothing to do")
             return old
-    shard_dir = out_dir / SHARDS
     shard_dir.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
 
@@ -172,9 +206,8 @@ def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, main
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch; the reason goes in the manifest
             failures.append({"file": str(rec.path.relative_to(raw_dir)), "reason": _reason(exc, rec.path)})
             continue
-        tmp = shard.with_name(f".{shard.stem}.tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(shard)
+        with atomic_path(shard, f".{shard.stem}.tmp.npz") as tmp:
+            np.savez(tmp, **arrays)
 
     if len(failures) == len(recordings):
         reasons = "; ".join(f"{f['file']}: {f['reason']}" for f in failures[:5])

@@ -10,6 +10,11 @@ Layout of a store directory::
 Windows of one split may differ in shape (pretraining chunks depend on a file's channel count), so the index keeps
 each window's offset, channel count and length. A random read is one memmap slice: no per-sample files, no pickles.
 The memmap is opened lazily in the process that reads, so DataLoader workers each get their own handle.
+
+Every file is written under a temporary name beside its target and renamed onto it (:func:`atomic_path`): a killed
+writer leaves either the old file or the new one, never half of one, and an interrupted one (SIGINT/SIGTERM) also
+deletes its temporary file. A ``SIGKILL`` can leave a ``.<name>.tmp`` behind; the next write of the same file
+reuses and renames it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,14 +42,26 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+@contextmanager
+def atomic_path(path: Path, tmp_name: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (default ``.<name>.tmp``); rename it onto ``path`` when the block
+    succeeds, delete it when the block raises (KeyboardInterrupt included), so a reader never sees a half-written
+    file and an interrupted writer leaves no litter. ``tmp_name`` keeps a suffix that a writer insists on (``.npz``).
+    """
+    tmp = path.with_name(tmp_name or f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    """Write via a temporary file and rename (:func:`atomic_path`), synced to disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -76,22 +95,19 @@ def write_split(out_dir: Path, split: str, buf: SplitBuffer) -> dict[str, str]:
     subjects, subject_id = np.unique(np.array(buf.subjects, dtype=str), return_inverse=True)
     files, file_id = np.unique(np.array(buf.files, dtype=str), return_inverse=True)
     bin_path, idx_path = out_dir / f"{split}.bin", out_dir / f"{split}.npz"
-    tmp = bin_path.with_name(f".{bin_path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(bin_path) as tmp, open(tmp, "wb") as fh:
         for s in buf.signals:
             fh.write(np.ascontiguousarray(s, dtype=np.float32).tobytes())
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, bin_path)
-    tmp_idx = idx_path.with_name(f".{split}.tmp.npz")
-    np.savez(
-        tmp_idx,
-        offset=offsets, n_chans=n_chans, n_times=n_times, chan_offset=chan_offsets,
-        chans=np.concatenate(buf.chans).astype(np.int16) if n else np.zeros(0, np.int16),
-        label=np.array(buf.labels, dtype=np.int16), start=np.array(buf.starts, dtype=np.float64),
-        subject_id=subject_id.astype(np.int32), subjects=subjects, file_id=file_id.astype(np.int32), files=files,
-    )
-    os.replace(tmp_idx, idx_path)
+    with atomic_path(idx_path, f".{split}.tmp.npz") as tmp_idx:
+        np.savez(
+            tmp_idx,
+            offset=offsets, n_chans=n_chans, n_times=n_times, chan_offset=chan_offsets,
+            chans=np.concatenate(buf.chans).astype(np.int16) if n else np.zeros(0, np.int16),
+            label=np.array(buf.labels, dtype=np.int16), start=np.array(buf.starts, dtype=np.float64),
+            subject_id=subject_id.astype(np.int32), subjects=subjects, file_id=file_id.astype(np.int32), files=files,
+        )
     return {bin_path.name: sha256_file(bin_path), idx_path.name: sha256_file(idx_path)}
 
 

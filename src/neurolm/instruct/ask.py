@@ -16,7 +16,9 @@ most probable allowed answer and every option's probability comes with it; it is
 from __future__ import annotations
 
 import argparse
+import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,15 +27,18 @@ import numpy as np
 import torch
 
 from ..data.channels import channel_indices
+from ..data.inputs import as_raw
 from ..data.prepare import cut_windows
 from ..data.preprocess import PreprocessConfig, preprocess_raw
 from ..data.readers import Segment, get_reader
-from ..data.readers.base import read_raw
 from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
 from ..text import INSTRUCTION_START, TextTokenizer
 from .data import collate_eeg, get_task, score_answers
 from .evaluate import decode_answer, load_model
+
+Recording = mne.io.BaseRaw | str | os.PathLike | np.ndarray
+"""What ``ask`` takes as a recording (see :func:`~neurolm.data.inputs.as_raw`)."""
 
 
 @dataclass(frozen=True)
@@ -53,14 +58,16 @@ class Answer:
     """Probability of every allowed answer (answer text → p, summing to 1); empty for a free-form question."""
 
 
-def task_windows(recording: mne.io.BaseRaw | str | Path, task: str, *, start: float | None = None,
-                 every: float | None = None, mains: float | None = None) -> tuple[list[dict], list[float]]:
+def task_windows(recording: Recording, task: str, *, start: float | None = None, every: float | None = None,
+                 mains: float | None = None, ch_names: Sequence[str] | None = None, sfreq: float | None = None,
+                 unit: str = "V") -> tuple[list[dict], list[float]]:
     """The task's windows of a recording as store-like items (``signal`` in µV/100 at 200 Hz, ``chans``) and their
     start times in seconds: one window at ``start`` (default 0), or with ``every=S`` windows every S seconds from
-    ``start`` to the end. ``mains`` overrides the task dataset's notch frequency."""
+    ``start`` to the end. ``mains`` overrides the task dataset's notch frequency. A numpy ``recording`` is
+    ``(channels, samples)`` with ``ch_names``, ``sfreq`` and ``unit`` (see :func:`~neurolm.data.inputs.as_raw`)."""
     get_task(task)
     reader = get_reader(task)
-    raw, source = _open(recording)
+    raw, source = as_raw(recording, ch_names=ch_names, sfreq=sfreq, unit=unit), _source(recording)
     start = 0.0 if start is None else float(start)
     if start < 0:
         raise NeuroLMError(f"--start must be ≥ 0 s, got {start:g}")
@@ -74,22 +81,23 @@ def task_windows(recording: mne.io.BaseRaw | str | Path, task: str, *, start: fl
     except NeuroLMError as exc:
         raise NeuroLMError(f"{source}: task {task}: {exc}") from exc
     idx = np.array(channel_indices(seg.names), dtype=np.int64)
-    window_s, sfreq = reader.window_seconds(len(idx)), config.sfreq
-    duration = data.shape[1] / sfreq
+    window_s, rate = reader.window_seconds(len(idx)), config.sfreq  # after preprocessing
+    duration = data.shape[1] / rate
     stop = duration if every is not None else start + window_s
-    starts = cut_windows(data, start, stop, window_s, every, sfreq)
+    starts = cut_windows(data, start, stop, window_s, every, rate)
     if not starts:
         raise NeuroLMError(f"{source}: {duration:.1f} s long, no whole {window_s:g} s {task} window from {start:g} s")
-    w = round(window_s * sfreq)
+    w = round(window_s * rate)
     items = [{"signal": data[:, s : s + w], "chans": idx, "label": -1} for s in starts]
-    return items, [s / sfreq for s in starts]
+    return items, [s / rate for s in starts]
 
 
-def _open(recording: mne.io.BaseRaw | str | Path) -> tuple[mne.io.BaseRaw, str]:
-    if isinstance(recording, mne.io.BaseRaw):
-        files = [f for f in recording.filenames if f is not None]
-        return recording, str(files[0]) if files else "recording"
-    return read_raw(Path(recording)), str(recording)
+def _source(recording: Recording) -> str:
+    """The name a recording's errors start with: the path, the Raw's file, or ``recording``."""
+    if isinstance(recording, (str, os.PathLike)):
+        return str(recording)
+    files = [f for f in recording.filenames if f is not None] if isinstance(recording, mne.io.BaseRaw) else []
+    return str(files[0]) if files else "recording"
 
 
 def question_prompt(question: str) -> torch.Tensor:
@@ -103,16 +111,20 @@ def question_prompt(question: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ask(model: NeuroLM | str | Path, recording: mne.io.BaseRaw | str | Path, task: str, *, start: float | None = None,
+def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: float | None = None,
         every: float | None = None, question: str | None = None, max_new_tokens: int = 5, batch_size: int = 32,
-        mains: float | None = None) -> list[Answer]:
+        mains: float | None = None, ch_names: Sequence[str] | None = None, sfreq: float | None = None,
+        unit: str = "V") -> list[Answer]:
     """Answer the task's question (or a free-form ``question``) about one window at ``start`` seconds, or about
-    windows every ``every`` seconds over the whole recording. ``model`` may be a model directory."""
+    windows every ``every`` seconds over the whole recording. ``model`` may be a model directory; ``recording`` an
+    ``mne.io.Raw``, a path, or a ``(channels, samples)`` numpy array with ``ch_names``, ``sfreq`` and ``unit``
+    (``"V"`` or ``"uV"``, see :func:`~neurolm.data.inputs.as_raw`)."""
     if max_new_tokens < 1:
         raise NeuroLMError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     task_def = get_task(task)
     model = model if isinstance(model, NeuroLM) else load_model(model)
-    items, starts = task_windows(recording, task, start=start, every=every, mains=mains)
+    items, starts = task_windows(recording, task, start=start, every=every, mains=mains, ch_names=ch_names,
+                                 sfreq=sfreq, unit=unit)
     device = next(model.parameters()).device
     prompt = question_prompt(question).to(device) if question is not None else None
     if prompt is not None and task_def.window_s + len(prompt) + max_new_tokens > model.config.gpt.block_size:
@@ -125,7 +137,7 @@ def ask(model: NeuroLM | str | Path, recording: mne.io.BaseRaw | str | Path, tas
     answers = []
     try:
         for a in range(0, len(items), batch_size):
-            eeg = collate_eeg(items[a : a + batch_size], recording).to(device)
+            eeg = collate_eeg(items[a : a + batch_size], _source(recording)).to(device)
             span = starts[a : a + batch_size]
             if prompt is not None:
                 tokens, _ = model.generate(eeg, prompt.expand(len(span), -1), None, max_new_tokens)

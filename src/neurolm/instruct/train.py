@@ -39,7 +39,14 @@ from ..errors import NeuroLMError
 from ..lm.gpt import GPTConfig
 from ..lm.model import IGNORE, EncoderCache, NeuroLM, NeuroLMConfig
 from ..text import TextCorpus, open_corpus
-from ..train import StepSampler, TrainConfig, evenly_spaced, step_generator, train
+from ..train import (
+    StepSampler,
+    TrainConfig,
+    evenly_spaced,
+    is_main_process,
+    step_generator,
+    train,
+)
 from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, score_answers
 from .tasks import TASKS
 
@@ -198,8 +205,9 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
     report = {"base_model": str(model_dir), "steps": summary["step"], "val": summary.get("val", {}),
               "train_last": summary.get("train", {})}
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    write_plot(out_dir)
+    if is_main_process():
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+        write_plot(out_dir)
     return report
 
 

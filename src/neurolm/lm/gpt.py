@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import NeuroLMError
 from ..text import PADDED_VOCAB, TEXT_VOCAB
@@ -168,6 +169,10 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.n_outputs, bias=False)
+        self.activation_checkpointing = False
+        """Keep only each block's input in training and recompute the block in the backward pass: activation memory
+        of one block instead of ``n_layer`` blocks for about a third more compute (for L/XL on small GPUs). Not part
+        of :class:`GPTConfig`: it changes memory and time, never the result."""
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
@@ -208,8 +213,12 @@ class GPT(nn.Module):
         must allow at least one key. ``None`` = causal (over the cached positions too).
         """
         x = self.transformer.drop(x)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled() and kv_cache is None
         for i, block in enumerate(self.transformer.h):
-            x = block(x, attn_mask, kv_cache, i)
+            if recompute:  # non-reentrant: works under DDP and replays the RNG state, so dropout masks match
+                x = checkpoint(block, x, attn_mask, None, i, use_reentrant=False)
+            else:
+                x = block(x, attn_mask, kv_cache, i)
         return self.transformer.ln_f(x)
 
     @classmethod

@@ -359,8 +359,9 @@ class NeuroLM(nn.Module):
         return torch.stack(tokens, dim=1), torch.stack(scores, dim=1)
 
     def ask(self, recording: Any, task: str, **kwargs: Any) -> list:
-        """Ask the model about a recording (an ``mne.io.Raw`` or any file MNE reads): see
-        :func:`neurolm.instruct.ask.ask` for the keyword arguments (``start``, ``every``, ``question``, …)."""
+        """Ask the model about a recording (an ``mne.io.Raw``, any file MNE reads, or a ``(channels, samples)`` array
+        with ``ch_names=``, ``sfreq=``, ``unit=``: :func:`neurolm.data.inputs.as_raw`): see
+        :func:`neurolm.instruct.ask.ask` for the other keyword arguments (``start``, ``every``, ``question``, …)."""
         from ..instruct.ask import ask  # the instruction stage builds on this module, not the other way round
 
         return ask(self, recording, task, **kwargs)

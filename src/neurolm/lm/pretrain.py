@@ -50,7 +50,14 @@ from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, open_corpus
 from ..tokenizer import NeuralTokenizer
-from ..train import StepSampler, TrainConfig, evenly_spaced, step_generator, train
+from ..train import (
+    StepSampler,
+    TrainConfig,
+    evenly_spaced,
+    is_main_process,
+    step_generator,
+    train,
+)
 from .gpt import GPTConfig
 from .model import IGNORE, NeuroLM, eeg_targets
 
@@ -276,8 +283,9 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
         "eeg_loss_outputs": "codebook only" if d.codes_only else "all text + code outputs (REF)",
         "caveat": ENCODER_LEAK,
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_plot(rows, out_dir)
+    if is_main_process():
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_plot(rows, out_dir)
     return model, report
 
 

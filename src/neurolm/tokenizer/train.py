@@ -30,7 +30,14 @@ from ..data.batch import EEGBatch, collate_windows
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, default_corpus
-from ..train import StepSampler, TrainConfig, evenly_spaced, step_generator, train
+from ..train import (
+    StepSampler,
+    TrainConfig,
+    evenly_spaced,
+    is_main_process,
+    step_generator,
+    train,
+)
 from .model import NeuralTokenizer, TokenizerConfig, alignment_alpha, spectral_targets
 from .quantizer import code_usage
 
@@ -184,8 +191,9 @@ def fit_tokenizer(stores: list[str | Path], out_dir: str | Path, *, preset: str 
         "train_first": {k: train_rows[0][k] for k in ("loss", "loss_freq", "loss_raw")} if train_rows else {},
         "train_last": {k: train_rows[-1][k] for k in ("loss", "loss_freq", "loss_raw")} if train_rows else {},
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_plots(model, rows, task.val_batches(), out_dir)
+    if is_main_process():
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_plots(model, rows, task.val_batches(), out_dir)
     return model, report
 
 

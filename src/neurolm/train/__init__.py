@@ -25,7 +25,7 @@ resume (``resume=True``), and on SIGINT/SIGTERM: finish the step, checkpoint, ra
 """
 
 from .checkpoint import STATE_DIR, read_meta
-from .distributed import StepSampler, evenly_spaced, step_generator
+from .distributed import StepSampler, evenly_spaced, is_main_process, step_generator
 from .loop import TrainConfig, TrainTask, configure_optimizer, lr_at, peak_flops, train
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "TrainTask",
     "configure_optimizer",
     "evenly_spaced",
+    "is_main_process",
     "lr_at",
     "peak_flops",
     "read_meta",

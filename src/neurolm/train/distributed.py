@@ -117,6 +117,12 @@ def teardown_distributed(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
+def is_main_process() -> bool:
+    """Whether this process writes a stage's files after training: rank 0 under ``torchrun`` (which sets ``RANK``),
+    or a plain run. Every rank computes the same report; only one writes it."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def step_generator(seed: int, step: int, micro: int = 0, rank: int = 0) -> torch.Generator:
     """A torch generator seeded by ``(seed, step, micro, rank)``: random draws inside ``task.batch`` (text crops)
     that depend on nothing else, so a step's batch is a pure function of its arguments and resume is exact."""

@@ -25,8 +25,17 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..errors import NeuroLMError
-from .checkpoint import capture_rng, has_checkpoint, preserved_rng, read_meta, read_state, recover, restore_rng
-from .checkpoint import verify_checkpoint, write_checkpoint
+from .checkpoint import (
+    capture_rng,
+    has_checkpoint,
+    preserved_rng,
+    read_meta,
+    read_state,
+    recover,
+    restore_rng,
+    verify_checkpoint,
+    write_checkpoint,
+)
 from .distributed import DistContext, setup_distributed, teardown_distributed
 
 
