@@ -159,3 +159,21 @@ def test_pretraining_beats_the_unigram_baseline(store, tmp_path):
     _, report = pretrain(tmp_path / "tok", [store], tmp_path / "lm", steps=300, progress=False, device="cpu")
     val = report["val"]
     assert val["eeg_loss"] <= 0.98 * val["unigram_loss"], val
+
+
+def test_run_options_reach_the_loop_and_the_model(store, tokenizer_dir, tmp_path, monkeypatch):
+    """``--precision``, ``--grad-accum`` and ``--activation-checkpointing`` (shared by every training command) land in
+    the run's saved config and change what runs: blocks are recomputed through ``torch.utils.checkpoint``."""
+    from neurolm.lm import gpt
+
+    calls = []
+    real = gpt.checkpoint
+    monkeypatch.setattr(gpt, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tmp_path / "opts"
+    assert main(["pretrain", "--tokenizer", str(tokenizer_dir), "--data", str(store), "--out", str(out), "--steps",
+                 "2", "--batch-size", "2", "--grad-accum", "2", "--precision", "fp32",
+                 "--activation-checkpointing"]) == 0
+    cfg = json.loads((out / "training_state" / "train_config.json").read_text())
+    assert (cfg["grad_accum"], cfg["precision"], cfg["activation_checkpointing"]) == (2, "fp32", True)
+    n_layer = NeuroLM.from_pretrained(out).config.gpt.n_layer
+    assert len(calls) == 2 * 2 * 2 * n_layer  # steps × micro-batches × (EEG + text forward) × blocks

@@ -40,6 +40,7 @@ from ..lm.gpt import GPTConfig
 from ..lm.model import IGNORE, EncoderCache, NeuroLM, NeuroLMConfig
 from ..text import TextCorpus, open_corpus
 from ..train import (
+    RunOptions,
     StepSampler,
     TrainConfig,
     evenly_spaced,
@@ -184,7 +185,7 @@ def _flops_per_step(config: NeuroLMConfig, cfg: TrainConfig, text_batch: int, te
 def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, steps: int | None = None,
              batch_size: int | None = None, lr: float | None = None, seed: int = 0, text: str | Path | None = None,
              text_weight: float | None = None, cache_mb: float = 1024.0, resume: bool = False,
-             progress: bool = True, device: str = "auto") -> dict:
+             progress: bool = True, device: str = "auto", options: RunOptions | None = None) -> dict:
     """Instruction-tune the NeuroLM in ``model_dir`` on the task stores into ``out_dir``; returns the loop's summary
     with the final validation balanced accuracies (also written to ``out_dir/report.json``). ``cache_mb``: memory
     for the frozen encoder's outputs per training window (:class:`~neurolm.lm.model.EncoderCache`; 0 = off)."""
@@ -197,7 +198,7 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
     cfg = TrainConfig(steps=steps, batch_size=d.batch_size if batch_size is None else batch_size, lr=peak,
                       min_lr=peak * d.min_lr / d.lr, warmup_steps=steps // 10, weight_decay=0.1, betas=(0.9, 0.95),
                       grad_clip=1.0, eval_every=max(1, steps // 4), log_every=max(1, steps // 100),
-                      ckpt_every=max(1, steps // 4), seed=seed, device=device)
+                      ckpt_every=max(1, steps // 4), seed=seed, device=device, **(options or RunOptions()).config())
     corpus, source = open_corpus(text)
     print(source)
     task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length,
@@ -250,13 +251,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="plain-text corpus: a .txt file or a flat uint16 token file (default: the embedded corpus)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    RunOptions.add_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
 
 def run(args: argparse.Namespace) -> int:
     report = instruct(args.model, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, text=args.text, cache_mb=args.cache_mb, resume=args.resume,
-                      device=args.device)
+                      device=args.device, options=RunOptions.from_args(args))
     val = report["val"]
     per_task = ", ".join(f"{k[3:]} {v:.2f}" for k, v in val.items() if k.startswith("ba_") and k != "ba_mean")
     print(f"instruction-tuned for {report['steps']} steps → {args.out}: val balanced accuracy {per_task}")

@@ -51,6 +51,7 @@ from ..errors import NeuroLMError
 from ..text import TextCorpus, open_corpus
 from ..tokenizer import NeuralTokenizer
 from ..train import (
+    RunOptions,
     StepSampler,
     TrainConfig,
     evenly_spaced,
@@ -239,7 +240,8 @@ class PretrainTask:
 def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, size: str = "tiny",
              steps: int | None = None, batch_size: int | None = None, text: str | Path | None = None,
              init_gpt2: str | Path | None = None, lr: float | None = None, eval_every: int | None = None,
-             seed: int = 0, resume: bool = False, progress: bool = True, device: str = "auto") -> tuple[NeuroLM, dict]:
+             seed: int = 0, resume: bool = False, progress: bool = True, device: str = "auto",
+             options: RunOptions | None = None) -> tuple[NeuroLM, dict]:
     """Pretrain a NeuroLM of preset ``size`` around the tokenizer in ``tokenizer_dir`` into ``out_dir``; return the
     model (last saved weights, eval mode) and the report (also ``out_dir/report.json``).
 
@@ -257,7 +259,7 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
                       warmup_steps=steps // 10, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0,
                       eval_every=eval_every or max(1, steps // 5), log_every=max(1, steps // 100),
                       ckpt_every=max(1, steps // 4),
-                      seed=seed, device=device)
+                      seed=seed, device=device, **(options or RunOptions()).config())
     tokenizer = NeuralTokenizer.from_pretrained(tokenizer_dir)
     corpus, source = open_corpus(text)
     print(source)
@@ -327,13 +329,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: tiny 3e-3, B/L/XL 6e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:N, ...")
+    RunOptions.add_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
 
 def run(args: argparse.Namespace) -> int:
     _, report = pretrain(args.tokenizer, args.data, args.out, size=args.size, steps=args.steps,
                          batch_size=args.batch_size, text=args.text, init_gpt2=args.init_gpt2, lr=args.lr, seed=args.seed,
-                         resume=args.resume, device=args.device)
+                         resume=args.resume, device=args.device, options=RunOptions.from_args(args))
     v, t = report["val"], report["train_last"]
     print(f"NeuroLM-{args.size} pretrained for {report['steps']} steps → {args.out}: val EEG loss "
           f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), accuracy "

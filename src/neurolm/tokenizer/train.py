@@ -31,6 +31,7 @@ from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, default_corpus
 from ..train import (
+    RunOptions,
     StepSampler,
     TrainConfig,
     evenly_spaced,
@@ -160,7 +161,8 @@ def train_tokenizer(stores: list[str | Path], out_dir: str | Path, **kwargs: Any
 
 def fit_tokenizer(stores: list[str | Path], out_dir: str | Path, *, preset: str = "tiny", steps: int | None = None,
                   batch_size: int | None = None, seed: int = 0, resume: bool = False, progress: bool = True,
-                  init_gpt2: str | Path | None = None, device: str = "auto") -> tuple[NeuralTokenizer, dict]:
+                  init_gpt2: str | Path | None = None, device: str = "auto",
+                  options: RunOptions | None = None) -> tuple[NeuralTokenizer, dict]:
     """Train a tokenizer into ``out_dir``; return the trained module (on the CPU, eval mode) and the report."""
     if preset not in DEFAULTS:
         raise NeuroLMError(f"unknown tokenizer preset {preset!r}; choose one of {', '.join(DEFAULTS)}")
@@ -172,7 +174,7 @@ def fit_tokenizer(stores: list[str | Path], out_dir: str | Path, *, preset: str 
     cfg = TrainConfig(steps=steps, batch_size=d.batch_size if batch_size is None else batch_size, lr=d.lr,
                       min_lr=d.min_lr, warmup_steps=steps // 10, weight_decay=1e-4, betas=(0.9, 0.999),
                       grad_clip=None, eval_every=max(1, steps // 5), log_every=max(1, steps // 100),
-                      ckpt_every=max(1, steps // 4), seed=seed, device=device)
+                      ckpt_every=max(1, steps // 4), seed=seed, device=device, **(options or RunOptions()).config())
     config = TokenizerConfig.from_preset(preset)
     weight, source = text_table(config.n_embd, seed, init_gpt2)
     print(source)
@@ -254,6 +256,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tiny 300, base 20000)")
     p.add_argument("--batch-size", type=int, default=None, help="EEG windows per step (default: tiny 16, base 64)")
     p.add_argument("--seed", type=int, default=0)
+    RunOptions.add_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--init-gpt2", type=Path, default=None, metavar="HF_GPT2_DIR",
                    help="align to GPT-2's token embeddings from this local directory (width must match)")
@@ -261,7 +264,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = train_tokenizer(args.data, args.out, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
-                             seed=args.seed, resume=args.resume, init_gpt2=args.init_gpt2)
+                             seed=args.seed, resume=args.resume, init_gpt2=args.init_gpt2,
+                             options=RunOptions.from_args(args))
     v = report["val"]
     print(f"tokenizer trained for {report['steps']} steps → {args.out}: val loss_freq {v['loss_freq']:.4f}, "
           f"loss_raw {v['loss_raw']:.4f}, utilisation {v['utilisation']:.1%}, perplexity {v['perplexity']:.1f}")

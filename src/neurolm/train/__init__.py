@@ -26,9 +26,18 @@ resume (``resume=True``), and on SIGINT/SIGTERM: finish the step, checkpoint, ra
 
 from .checkpoint import STATE_DIR, read_meta
 from .distributed import StepSampler, evenly_spaced, is_main_process, step_generator
-from .loop import TrainConfig, TrainTask, configure_optimizer, lr_at, peak_flops, train
+from .loop import (
+    RunOptions,
+    TrainConfig,
+    TrainTask,
+    configure_optimizer,
+    lr_at,
+    peak_flops,
+    train,
+)
 
 __all__ = [
+    "RunOptions",
     "STATE_DIR",
     "StepSampler",
     "TrainConfig",

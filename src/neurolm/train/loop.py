@@ -39,6 +39,36 @@ from .checkpoint import (
 from .distributed import DistContext, setup_distributed, teardown_distributed
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a stage runs, not what it learns: the same flags on every training command (``--precision``,
+    ``--compile``, ``--grad-accum``, ``--activation-checkpointing``)."""
+
+    precision: str = "auto"
+    compile: bool = False
+    grad_accum: int = 1
+    activation_checkpointing: bool = False
+
+    @staticmethod
+    def add_arguments(p: Any) -> None:
+        p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                       help="bf16 autocast (auto: on CUDA GPUs that support it)")
+        p.add_argument("--compile", action="store_true", help="run the training step through torch.compile")
+        p.add_argument("--grad-accum", type=int, default=1, metavar="N",
+                       help="micro-batches per optimizer step (the step sees N × --batch-size samples)")
+        p.add_argument("--activation-checkpointing", action="store_true",
+                       help="recompute transformer blocks in the backward pass (less memory, ~1/3 more compute)")
+
+    @classmethod
+    def from_args(cls, args: Any) -> RunOptions:
+        return cls(args.precision, args.compile, args.grad_accum, args.activation_checkpointing)
+
+    def config(self) -> dict[str, Any]:
+        """The :class:`TrainConfig` fields these options set."""
+        return {"precision": self.precision, "compile": self.compile, "grad_accum": self.grad_accum,
+                "activation_checkpointing": self.activation_checkpointing}
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     """Optimisation and bookkeeping settings of one run; saved as ``train_config.json`` in every checkpoint so a run
@@ -80,6 +110,9 @@ class TrainConfig:
     """Run the training forward/backward through ``torch.compile``."""
     fused_adamw: bool | None = None
     """Fused AdamW kernel; None: on when the parameters live on CUDA."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block in the backward pass (every submodule with an ``activation_checkpointing``
+    attribute, e.g. :class:`neurolm.lm.gpt.GPT`): less memory for about one extra forward; same result."""
     num_workers: int = 0
     """Processes that build batches ahead of the step (``task.batch`` runs in them); 0: in the training process."""
 
@@ -356,6 +389,9 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
 
     seed_everything(cfg.seed)  # the same initial weights on every rank
     raw = task.model().to(ctx.device)
+    for module in raw.modules():
+        if hasattr(module, "activation_checkpointing"):
+            module.activation_checkpointing = cfg.activation_checkpointing
     optimizer = configure_optimizer(raw, cfg)
     if resume:
         _verify_once(out_dir, ctx)
