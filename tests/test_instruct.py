@@ -11,7 +11,7 @@ from neurolm.errors import NeuroLMError
 from neurolm.instruct.data import (EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, encode_task,
                                    score_answers, training_text)
 from neurolm.instruct.tasks import TASKS
-from neurolm.instruct.train import InstructObjective
+from neurolm.instruct.train import InstructObjective, balanced_order
 from neurolm.lm import IGNORE
 from neurolm.lm.model import EncoderCache
 from neurolm.text import EOT, INSTRUCTION_START, TextTokenizer
@@ -128,3 +128,8 @@ def test_encoder_cache_respects_its_budget(model):
     ref_features, ref_codes = model.tokenizer.encode(eeg)
     torch.testing.assert_close(features[eeg.mask], ref_features[eeg.mask], atol=1e-5, rtol=1e-5)
     assert torch.equal(codes, ref_codes)
+
+
+def test_balanced_order_repeats_smaller_tasks_up_to_the_largest():
+    order = balanced_order(np.array([0, 2, 7, 7, 10]))  # tasks of 2, 5, 0 and 3 windows
+    assert order.tolist() == [0, 1, 0, 1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 7, 8]

@@ -47,7 +47,7 @@ def test_six_tasks_beat_chance_by_0_2_with_one_model(tmp_path):
     train_tokenizer(stores, tmp_path / "tok", preset="tiny", steps=FULL.tokenizer_steps, progress=False)
     pretrain(tmp_path / "tok", stores, tmp_path / "lm", steps=FULL.pretrain_steps, progress=False)
     instruct(tmp_path / "lm", [tmp_path / t for t in TASK_NAMES], tmp_path / "inst", steps=FULL.instruct_steps,
-             progress=False)
+             balance_tasks=FULL.balance_tasks, progress=False)
     metrics = evaluate(tmp_path / "inst", [tmp_path / t for t in TASK_NAMES], tmp_path / "eval", progress=False)
     margins = {t: metrics[t]["scored"]["balanced_accuracy"] - metrics[t]["chance"] for t in TASK_NAMES}
     assert min(margins.values()) >= 0.2, json.dumps(margins)

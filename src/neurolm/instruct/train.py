@@ -105,7 +105,8 @@ class InstructTask:
     """The instruction-tuning stage for :func:`neurolm.train.train`."""
 
     def __init__(self, model_dir: Path, stores: list[WindowStore], cfg: TrainConfig, text: TextCorpus,
-                 text_batch: int, text_length: int, text_weight: float = 1.0, cache_mb: float = 1024.0) -> None:
+                 text_batch: int, text_length: int, text_weight: float = 1.0, cache_mb: float = 1024.0,
+                 balance_tasks: bool = False) -> None:
         self.model_dir, self.cfg, self.text, self.text_weight = model_dir, cfg, text, text_weight
         self.cache_mb = cache_mb
         self.text_batch, self.text_length = text_batch, text_length
@@ -116,7 +117,8 @@ class InstructTask:
         self.train_set = ConcatSplits(stores, "train")
         if len(self.train_set) == 0:
             raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
-        self.sampler = StepSampler(len(self.train_set), cfg.batch_size, cfg.seed, cfg.grad_accum)
+        self.order = balanced_order(self.train_set.offsets) if balance_tasks else np.arange(len(self.train_set))
+        self.sampler = StepSampler(len(self.order), cfg.batch_size, cfg.seed, cfg.grad_accum)
         self.val = {}
         for store in stores:  # a store without val windows (tiny corpora) is validated on its train windows
             for name in ("val", "train"):
@@ -132,7 +134,7 @@ class InstructTask:
         return InstructObjective(NeuroLM.from_pretrained(self.model_dir).train(), self.text_weight, cache)
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
-        keys = [int(i) for i in self.sampler.indices(step, micro, rank, world)]
+        keys = [int(self.order[i]) for i in self.sampler.indices(step, micro, rank, world)]
         items = [self.train_set[i] for i in keys]
         eeg = collate_eeg(items, "a training window")
         ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
@@ -164,6 +166,15 @@ class InstructTask:
         self.trained = model.lm
 
 
+def balanced_order(offsets: np.ndarray) -> np.ndarray:
+    """Training-set indices in which every task appears as often as the largest: each task's windows are repeated
+    (cyclically) up to the largest task's count, so an epoch shows every window of the largest task once and the
+    others' windows about equally often; ``offsets`` are the concatenated stores' boundaries."""
+    sizes = np.diff(offsets)
+    longest = int(sizes.max())
+    return np.concatenate([start + np.arange(longest) % n for start, n in zip(offsets[:-1], sizes) if n > 0])
+
+
 def _config(model_dir: Path) -> NeuroLMConfig:
     return NeuroLMConfig.from_dict(read_config(model_dir, "NeuroLM model"))
 
@@ -184,11 +195,14 @@ def _flops_per_step(config: NeuroLMConfig, cfg: TrainConfig, text_batch: int, te
 
 def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, steps: int | None = None,
              batch_size: int | None = None, lr: float | None = None, seed: int = 0, text: str | Path | None = None,
-             text_weight: float | None = None, cache_mb: float = 1024.0, resume: bool = False,
+             text_weight: float | None = None, cache_mb: float = 1024.0, balance_tasks: bool = False,
+             resume: bool = False,
              progress: bool = True, device: str = "auto", options: RunOptions | None = None) -> dict:
     """Instruction-tune the NeuroLM in ``model_dir`` on the task stores into ``out_dir``; returns the loop's summary
     with the final validation balanced accuracies (also written to ``out_dir/report.json``). ``cache_mb``: memory
-    for the frozen encoder's outputs per training window (:class:`~neurolm.lm.model.EncoderCache`; 0 = off)."""
+    for the frozen encoder's outputs per training window (:class:`~neurolm.lm.model.EncoderCache`; 0 = off).
+    ``balance_tasks``: every task as often as the largest (:func:`balanced_order`) instead of REF's plain
+    concatenation, where a task's share of the steps is its share of the windows."""
     if not stores:
         raise NeuroLMError("instruct needs at least one --data store")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -202,7 +216,7 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
     corpus, source = open_corpus(text)
     print(source)
     task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length,
-                        d.text_weight if text_weight is None else text_weight, cache_mb)
+                        d.text_weight if text_weight is None else text_weight, cache_mb, balance_tasks)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
     report = {"base_model": str(model_dir), "steps": summary["step"], "val": summary.get("val", {}),
               "train_last": summary.get("train", {})}
@@ -251,13 +265,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="plain-text corpus: a .txt file or a flat uint16 token file (default: the embedded corpus)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    p.add_argument("--balance-tasks", action="store_true",
+                   help="show every task as often as the largest one (default: the reference's plain concatenation)")
     RunOptions.add_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
 
 def run(args: argparse.Namespace) -> int:
     report = instruct(args.model, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      seed=args.seed, text=args.text, cache_mb=args.cache_mb, resume=args.resume,
+                      seed=args.seed, text=args.text, cache_mb=args.cache_mb, balance_tasks=args.balance_tasks,
+                      resume=args.resume,
                       device=args.device, options=RunOptions.from_args(args))
     val = report["val"]
     per_task = ", ".join(f"{k[3:]} {v:.2f}" for k, v in val.items() if k.startswith("ba_") and k != "ba_mean")
