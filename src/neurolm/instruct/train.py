@@ -196,8 +196,8 @@ def _flops_per_step(config: NeuroLMConfig, cfg: TrainConfig, text_batch: int, te
 def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, steps: int | None = None,
              batch_size: int | None = None, lr: float | None = None, seed: int = 0, text: str | Path | None = None,
              text_weight: float | None = None, cache_mb: float = 1024.0, balance_tasks: bool = False,
-             resume: bool = False,
-             progress: bool = True, device: str = "auto", options: RunOptions | None = None) -> dict:
+             resume: bool = False, progress: bool = True, device: str = "auto",
+             options: RunOptions | None = None) -> dict:
     """Instruction-tune the NeuroLM in ``model_dir`` on the task stores into ``out_dir``; returns the loop's summary
     with the final validation balanced accuracies (also written to ``out_dir/report.json``). ``cache_mb``: memory
     for the frozen encoder's outputs per training window (:class:`~neurolm.lm.model.EncoderCache`; 0 = off).
@@ -218,8 +218,8 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
     task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length,
                         d.text_weight if text_weight is None else text_weight, cache_mb, balance_tasks)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
-    report = {"base_model": str(model_dir), "steps": summary["step"], "val": summary.get("val", {}),
-              "train_last": summary.get("train", {})}
+    report = {"base_model": str(model_dir), "steps": summary["step"], "balance_tasks": balance_tasks,
+              "val": summary.get("val", {}), "train_last": summary.get("train", {})}
     if is_main_process():
         (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
         write_plot(out_dir)
