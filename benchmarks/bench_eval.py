@@ -16,10 +16,9 @@ is random (timing does not depend on training); ``--size B`` uses the paper's to
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from bench_lm import eeg_batch, timed  # same folder: run as a script
 
 from neurolm.data.batch import EEGBatch
 from neurolm.instruct.data import encode_task, score_answers
@@ -33,17 +32,7 @@ from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 def task_batch(task: str, b: int) -> EEGBatch:
     """``b`` random windows with the task's channel count and window length."""
     t = TASKS[task]
-    c, a = len(t.channels), int(t.window_s)
-    n = c * a
-    g = torch.Generator().manual_seed(0)
-    return EEGBatch(
-        patches=torch.randn(b, n, 200, generator=g) * 0.2,
-        chans=torch.arange(c).repeat(a).expand(b, n).contiguous(),
-        times=torch.arange(a).repeat_interleave(c).expand(b, n).contiguous(),
-        mask=torch.ones(b, n, dtype=torch.bool),
-        labels=torch.zeros(b, dtype=torch.long),
-        n_chans=torch.full((b,), c),
-    )
+    return eeg_batch(b, len(t.channels), int(t.window_s))
 
 
 @torch.no_grad()
@@ -55,16 +44,6 @@ def uncached_generate(model: NeuroLM, eeg: EEGBatch, prompt: torch.Tensor, steps
         nxt = model.gpt.lm_head(last)[:, :TEXT_VOCAB].argmax(-1, keepdim=True)
         ids = torch.cat([ids, nxt], dim=1)
     return ids[:, prompt.shape[1]:]
-
-
-def timed(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
