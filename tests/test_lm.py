@@ -214,7 +214,8 @@ def test_feature_scaler_standardises_the_encoder_features(model):
     batches = [collate_windows(windows([(3, 4), (2, 6)])), collate_windows(windows([(4, 3)]))]
     fitted = copy.deepcopy(model)
     assert torch.equal(fitted.feature_mean, torch.zeros_like(fitted.feature_mean))  # identity until fitted
-    fitted.fit_feature_scaler(batches)
+    codes = fitted.fit_feature_scaler(batches)
+    assert all(torch.equal(c, model.tokenizer.tokenize(b)) for c, b in zip(codes, batches))  # the same pass's codes
     with torch.no_grad():
         feats = torch.cat([model.tokenizer.encode(b)[0][b.mask] for b in batches])
         z = (feats - fitted.feature_mean) / fitted.feature_std

@@ -194,16 +194,20 @@ class NeuroLM(nn.Module):
         return x, codes
 
     @torch.no_grad()
-    def fit_feature_scaler(self, batches: list[EEGBatch]) -> None:
+    def fit_feature_scaler(self, batches: list[EEGBatch]) -> list[torch.Tensor]:
         """Set the per-feature mean and standard deviation of the encoder's features from the real tokens of
-        ``batches`` (done once, before training: the encoder is frozen, so they never change)."""
+        ``batches`` (done once, before training: the encoder is frozen, so they never change). Returns the codes
+        ``(B, N)`` of each batch from the same encoder pass, for callers that also need them."""
         device = self.feature_mean.device
         total = torch.zeros_like(self.feature_mean, dtype=torch.float64)
         square = torch.zeros_like(total)
         n = 0
+        all_codes = []
         for batch in batches:
             batch = batch.to(device)
-            features = self.tokenizer.encode(batch)[0][batch.mask].double()
+            features, codes = self.tokenizer.encode(batch)
+            all_codes.append(codes)
+            features = features[batch.mask].double()
             total += features.sum(0)
             square += features.square().sum(0)
             n += features.shape[0]
@@ -213,6 +217,7 @@ class NeuroLM(nn.Module):
         std = ((square / n - mean.square()).clamp_min(0) * n / (n - 1)).sqrt()
         self.feature_mean.copy_(mean.float())
         self.feature_std.copy_(std.clamp_min(1e-6).float())
+        return all_codes
 
     def text_start(self, batch: EEGBatch | None, n: int, device: torch.device) -> torch.Tensor:
         """First text position ``(B,)``: one past the last real second (per sample, or batch-wide as REF)."""

@@ -110,15 +110,21 @@ class PretrainModel(nn.Module):
                 "text_loss": t["loss"].detach(), "text_accuracy": t["accuracy"]}
 
 
+def count_targets(codes: torch.Tensor, batch: EEGBatch, n_codes: int) -> torch.Tensor:
+    """How often each code is a next-second target in one batch whose tokens have ``codes`` (float64 ``(n_codes,)``)."""
+    targets = eeg_targets(codes, batch.times.to(codes.device), batch.chans.to(codes.device),
+                          batch.n_chans.to(codes.device))
+    return torch.bincount(targets[targets != IGNORE], minlength=n_codes).double()
+
+
 @torch.no_grad()
 def target_code_counts(tokenizer: NeuralTokenizer, batches: list[EEGBatch], device: torch.device) -> torch.Tensor:
     """How often each code is a next-second target in ``batches`` (one frozen encoder pass per batch)."""
-    counts = torch.zeros(tokenizer.config.codebook_size, dtype=torch.float64, device=device)
+    n_codes = tokenizer.config.codebook_size
+    counts = torch.zeros(n_codes, dtype=torch.float64, device=device)
     for batch in batches:
         batch = batch.to(device)
-        codes = tokenizer.tokenize(batch)
-        targets = eeg_targets(codes, batch.times, batch.chans, batch.n_chans)
-        counts += torch.bincount(targets[targets != IGNORE], minlength=counts.numel()).double()
+        counts += count_targets(tokenizer.tokenize(batch), batch, n_codes)
     return counts
 
 
@@ -168,6 +174,7 @@ class PretrainTask:
         self.flops_per_step = self._flops(gpt)
         self._val: list[EEGBatch] | None = None
         self._train_sample: list[EEGBatch] | None = None
+        self._train_counts: torch.Tensor | None = None
         self._unigram: float | None = None
         self.trained: NeuroLM | None = None
 
@@ -184,7 +191,10 @@ class PretrainTask:
 
     def model(self) -> nn.Module:
         lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2)
-        lm.fit_feature_scaler(self.train_sample())
+        sample = self.train_sample()
+        codes = lm.fit_feature_scaler(sample)  # the same encoder pass gives the unigram's training code counts
+        n_codes = self.tokenizer.config.codebook_size
+        self._train_counts = sum(count_targets(c, b, n_codes) for c, b in zip(codes, sample))
         return PretrainModel(lm, self.codes_only)
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
@@ -220,7 +230,7 @@ class PretrainTask:
     def unigram(self, tokenizer: NeuralTokenizer, device: torch.device) -> float:
         """The unigram baseline of the validation subset, measured once with the frozen tokenizer."""
         if self._unigram is None:
-            train_counts = target_code_counts(tokenizer, self.train_sample(), device)
+            train_counts = self._train_counts.to(device)  # counted by model() while fitting the feature scaler
             val_counts = target_code_counts(tokenizer, self.val_batches(), device)
             self._unigram = unigram_loss(train_counts, val_counts)
         return self._unigram
