@@ -61,7 +61,10 @@ class RegressionTask:
         if step == self.interrupt_at:
             os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C arrived in the middle of this step
         if self.progress_file is not None:
-            self.progress_file.write_text(str(step))
+            # written whole then renamed, so the watching test never reads a half-written file
+            part = self.progress_file.with_suffix(".part")
+            part.write_text(str(step))
+            os.replace(part, self.progress_file)
             time.sleep(self.step_delay)
         pred = model(batch["x"]).float()
         return F.mse_loss(pred, batch["y"]), {"mae": (pred - batch["y"]).abs().mean().item()}
@@ -272,7 +275,7 @@ def test_sigint_to_a_training_process_leaves_a_resumable_checkpoint(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     progress = out / "progress.txt"
     deadline = time.monotonic() + 60
-    while not (progress.exists() and progress.read_text().strip() and int(progress.read_text()) >= 3):
+    while not (progress.exists() and int(progress.read_text()) >= 3):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
