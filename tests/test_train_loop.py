@@ -250,6 +250,24 @@ def test_step_sampler_shards_epochs_and_determinism():
         s.indices(0, 0, 0, 3)
 
 
+def test_step_sampler_groups_by_length_without_losing_items():
+    lengths = np.random.default_rng(0).choice([76, 120, 248, 1000], size=40)
+    s = StepSampler(40, 4, seed=3, lengths=lengths, group=5)  # a group = 5 steps = 20 items; an epoch = 2 groups
+    plain = StepSampler(40, 4, seed=3)
+    steps, mixed = [s.indices(k) for k in range(10)], [plain.indices(k) for k in range(10)]
+    assert sorted(np.concatenate(steps)) == list(range(40))  # every item once per epoch
+    assert sorted(np.concatenate(steps[:5])) == sorted(np.concatenate(mixed[:5]))  # a group reorders its own items
+    padded = sum(4 * lengths[b].max() for b in steps)
+    assert padded < 0.7 * sum(4 * lengths[b].max() for b in mixed)
+    ranks = [s.indices(7, 0, r, 2) for r in range(2)]  # ranks split the step's batch
+    assert np.array_equal(np.concatenate(ranks), s.indices(7))
+    acc = StepSampler(40, 2, seed=3, grad_accum=2, lengths=lengths, group=5)
+    assert np.array_equal(np.concatenate([acc.indices(7, m) for m in range(2)]), s.indices(7))
+    assert not np.array_equal(StepSampler(40, 4, seed=4, lengths=lengths, group=5).indices(7), s.indices(7))
+    with pytest.raises(NeuroLMError, match="39 lengths for 40 items"):
+        StepSampler(40, 4, seed=3, lengths=lengths[:39])
+
+
 def test_ddp_two_processes_match_single_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(HERE), "ddp",

@@ -13,9 +13,7 @@ import numpy as np
 import torch
 
 from .channels import PAD_INDEX
-
-PATCH = 200
-"""Samples per token: one second at 200 Hz."""
+from .store import PATCH
 
 
 @dataclass

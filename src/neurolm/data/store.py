@@ -31,6 +31,9 @@ import numpy as np
 
 from ..errors import NeuroLMError
 
+PATCH = 200
+"""Samples per token: one second at the store's 200 Hz."""
+
 MANIFEST = "manifest.json"
 
 
@@ -143,6 +146,11 @@ class WindowSplit:
     def subjects(self) -> np.ndarray:
         return self._idx["subjects"][self._idx["subject_id"]]
 
+    @property
+    def token_counts(self) -> np.ndarray:
+        """EEG tokens (channels × whole seconds) of every window: what a batch pads to."""
+        return self._idx["n_chans"].astype(np.int64) * (self._idx["n_times"].astype(np.int64) // PATCH)
+
     def _signals(self) -> np.memmap:
         if self._mm is None:
             path = self.root / f"{self.name}.bin"
@@ -222,4 +230,8 @@ class ConcatSplits:
     @property
     def datasets(self) -> list[str]:
         return [name for name, _ in self.parts]
+
+    @property
+    def token_counts(self) -> np.ndarray:
+        return np.concatenate([p.token_counts for _, p in self.parts] or [np.zeros(0, np.int64)])
 

@@ -118,7 +118,8 @@ class InstructTask:
         if len(self.train_set) == 0:
             raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
         self.order = balanced_order(self.train_set.offsets) if balance_tasks else np.arange(len(self.train_set))
-        self.sampler = StepSampler(len(self.order), cfg.batch_size, cfg.seed, cfg.grad_accum)
+        self.sampler = StepSampler(len(self.order), cfg.batch_size, cfg.seed, cfg.grad_accum,
+                                   self.train_set.token_counts[self.order] if cfg.group_by_length else None)
         self.val = {}
         for store in stores:  # a store without val windows (tiny corpora) is validated on its train windows
             for name in ("val", "train"):

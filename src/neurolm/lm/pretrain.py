@@ -165,7 +165,8 @@ class PretrainTask:
         val = ConcatSplits(stores, "val")
         self.val_is_train = len(val) == 0
         self.val_set = self.train_set if self.val_is_train else val
-        self.sampler = StepSampler(len(self.train_set), cfg.batch_size, cfg.seed, cfg.grad_accum)
+        self.sampler = StepSampler(len(self.train_set), cfg.batch_size, cfg.seed, cfg.grad_accum,
+                                   self.train_set.token_counts if cfg.group_by_length else None)
         if len(text) < text_length + 1:
             raise NeuroLMError(f"text corpus has {len(text)} tokens, fewer than one crop of {text_length + 1}")
         gpt = GPTConfig.from_preset(size)

@@ -112,7 +112,8 @@ class TokenizerTask:
             raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
         val = ConcatSplits(stores, "val")
         self.val_set = val if len(val) else self.train_set
-        self.sampler = StepSampler(len(self.train_set), cfg.batch_size, cfg.seed, cfg.grad_accum)
+        self.sampler = StepSampler(len(self.train_set), cfg.batch_size, cfg.seed, cfg.grad_accum,
+                                   self.train_set.token_counts if cfg.group_by_length else None)
         self.text_batch = max(1, cfg.batch_size // 4)
         self._val_batches: list[EEGBatch] | None = None
         self.trained: NeuralTokenizer | None = None

@@ -144,15 +144,30 @@ class StepSampler:
     each item exactly once; resuming needs no loader state; the global batch is the same for any world size (the
     ranks only split it), and ``grad_accum`` micro-batches of ``batch_size`` cover the same items as one batch of
     ``grad_accum * batch_size``. Batches run across epoch boundaries instead of dropping a remainder.
+
+    With ``lengths`` (tokens per item), batches are grouped by length: the items of every ``group`` consecutive
+    steps are sorted by length (ties keep their random order), cut into that many steps again, and the steps'
+    order within the group is shuffled (seeded by ``(seed, group index)``). Every item is still visited once per
+    epoch (up to the group straddling an epoch's end) and all the properties above hold, but a batch pads to a
+    length close to its items' own: on the demo corpus (76- to 1024-token windows, batch 16) padding made 2.2× the
+    real tokens and 5.2× the real attention work without grouping. The same idea as Hugging Face's
+    ``LengthGroupedSampler``; the reference's per-dataset loaders give homogeneous batches too.
     """
 
-    def __init__(self, n_items: int, batch_size: int, seed: int, grad_accum: int = 1):
+    def __init__(self, n_items: int, batch_size: int, seed: int, grad_accum: int = 1,
+                 lengths: np.ndarray | None = None, group: int = 50):
         if n_items < 1:
             raise NeuroLMError("StepSampler: no items to sample from (the training data is empty)")
-        if batch_size < 1 or grad_accum < 1:
-            raise NeuroLMError(f"StepSampler: batch_size ({batch_size}) and grad_accum ({grad_accum}) must be ≥ 1")
+        if batch_size < 1 or grad_accum < 1 or group < 1:
+            raise NeuroLMError(f"StepSampler: batch_size ({batch_size}), grad_accum ({grad_accum}) and group "
+                               f"({group}) must be ≥ 1")
+        if lengths is not None and len(lengths) != n_items:
+            raise NeuroLMError(f"StepSampler: {len(lengths)} lengths for {n_items} items")
         self.n_items, self.batch_size, self.seed, self.grad_accum = n_items, batch_size, seed, grad_accum
+        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+        self.group = group
         self._perms: dict[int, np.ndarray] = {}
+        self._groups: dict[int, np.ndarray] = {}
 
     def indices(self, step: int, micro: int = 0, rank: int = 0, world: int = 1) -> np.ndarray:
         """Item indices (int64) of this rank's share of micro-batch ``(step, micro)``."""
@@ -161,13 +176,30 @@ class StepSampler:
         if not 0 <= micro < self.grad_accum:
             raise ValueError(f"micro {micro} outside 0..{self.grad_accum - 1}")
         share = self.batch_size // world
-        start = (step * self.grad_accum + micro) * self.batch_size + rank * share
-        epochs, offsets = np.divmod(np.arange(start, start + share, dtype=np.int64), self.n_items)
-        out = np.empty(share, dtype=np.int64)
+        within = micro * self.batch_size + rank * share  # this share's place in the step's items
+        if self.lengths is None:
+            return self._stream(step * self.grad_accum * self.batch_size + within, share)
+        return self._grouped(step // self.group)[step % self.group, within: within + share]
+
+    def _stream(self, start: int, count: int) -> np.ndarray:
+        """Items at stream positions ``start .. start + count - 1``."""
+        epochs, offsets = np.divmod(np.arange(start, start + count, dtype=np.int64), self.n_items)
+        out = np.empty(count, dtype=np.int64)
         for e in np.unique(epochs):
             sel = epochs == e
             out[sel] = self._perm(int(e))[offsets[sel]]
         return out
+
+    def _grouped(self, g: int) -> np.ndarray:
+        """The items of steps ``g * group ..`` as a ``(group, grad_accum * batch_size)`` array, one row a step."""
+        if g not in self._groups:
+            if len(self._groups) >= 2:
+                self._groups.pop(min(self._groups))
+            per_step = self.grad_accum * self.batch_size
+            items = self._stream(g * self.group * per_step, self.group * per_step)
+            items = items[np.argsort(self.lengths[items], kind="stable")].reshape(self.group, per_step)
+            self._groups[g] = items[np.random.default_rng([self.seed, g, 1]).permutation(self.group)]
+        return self._groups[g]
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
