@@ -433,3 +433,17 @@ def test_a_few_steps_lower_the_reconstruction_losses():
         history.append(float(out["loss_freq"] + out["loss_raw"]))
     assert history[-1] < 0.92 * history[0]
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_freq_bias_init_starts_the_decoder_at_the_mean_spectrum():
+    torch.manual_seed(0)
+    batch = collate_windows(windows((4, 6, 5), seconds=5, seed=7))
+    target, _ = spectral_targets(batch)
+    real = target[batch.mask]
+    model = NeuralTokenizer(tiny()).eval()
+    before = float(model(batch)["loss_freq"])
+    model.init_freq_bias(batch)
+    torch.testing.assert_close(model.VQ.decode_task_layer_freq[-1].bias, real.mean(0))
+    after = float(model(batch)["loss_freq"])
+    spread = float((real - real.mean(0)).square().mean())  # the best a constant prediction can do
+    assert after < 1.1 * spread < before

@@ -213,7 +213,9 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
     cfg = TrainConfig(steps=steps, batch_size=d.batch_size if batch_size is None else batch_size, lr=peak,
                       min_lr=peak * d.min_lr / d.lr, warmup_steps=steps // 10, weight_decay=0.1, betas=(0.9, 0.95),
                       grad_clip=1.0, eval_every=max(1, steps // 4), log_every=max(1, steps // 100),
-                      ckpt_every=max(1, steps // 4), seed=seed, device=device, **(options or RunOptions()).config())
+                      ckpt_every=max(1, steps // 4), seed=seed, device=device,
+                      # lengths are tasks here: grouped batches would hold one task each (see README)
+                      **({"group_by_length": False} | (options or RunOptions()).config()))
     corpus, source = open_corpus(text)
     print(source)
     task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length,

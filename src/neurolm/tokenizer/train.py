@@ -12,6 +12,8 @@ Decisions where the spec is silent:
 - Without ``--init-gpt2`` the frozen text table is a seeded N(0, 0.02) (50257, d) matrix: the same distribution the
   randomly initialised LM's ``wte`` starts from, so the alignment target is what a from-scratch LM will see.
 - Validation falls back to the ``train`` split when no store has a ``val`` split.
+- The frequency head's output bias starts at step 0's mean amplitude target (``NeuralTokenizer.init_freq_bias``;
+  not in REF): from zero, the tiny decoder collapsed to predicting the mean spectrum for every token.
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ class TokenizerTask:
     def model(self) -> nn.Module:
         model = NeuralTokenizer(self.config)
         model.set_text_embeddings(self.text_weight)
+        # step 0's whole batch: a pure function of the seed, so every rank starts from the same bias
+        model.init_freq_bias(self.batch(0, 0, 0, 1)["eeg"])
         return model
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:

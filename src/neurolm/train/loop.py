@@ -50,7 +50,8 @@ class RunOptions:
     compile: bool = False
     grad_accum: int = 1
     activation_checkpointing: bool = False
-    group_by_length: bool = True
+    group_by_length: bool | None = None
+    """None: the stage's default."""
 
     @staticmethod
     def add_arguments(p: Any) -> None:
@@ -61,9 +62,9 @@ class RunOptions:
                        help="micro-batches per optimizer step (the step sees N × --batch-size samples)")
         p.add_argument("--activation-checkpointing", action="store_true",
                        help="recompute transformer blocks in the backward pass (less memory, ~1/3 more compute)")
-        p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
-                       help="batch windows of similar length together, so batches pad less (default: on; "
-                            "--no-group-by-length mixes all lengths in every batch)")
+        p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=None,
+                       help="batch windows of similar length together, so batches pad less (default: on for "
+                            "train-tokenizer and pretrain; off for instruct, where it makes one-task batches)")
 
     @classmethod
     def from_args(cls, args: Any) -> RunOptions:
@@ -71,8 +72,9 @@ class RunOptions:
 
     def config(self) -> dict[str, Any]:
         """The :class:`TrainConfig` fields these options set."""
+        chosen = {} if self.group_by_length is None else {"group_by_length": self.group_by_length}
         return {"precision": self.precision, "compile": self.compile, "grad_accum": self.grad_accum,
-                "activation_checkpointing": self.activation_checkpointing, "group_by_length": self.group_by_length}
+                "activation_checkpointing": self.activation_checkpointing} | chosen
 
 
 @dataclass(kw_only=True)
@@ -123,7 +125,8 @@ class TrainConfig:
     """Processes that build batches ahead of the step (``task.batch`` runs in them); 0: in the training process."""
     group_by_length: bool = True
     """Stages whose windows differ in length draw batches of similar lengths (``StepSampler(lengths=...)``):
-    1.9× faster tokenizer steps on the demo corpus; each epoch still shows every window once."""
+    1.9× faster tokenizer steps on the demo corpus; each epoch still shows every window once. Instruction tuning
+    turns it off by default: there a length is a task, and one-task batches lowered the demo's test accuracy."""
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
