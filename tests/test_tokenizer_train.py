@@ -49,9 +49,10 @@ def test_training_learns_and_reports(trained):
     assert json.loads((out / "report.json").read_text()) == report
     assert report["steps"] == STEPS
     first, val = report["train_first"], report["val"]
-    # both reconstructions improve clearly (the z-scored raw patch starts at ≈ 1.0, a zero prediction) and the
-    # codebook stays in use: with REF's EMA settings on a run this short it collapsed to ~1% of the codes
-    assert val["loss_freq"] < 0.7 * first["loss_freq"]
+    # the spectral head starts at the mean spectrum (from a zero bias the first loss is ≈ 1.1) and stays near it in
+    # 60 steps; the raw reconstruction improves clearly (it starts at ≈ 1.0, a zero prediction) and the codebook
+    # stays in use: with REF's EMA settings on a run this short it collapsed to ~1% of the codes
+    assert first["loss_freq"] < 0.6 and val["loss_freq"] < 0.55
     assert val["loss_raw"] < 0.95 * first["loss_raw"]
     assert val["utilisation"] > 0.05 and val["perplexity"] > 10
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
