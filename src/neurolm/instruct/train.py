@@ -277,8 +277,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     report = instruct(args.model, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, text=args.text, cache_mb=args.cache_mb, balance_tasks=args.balance_tasks,
-                      resume=args.resume,
-                      device=args.device, options=RunOptions.from_args(args))
+                      resume=args.resume, device=args.device, options=RunOptions.from_args(args))
     val = report["val"]
     per_task = ", ".join(f"{k[3:]} {v:.2f}" for k, v in val.items() if k.startswith("ba_") and k != "ba_mean")
     print(f"instruction-tuned for {report['steps']} steps → {args.out}: val balanced accuracy {per_task}")

@@ -6,7 +6,6 @@ See :mod:`neurolm.train` for the contract between the loop and a stage (:class:`
 from __future__ import annotations
 
 import argparse
-
 import csv
 import json
 import math
