@@ -12,6 +12,7 @@ one of the same config, and their ratio (> 1: training taught the encoder that b
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import torch
@@ -21,18 +22,20 @@ from neurolm.data.batch import collate_windows
 from neurolm.data.store import WindowStore
 from neurolm.data.synth.signals import BANDS
 from neurolm.tokenizer import NeuralTokenizer
+from neurolm.train import evenly_spaced
 
 
 def token_table(tok: NeuralTokenizer, store: WindowStore, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Features ``(T, d)`` and relative log band powers ``(T, 5)`` of the real tokens of ``n`` windows of a split."""
     part = store.split(split)
-    picks = np.linspace(0, len(part) - 1, min(n, len(part))).astype(int)
+    picks = evenly_spaced(len(part), n)
     feats, powers = [], []
     for s in range(0, len(picks), 16):
-        batch = collate_windows([part[int(i)] for i in picks[s: s + 16]])
+        batch = collate_windows([part[i] for i in picks[s: s + 16]])
         f, _ = tok.encode(batch)
         spectrum = torch.fft.rfft(batch.patches.float(), dim=-1).abs().square()  # 200-sample patch: 1 Hz bins
-        bands = [spectrum[..., int(lo): int(hi)].mean(-1) for lo, hi in BANDS.values()]
+        # whole bins inside each band: delta is 1–3 Hz, never the patch's mean (bin 0)
+        bands = [spectrum[..., math.ceil(lo): math.ceil(hi)].mean(-1) for lo, hi in BANDS.values()]
         p = torch.stack(bands, -1).clamp_min(1e-12).log()
         m = batch.mask
         p = p - (p * m[..., None]).sum(1, keepdim=True) / m.sum(1)[:, None, None]
