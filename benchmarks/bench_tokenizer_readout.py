@@ -32,17 +32,13 @@ Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray
 def encode_split(tok: NeuralTokenizer, store: WindowStore, split: str, batch: int = 32) -> Split:
     """Features ``(W, N, d)``, channels, seconds, real-token mask of every window of a split, and its labels."""
     part = store.split(split)
+    width = int(part.token_counts.max())  # one padded length for the whole split, so batches concatenate
     parts = []
     for i in range(0, len(part), batch):
-        b = collate_windows([part[j] for j in range(i, min(i + batch, len(part)))])
+        b = collate_windows([part[j] for j in range(i, min(i + batch, len(part)))], max_tokens=width)
         parts.append((tok.encode(b)[0], b.chans, b.times, b.mask))
-    width = max(p[0].shape[1] for p in parts)  # batches are padded to their own longest window
-
-    def cat(k: int) -> torch.Tensor:
-        return torch.cat([F.pad(p[k], (0, 0, 0, width - p[k].shape[1]) if k == 0 else (0, width - p[k].shape[1]))
-                          for p in parts])
-
-    return cat(0), cat(1), cat(2), cat(3), np.asarray(part.labels)
+    feats, chans, times, mask = (torch.cat(t) for t in zip(*parts))
+    return feats, chans, times, mask, np.asarray(part.labels)
 
 
 class ReadOut(nn.Module):
