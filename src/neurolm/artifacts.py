@@ -11,7 +11,7 @@ import json
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -72,6 +72,14 @@ def load_state_exact(model: nn.Module, state: dict[str, torch.Tensor], source: s
     if problems:
         raise NeuroLMError(f"{source}: weights do not match the model config; " + "; ".join(problems))
     model.load_state_dict(state, strict=False)
+
+
+def build_uninitialised(factory: Callable[[], nn.Module]) -> nn.Module:
+    """``factory()`` built on the meta device, then given uninitialised CPU memory: for loaders that overwrite every
+    tensor anyway (the random init of a 50257-row text table alone takes seconds)."""
+    with torch.device("meta"):
+        model = factory()
+    return model.to_empty(device="cpu")
 
 
 def load_torch_checkpoint(path: str | Path) -> Any:

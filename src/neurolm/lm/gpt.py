@@ -7,7 +7,10 @@ Differences from nanoGPT, all needed by NeuroLM:
 - a :class:`KVCache` lets generation feed one token at a time;
 - ``forward`` returns the final hidden states; the caller applies ``lm_head`` only where it needs logits (the head
   has 58,496 outputs and EEG pretraining has up to 1024 tokens per sample);
-- ``lm_head`` has more outputs than ``wte`` has rows (text + EEG codes) and is not tied to ``wte``.
+- ``lm_head`` has more outputs than ``wte`` has rows (text + EEG codes) and is not tied to ``wte``;
+- the MLP's GELU is a setting (:attr:`GPTConfig.gelu`): GPT-2 was trained with the tanh approximation, the authors'
+  NeuroLM code (REF) uses the exact erf GELU (``nn.GELU()``) although it starts from GPT-2 weights, so their
+  checkpoints only reproduce their logits with ``"exact"`` (up to 5e-4 apart otherwise, growing with depth).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from ..text import PADDED_VOCAB, TEXT_VOCAB
 log = logging.getLogger(__name__)
 
 
+GELU_VARIANTS = {"tanh": "tanh", "exact": "none"}
+"""``GPTConfig.gelu`` → ``nn.GELU(approximate=...)``."""
+
+
 @dataclass
 class GPTConfig:
     n_layer: int = 12
@@ -49,6 +56,9 @@ class GPTConfig:
     """Dropout on attention weights and residual branches (GPT-2 and NeuroLM pretraining use 0)."""
     bias: bool = True
     """Biases in Linear and LayerNorm layers, as GPT-2."""
+    gelu: str = "tanh"
+    """MLP activation: ``"tanh"`` (GPT-2's approximation, Hugging Face imports and configs written before this field
+    existed) or ``"exact"`` (erf; the authors' checkpoints and recipe)."""
 
     PRESETS: ClassVar[dict[str, dict]] = {
         "tiny": dict(n_layer=2, n_head=4, n_embd=64),
@@ -66,6 +76,8 @@ class GPTConfig:
             raise NeuroLMError(f"GPT config: n_outputs={self.n_outputs} must cover the vocabulary ({self.vocab_size})")
         if not 0.0 <= self.dropout < 1.0:
             raise NeuroLMError(f"GPT config: dropout={self.dropout} must be in [0, 1)")
+        if self.gelu not in GELU_VARIANTS:
+            raise NeuroLMError(f"GPT config: gelu={self.gelu!r}; choose one of {', '.join(GELU_VARIANTS)}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> GPTConfig:
@@ -134,7 +146,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+        self.gelu = nn.GELU(approximate=GELU_VARIANTS[config.gelu])
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -35,8 +35,6 @@ Decisions where the spec is silent or where we differ from the reference (REF):
 from __future__ import annotations
 
 import logging
-import re
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,8 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batch import EEGBatch
-from ..artifacts import (WEIGHTS_FILE, load_state_exact, load_torch_checkpoint, read_artifacts,
-                         save_artifacts)
+from ..artifacts import WEIGHTS_FILE, load_state_exact, read_artifacts, save_artifacts
 from ..errors import NeuroLMError
 from ..text import INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
 from ..tokenizer import NeuralTokenizer, TokenizerConfig
@@ -443,63 +440,16 @@ class NeuroLM(nn.Module):
     def from_reference_checkpoint(
         cls, path: str | Path, vq_path: str | Path | None = None, *, ref_text_positions: bool = False
     ) -> NeuroLM:
-        """Load the authors' ``NeuroLM-B/L/XL.pt`` (with their ``VQ.pt`` for the quantizer, see module notes).
-        Returned in eval mode."""
-        path = Path(path)
-        ckpt = load_torch_checkpoint(path)
-        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-            raise NeuroLMError(f"{path}: not a NeuroLM checkpoint (expected a dict with a 'model' state dict)")
-        state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["model"].items()}
-        args = ckpt.get("model_args") or {}
-        needed = ["GPT2.transformer.wte.weight", "GPT2.transformer.wpe.weight", "GPT2.lm_head.weight",
-                  "tokenizer.fc_norm.weight", "tokenizer.pos_embed.weight", "tokenizer.time_embed.weight",
-                  "pos_embed.weight"]
-        missing = [k for k in needed if k not in state] + ([] if "n_head" in args else ["model_args['n_head']"])
-        if missing:
-            raise NeuroLMError(f"{path}: missing {', '.join(missing)}")
-        wte, lm_head = state["GPT2.transformer.wte.weight"], state["GPT2.lm_head.weight"]
-        gpt_config = GPTConfig(
-            n_layer=_count_layers(state, "GPT2.transformer.h."), n_head=int(args["n_head"]), n_embd=wte.shape[1],
-            block_size=state["GPT2.transformer.wpe.weight"].shape[0], vocab_size=wte.shape[0],
-            n_outputs=lm_head.shape[0], bias=True,
-        )
-        if vq_path is not None:
-            vq = NeuralTokenizer.from_reference_checkpoint(vq_path)
-            tok_config = vq.config
-        else:
-            vq = None
-            width = state["tokenizer.fc_norm.weight"].shape[0]
-            tok_config = TokenizerConfig(
-                n_layer=_count_layers(state, "tokenizer.blocks."), n_head=width // 64, n_embd=width,
-                codebook_size=lm_head.shape[0] - PADDED_VOCAB,
-                max_channels=state["tokenizer.pos_embed.weight"].shape[0],
-                max_time=state["tokenizer.time_embed.weight"].shape[0], norm_over_padding=True,
-                dead_code_threshold=0.0,
-            )
-            warnings.warn(f"{path} holds the tokenizer encoder only: EEG target codes need the quantizer, pass "
-                          "vq_path=VQ.pt for pretraining (instruction tuning and generation do not need it)",
-                          UserWarning, stacklevel=2)
-        model = cls(NeuroLMConfig(gpt_config, tok_config, ref_text_positions))
-        if vq is not None:
-            model.tokenizer.load_state_dict(vq.state_dict())
-        mapped = {}
-        for key, value in state.items():
-            if key.startswith("GPT2."):
-                mapped["gpt." + key[len("GPT2."):]] = value
-            elif key.startswith("tokenizer."):
-                mapped["tokenizer.VQ.encoder." + key[len("tokenizer."):]] = value
-            else:
-                mapped[key] = value
-        # the file holds everything except the quantizer/decoders/alignment parts of the tokenizer
-        not_in_file = {k for k in model.state_dict() if k.startswith("tokenizer.")
-                       and not k.startswith("tokenizer.VQ.encoder.")} | {"feature_mean", "feature_std"}
-        load_state_exact(model, mapped, str(path), not_in_file)
-        return model.eval()
+        """Load the authors' ``NeuroLM-B/L/XL.pt`` (with their ``VQ.pt`` for the quantizer, see module notes):
+        exact GELU and GroupNorm over padding as their code (:mod:`neurolm.lm.reference`). Returned in eval mode."""
+        from .reference import load_neurolm_checkpoint
 
+        return load_neurolm_checkpoint(cls, path, vq_path, ref_text_positions=ref_text_positions)
 
-def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    layers = {int(m.group(1)) for k in state if (m := pattern.match(k))}
-    if not layers or layers != set(range(len(layers))):
-        raise NeuroLMError(f"checkpoint layers under {prefix!r} are missing or not numbered 0..n-1: {sorted(layers)}")
-    return len(layers)
+    def save_reference_checkpoint(self, path: str | Path, vq_path: str | Path | None = None) -> None:
+        """Write a ``NeuroLM-*.pt`` the authors' code reads (their keys and ``model_args``; the feature scaler
+        folded into the encoder's final norm) and, with ``vq_path``, the tokenizer's ``VQ.pt``. Our loader reads
+        them back bit-exactly (:mod:`neurolm.lm.reference`)."""
+        from .reference import save_neurolm_checkpoint
+
+        save_neurolm_checkpoint(self, path, vq_path)

@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..artifacts import (WEIGHTS_FILE, load_state_exact, load_torch_checkpoint, read_artifacts,
-                         save_artifacts)
+from ..artifacts import WEIGHTS_FILE, load_state_exact, read_artifacts, save_artifacts
 from ..data.batch import PATCH, EEGBatch
 from ..data.channels import PAD_INDEX
 from ..errors import NeuroLMError
@@ -457,35 +456,17 @@ class NeuralTokenizer(nn.Module):
     def from_reference_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> NeuralTokenizer:
         """Load the authors' ``VQ.pt``; the config comes from its ``encoder_args``/``decoder_args`` and weight shapes.
 
-        ``norm_over_padding=True`` reproduces REF features (feed REF's padded length: 1024 / 276 tokens);
-        ``dead_code_threshold=0`` as REF has none. Returned in eval mode.
+        ``norm_over_padding=True`` reproduces REF features (every stage then pads to REF's length: 1024 / 276
+        tokens); ``dead_code_threshold=0`` as REF has none. A file written by :meth:`save_reference_checkpoint`
+        restores its exact config instead. Returned in eval mode.
         """
-        path = Path(path)
-        ckpt = load_torch_checkpoint(path)
-        if not isinstance(ckpt, dict) or "model" not in ckpt:
-            raise NeuroLMError(f"{path}: not a VQ checkpoint (expected a dict with a 'model' state dict)")
-        state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["model"].items()}
-        enc, dec = ckpt.get("encoder_args"), ckpt.get("decoder_args")
-        if not isinstance(enc, dict) or not isinstance(dec, dict):
-            raise NeuroLMError(f"{path}: 'encoder_args'/'decoder_args' missing; cannot rebuild the tokenizer config")
-        needed = ["VQ.quantize.embedding.weight", "VQ.encoder.pos_embed.weight", "VQ.encoder.time_embed.weight",
-                  "wte.weight"]
-        missing = [k for k in needed if k not in state] + [f"encoder_args[{k!r}]" for k in ("n_layer", "n_head",
-                                                           "n_embd") if k not in enc]
-        missing += [f"decoder_args[{k!r}]" for k in ("n_layer", "n_head", "n_embd") if k not in dec]
-        if missing:
-            raise NeuroLMError(f"{path}: missing {', '.join(missing)}")
-        if (dec["n_embd"], dec["n_head"]) != (enc["n_embd"], enc["n_head"]):
-            raise NeuroLMError(f"{path}: decoder width/heads {dec['n_embd']}/{dec['n_head']} differ from the "
-                               f"encoder's {enc['n_embd']}/{enc['n_head']}; only equal sizes are supported")
-        codebook = state["VQ.quantize.embedding.weight"]
-        config = TokenizerConfig(
-            n_layer=int(enc["n_layer"]), n_head=int(enc["n_head"]), n_embd=int(enc["n_embd"]),
-            decoder_layers=int(dec["n_layer"]), codebook_size=codebook.shape[0], code_dim=codebook.shape[1],
-            max_channels=state["VQ.encoder.pos_embed.weight"].shape[0],
-            max_time=state["VQ.encoder.time_embed.weight"].shape[0], text_vocab=state["wte.weight"].shape[0],
-            dropout=float(enc.get("dropout", 0.0)), norm_over_padding=True, dead_code_threshold=0.0,
-        )
-        model = cls(config)
-        load_state_exact(model, state, str(path))
-        return model.to(device).eval()
+        from .reference import load_vq_checkpoint
+
+        return load_vq_checkpoint(cls, path, device)
+
+    def save_reference_checkpoint(self, path: str | Path) -> None:
+        """Write a ``VQ.pt`` the authors' code reads (their keys, ``encoder_args``/``decoder_args``); our loader
+        reads it back bit-exactly (:mod:`neurolm.tokenizer.reference`)."""
+        from .reference import save_vq_checkpoint
+
+        save_vq_checkpoint(self, path)
