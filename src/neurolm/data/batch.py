@@ -3,6 +3,14 @@
 A window ``(C, T)`` at 200 Hz becomes ``A = T // 200`` seconds × ``C`` channels = ``A*C`` tokens of 200 samples,
 token ``k = a*C + c`` (all channels of second 0, then of second 1, ...). Batches are right-padded to a common token
 count; padded tokens carry channel ``PAD_INDEX``, time 0 and ``mask = False``.
+
+How far to pad (:func:`reference_padding`): with our tokenizers (GroupNorm statistics over real tokens) padding
+changes nothing but the cost, so a batch pads to its longest window. With the reference's switch
+(``norm_over_padding=True``, set when loading the authors' checkpoints) the statistics include the padding, so a
+window's features depend on how much padding follows it; every sample is then padded to the reference's fixed length
+of the stage (:data:`REF_PRETRAIN_TOKENS` for tokenizer training, tokenization and pretraining,
+:data:`REF_INSTRUCT_TOKENS` for instruction tuning, evaluation and ``ask``), exactly as the reference's loaders do,
+so outputs never depend on batch-mates.
 """
 
 from __future__ import annotations
@@ -14,6 +22,18 @@ import torch
 
 from .channels import PAD_INDEX
 from .store import PATCH
+
+
+REF_PRETRAIN_TOKENS = 1024
+"""Tokens the reference pads every sample to in tokenizer training and pretraining."""
+REF_INSTRUCT_TOKENS = 276
+"""Tokens the reference pads every sample to in instruction tuning and evaluation (its ``eeg_max_len``)."""
+
+
+def reference_padding(norm_over_padding: bool, reference_tokens: int) -> int | None:
+    """``max_tokens`` for :func:`collate_windows` in a stage whose reference length is ``reference_tokens``: that
+    length under the reference's GroupNorm-over-padding switch, else None (the batch's longest window)."""
+    return reference_tokens if norm_over_padding else None
 
 
 @dataclass

@@ -137,7 +137,8 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
     answers = []
     try:
         for a in range(0, len(items), batch_size):
-            eeg = collate_eeg(items[a : a + batch_size], _source(recording)).to(device)
+            eeg = collate_eeg(items[a : a + batch_size], _source(recording),
+                              model.config.tokenizer.norm_over_padding).to(device)
             span = starts[a : a + batch_size]
             if prompt is not None:
                 tokens, _ = model.generate(eeg, prompt.expand(len(span), -1), None, max_new_tokens)

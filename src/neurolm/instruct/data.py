@@ -15,15 +15,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from ..data.batch import EEGBatch, collate_windows
+from ..data.batch import PATCH, REF_INSTRUCT_TOKENS, EEGBatch, collate_windows, reference_padding
 from ..errors import NeuroLMError
 from ..lm.model import IGNORE, NeuroLM
 from ..text import EOT, INSTRUCTION_START, TextTokenizer
 from .tasks import TASKS, Task
 
-EEG_MAX_TOKENS = 276
+EEG_MAX_TOKENS = REF_INSTRUCT_TOKENS
 """EEG tokens per instruction sample (REF ``eeg_max_len``): 23 channels × 12 s, 62 × 4 s, …"""
 TEXT_LENGTH = 80
 """Text tokens per instruction sample, padding included (REF)."""
@@ -91,14 +92,15 @@ def training_text(name: str, label: int) -> tuple[torch.Tensor, torch.Tensor, to
     return ids, targets, mask
 
 
-def collate_eeg(items: list[dict], source: object = "a window") -> EEGBatch:
-    """Collate windows padded to the longest of the batch; more than :data:`EEG_MAX_TOKENS` tokens is an error
-    naming ``source`` (a store, a recording), since the model was tuned on at most that many."""
-    batch = collate_windows(items)
-    if batch.mask.shape[1] > EEG_MAX_TOKENS:
-        raise NeuroLMError(f"{source}: windows of {batch.mask.shape[1]} EEG tokens exceed the "
-                           f"{EEG_MAX_TOKENS} per sample of instruction tuning")
-    return batch
+def collate_eeg(items: list[dict], source: object = "a window", norm_over_padding: bool = False) -> EEGBatch:
+    """Collate windows padded to the longest of the batch, or to :data:`EEG_MAX_TOKENS` under the reference's
+    ``norm_over_padding`` (:func:`~neurolm.data.batch.reference_padding`); more than :data:`EEG_MAX_TOKENS` tokens
+    is an error naming ``source`` (a store, a recording), since the model was tuned on at most that many."""
+    longest = max(np.shape(it["signal"])[0] * (np.shape(it["signal"])[1] // PATCH) for it in items)
+    if longest > EEG_MAX_TOKENS:
+        raise NeuroLMError(f"{source}: windows of {longest} EEG tokens exceed the {EEG_MAX_TOKENS} per sample of "
+                           "instruction tuning")
+    return collate_windows(items, reference_padding(norm_over_padding, EEG_MAX_TOKENS))
 
 
 def collate_texts(names: list[str], labels: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.batch import EEGBatch, collate_windows
+from ..data.batch import EEGBatch
 from ..data.store import WindowSplit, WindowStore
 from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
@@ -87,11 +87,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _batches(split: WindowSplit, batch_size: int, root: Path):
-    """Windows of a split in order, padded to the longest window of each batch."""
+def _batches(split: WindowSplit, batch_size: int, root: Path, norm_over_padding: bool):
+    """Windows of a split in order, padded to the longest window of each batch (to 276 under REF's switch)."""
     for a in range(0, len(split), batch_size):
         items = [split[i] for i in range(a, min(a + batch_size, len(split)))]
-        yield items, collate_eeg(items, root)
+        yield items, collate_eeg(items, root, norm_over_padding)
 
 
 def _generate(model: NeuroLM, eeg: EEGBatch, name: str) -> torch.Tensor:
@@ -111,7 +111,7 @@ def evaluate_task(model: NeuroLM, store: WindowStore, split: str, batch_size: in
     labels, texts, parsed, probs, meta = [], [], [], [], []
     t_gen = t_score = 0.0
     bar = tqdm(total=len(part), desc=f"evaluate {name}", unit="window", disable=None if progress else True)
-    for items, batch in _batches(part, batch_size, store.root):
+    for items, batch in _batches(part, batch_size, store.root, model.config.tokenizer.norm_over_padding):
         eeg = batch.to(device)
         _sync(device)
         t0 = time.perf_counter()
@@ -190,7 +190,7 @@ def evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | Windo
 def _warm_up(model: NeuroLM, store: WindowStore, split: str) -> None:
     """One small call of each pass, so one-time costs (allocator, kernels) are not timed as either protocol."""
     items = [store.split(split)[0]]
-    eeg = collate_windows(items).to(next(model.parameters()).device)
+    eeg = collate_eeg(items, store.root, model.config.tokenizer.norm_over_padding).to(next(model.parameters()).device)
     _generate(model, eeg, store.dataset)
     score_answers(model, eeg, [store.dataset])
 

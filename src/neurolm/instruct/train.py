@@ -8,7 +8,7 @@ accuracy of every task on (up to) 64 ``val`` windows each, and the mean over tas
 
 Decisions where the spec is silent:
 - Windows are padded to the longest in the batch (at most 276 tokens), not always to 276: the same result with
-  ``norm_over_padding=False`` tokenizers, less compute.
+  ``norm_over_padding=False`` tokenizers, less compute. With REF's switch (REF checkpoints) always to 276, as REF.
 - Answer logits are computed only at the trained positions (a few per sample) instead of over the whole 80-token
   text: the head has 50304 + codebook rows, and it dominated the step time of small models.
 - ``tiny`` models use lr 6e-3 → 6e-4 and batch 32 (REF's 5e-4 → 5e-5 with batch 64 learns too slowly in a few
@@ -128,7 +128,9 @@ class InstructTask:
                     self.val[store.dataset] = [split[i] for i in evenly_spaced(len(split), VAL_PER_TASK)]
                     break
         self.trained: NeuroLM | None = None
-        self.flops_per_step = _flops_per_step(_config(model_dir), cfg, text_batch, text_length)
+        config = _config(model_dir)
+        self.flops_per_step = _flops_per_step(config, cfg, text_batch, text_length)
+        self.norm_over_padding = config.tokenizer.norm_over_padding
 
     def model(self) -> nn.Module:
         cache = EncoderCache(self.cache_mb) if self.cache_mb > 0 else None
@@ -137,7 +139,7 @@ class InstructTask:
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
         keys = [int(self.order[i]) for i in self.sampler.indices(step, micro, rank, world)]
         items = [self.train_set[i] for i in keys]
-        eeg = collate_eeg(items, "a training window")
+        eeg = collate_eeg(items, "a training window", self.norm_over_padding)
         ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
         g = step_generator(self.cfg.seed, step, micro, rank)
         crops = self.text.sample(max(1, self.text_batch // world), self.text_length, g)
@@ -155,7 +157,8 @@ class InstructTask:
             probs = []
             for s in range(0, len(items), self.cfg.batch_size):
                 chunk = items[s : s + self.cfg.batch_size]
-                probs += score_answers(lm, collate_eeg(chunk, f"{name} validation window").to(device),
+                eeg = collate_eeg(chunk, f"{name} validation window", self.norm_over_padding)
+                probs += score_answers(lm, eeg.to(device),
                                        [name] * len(chunk))
             pred = torch.stack(probs).argmax(1).numpy()
             metrics[f"ba_{name}"] = float(balanced_accuracy_score([it["label"] for it in items], pred))

@@ -20,7 +20,8 @@ Decisions where the spec is silent:
   model learns in a few steps (text outputs are never EEG targets); the unigram baseline is a distribution over
   codes only, so the codes-only loss is also the like-for-like comparison with it.
 - EEG batches are padded to their longest window only (REF pads to 1024 tokens): with real-token GroupNorm
-  statistics (``norm_over_padding=False``) padding changes nothing but the cost.
+  statistics (``norm_over_padding=False``) padding changes nothing but the cost. With REF's switch every sample is
+  padded to 1024 as REF (:func:`~neurolm.data.batch.reference_padding`).
 - The encoder-feature scaler (:meth:`NeuroLM.fit_feature_scaler`) is fitted on the windows that measure the code
   frequencies before the first step; instruction tuning and inference keep it.
 - The validation subset and the windows that measure the code frequencies are evenly spaced over the concatenated
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.batch import PATCH, EEGBatch, collate_windows
+from ..data.batch import PATCH, REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, reference_padding
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, open_corpus
@@ -158,6 +159,7 @@ class PretrainTask:
                  codes_only: bool = False) -> None:
         self.tokenizer, self.size, self.cfg, self.init_gpt2 = tokenizer, size, cfg, init_gpt2
         self.codes_only = codes_only
+        self._pad = reference_padding(tokenizer.config.norm_over_padding, REF_PRETRAIN_TOKENS)
         self.text, self.text_batch, self.text_length = text, text_batch, text_length
         self.train_set = ConcatSplits(stores, "train")
         if len(self.train_set) == 0:
@@ -200,7 +202,7 @@ class PretrainTask:
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
         idx = self.sampler.indices(step, micro, rank, world)
-        eeg = collate_windows([self.train_set[int(i)] for i in idx])
+        eeg = collate_windows([self.train_set[int(i)] for i in idx], self._pad)
         g = step_generator(self.cfg.seed, step, micro, rank)
         share = max(1, self.text_batch // world)
         return {"eeg": eeg, "text": self.text.sample(share, self.text_length, g)}
@@ -214,7 +216,7 @@ class PretrainTask:
     def _batches(self, dataset: ConcatSplits, limit: int) -> list[EEGBatch]:
         idx = evenly_spaced(len(dataset), limit)
         bs = self.cfg.batch_size
-        return [collate_windows([dataset[i] for i in idx[s : s + bs]]) for s in range(0, len(idx), bs)]
+        return [collate_windows([dataset[i] for i in idx[s : s + bs]], self._pad) for s in range(0, len(idx), bs)]
 
     def val_batches(self) -> list[EEGBatch]:
         """The fixed validation subset, collated once: every evaluation scores the same windows."""

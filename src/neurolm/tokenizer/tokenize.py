@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.batch import collate_windows
+from ..data.batch import REF_PRETRAIN_TOKENS, collate_windows, reference_padding
 from ..data.prepare import process_recording
 from ..data.preprocess import PreprocessConfig
 from ..data.readers.base import Recording
@@ -48,14 +48,15 @@ def tokenize(tokenizer: NeuralTokenizer, source: str | Path, *, mains: float = 6
         raise NeuroLMError(f"{source}: no window to tokenize")
     device = next(tokenizer.parameters()).device
     n_max = max(it["signal"].shape[0] * (it["signal"].shape[1] // 200) for it in items)
+    n_pad = reference_padding(tokenizer.config.norm_over_padding, REF_PRETRAIN_TOKENS) or n_max
     codes = np.full((len(items), n_max), -1, dtype=np.int32)
     chans, times = np.zeros_like(codes), np.zeros_like(codes)
     for a in range(0, len(items), batch_size):
-        batch = collate_windows(items[a : a + batch_size], max_tokens=n_max)
-        ids = tokenizer.tokenize(batch.to(device)).cpu().numpy()
+        batch = collate_windows(items[a : a + batch_size], max_tokens=n_pad)
+        ids = tokenizer.tokenize(batch.to(device)).cpu().numpy()[:, :n_max]
         codes[a : a + len(ids)] = ids
-        chans[a : a + len(ids)] = batch.chans.numpy()
-        times[a : a + len(ids)] = batch.times.numpy()
+        chans[a : a + len(ids)] = batch.chans.numpy()[:, :n_max]
+        times[a : a + len(ids)] = batch.times.numpy()[:, :n_max]
     return {"codes": codes, "chans": chans, "times": times, "labels": np.array([it["label"] for it in items]),
             "splits": np.array(splits, dtype=str)}
 

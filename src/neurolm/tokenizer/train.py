@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.batch import EEGBatch, collate_windows
+from ..data.batch import REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, reference_padding
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, default_corpus
@@ -108,7 +108,8 @@ class TokenizerTask:
 
     def __init__(self, stores: list[WindowStore], config: TokenizerConfig, cfg: TrainConfig, *,
                  text: TextCorpus, text_weight: torch.Tensor, max_tokens: int | None = None) -> None:
-        self.config, self.cfg, self.text, self.text_weight, self.max_tokens = config, cfg, text, text_weight, max_tokens
+        self.config, self.cfg, self.text, self.text_weight = config, cfg, text, text_weight
+        self.max_tokens = max_tokens or reference_padding(config.norm_over_padding, REF_PRETRAIN_TOKENS)
         self.train_set = ConcatSplits(stores, "train")
         if len(self.train_set) == 0:
             raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
