@@ -105,3 +105,58 @@ def test_reference_groupnorm_depends_on_padding_as_reference(ref):
     alone, _ = tokenizer.encode(ref_batch(v, slice(0, 1), tokens=92))
     padded = torch.from_numpy(v["encoder_features"][0])
     assert (alone[0, :8] - padded).abs().max().item() > 10 * TOLERANCE
+
+
+def test_export_of_a_reference_checkpoint_is_the_reference_layout(ref, tmp_path):
+    """ours → theirs: the loaded REF files written back have REF's keys, shapes, args and values."""
+    vq_path, lm_path, _ = ref
+    shapes = json.loads((DATA / "ref_shapes.json").read_text())
+    # REF's two files carry two encoders (equal in REF's real pipeline, not under the weight rule): export each
+    NeuralTokenizer.from_reference_checkpoint(vq_path).save_reference_checkpoint(tmp_path / "VQ.pt")
+    NeuroLM.from_reference_checkpoint(lm_path, vq_path=vq_path).save_reference_checkpoint(tmp_path / "NeuroLM.pt")
+    weight_for = weight_rule()
+    for name, key, args in (("VQ.pt", "vq_shapes", ("vq_encoder_args", "vq_decoder_args")),
+                            ("NeuroLM.pt", "neurolm_shapes", ("neurolm_model_args",))):
+        raw = torch.load(tmp_path / name, weights_only=True)
+        assert {k: list(v.shape) for k, v in raw["model"].items()} == shapes[key]
+        assert all(torch.equal(v, weight_for(k, tuple(v.shape))) for k, v in raw["model"].items())
+        written = (raw["encoder_args"], raw["decoder_args"]) if name == "VQ.pt" else (raw["model_args"],)
+        assert list(written) == [shapes[a] for a in args]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_reference_architecture_trains_with_finite_losses(ref, precision):
+    """bf16 autocast (CPU here; the training loop uses the same autocast on GPUs) and fp32 from REF's weights:
+    finite pretraining and instruction losses and gradients, and a few instruction-tuning steps without NaN."""
+    from neurolm.instruct.data import collate_eeg, collate_texts
+    from neurolm.instruct.train import InstructObjective
+
+    vq_path, lm_path, v = ref
+    model = NeuroLM.from_reference_checkpoint(lm_path, vq_path=vq_path).train()
+    rng = np.random.default_rng(0)
+    c = len(v["channels"])  # REF's windows back from its time-major tokens: (C, seconds × 200) in µV/100
+    items = [{"signal": v["ref_X"][i, : s * c].reshape(s, c, 200).transpose(1, 0, 2).reshape(c, s * 200),
+              "chans": v["ref_input_chans"][i, :c], "label": i} for i, s in enumerate(v["valid_seconds"])]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    eeg = collate_eeg(items, norm_over_padding=model.config.tokenizer.norm_over_padding)
+    assert eeg.mask.shape[1] == 276
+    with autocast:
+        loss = model.eeg_forward(eeg)["loss"]
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert torch.isfinite(loss) and grads and all(bool(torch.isfinite(g).all()) for g in grads)
+
+    objective = InstructObjective(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=5e-4)
+    ids, targets, mask = collate_texts(["tuab", "tuab"], [0, 1])
+    crops = torch.from_numpy(rng.integers(0, 50257, (1, 65)))
+    for _ in range(3):
+        optimizer.zero_grad()
+        with autocast:
+            out = objective(eeg, ids, targets, mask, crops)
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"]), f"{precision}: loss {out['loss']}"
+        assert all(bool(torch.isfinite(p.grad).all()) for p in trainable if p.grad is not None)
+        optimizer.step()
+    assert all(bool(torch.isfinite(p).all()) for p in trainable)

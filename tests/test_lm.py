@@ -158,6 +158,7 @@ def test_hf_gpt2_import_reproduces_logits(tmp_path, variant):
         torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
     ours = GPT.from_hf_gpt2(tmp_path, n_outputs=PADDED_VOCAB + 512).eval()
     assert ours.transformer.wte.weight.shape == (PADDED_VOCAB, 64)
+    assert ours.config.gelu == "tanh"  # what GPT-2 was trained with
     assert ours.lm_head.weight.shape == (PADDED_VOCAB + 512, 64)
     ids = torch.randint(0, TEXT_VOCAB, (2, 12))
     with torch.no_grad():

@@ -240,7 +240,8 @@ class GPT(nn.Module):
 
         ``wte`` grows from 50257 to ``vocab_size`` rows (new rows random, std 0.02) and the text rows of the untied
         ``lm_head`` start as GPT-2's tied ``wte``; the extra outputs (EEG codes) keep their random init.
-        ``overrides`` set fields GPT-2 does not fix (``n_outputs``, ``dropout``, ``vocab_size``).
+        ``overrides`` set fields GPT-2 does not fix (``n_outputs``, ``dropout``, ``vocab_size``, ``gelu``: GPT-2's
+        ``"tanh"`` unless the caller follows the authors' recipe, ``"exact"``).
         """
         directory = Path(directory)
         try:

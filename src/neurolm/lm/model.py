@@ -404,13 +404,15 @@ class NeuroLM(nn.Module):
         init_gpt2_dir: str | Path | None = None,
         *,
         ref_text_positions: bool = False,
+        gelu: str = "tanh",
     ) -> NeuroLM:
         """A new NeuroLM around a trained tokenizer (copied and frozen), with a GPT of preset ``size``
-        (``tiny|B|L|XL``) initialised from Hugging Face GPT-2 weights in ``init_gpt2_dir`` or at random."""
+        (``tiny|B|L|XL``) initialised from Hugging Face GPT-2 weights in ``init_gpt2_dir`` or at random.
+        ``gelu``: GPT-2's ``"tanh"``, or ``"exact"`` as the authors' recipe (GPT-2 weights, erf GELU)."""
         n_outputs = PADDED_VOCAB + tokenizer.config.codebook_size
         gpt = None
         if init_gpt2_dir is not None:
-            gpt = GPT.from_hf_gpt2(init_gpt2_dir, n_outputs=n_outputs)
+            gpt = GPT.from_hf_gpt2(init_gpt2_dir, n_outputs=n_outputs, gelu=gelu)
             wanted = GPTConfig.from_preset(size)
             have, want = (gpt.config.n_layer, gpt.config.n_head, gpt.config.n_embd), (
                 wanted.n_layer, wanted.n_head, wanted.n_embd)
@@ -419,7 +421,7 @@ class NeuroLM(nn.Module):
                                    f"does not match size {size!r} ({want[0]} × {want[2]} × {want[1]})")
             gpt_config = gpt.config
         else:
-            gpt_config = GPTConfig.from_preset(size, n_outputs=n_outputs)
+            gpt_config = GPTConfig.from_preset(size, n_outputs=n_outputs, gelu=gelu)
         model = cls(NeuroLMConfig(gpt_config, replace(tokenizer.config), ref_text_positions))
         model.tokenizer.load_state_dict(tokenizer.state_dict())
         if gpt is not None:
