@@ -102,6 +102,8 @@ def test_saved_model_gives_the_same_eeg_loss(run, store, tokenizer_dir):
     out, _ = run
     loaded = NeuroLM.from_pretrained(out)
     report = json.loads((out / "report.json").read_text())
+    training = json.loads((out / "training.json").read_text())  # what `ask` and `evaluate` read back
+    assert training["tuned_tasks"] == [] and list(training["datasets"]) == [WindowStore(store).dataset]
     val = WindowStore(store).split("val")
     # the report's validation subset: evenly spaced windows, batches of --batch-size 2
     idx = evenly_spaced(len(val), stage.VAL_WINDOWS)

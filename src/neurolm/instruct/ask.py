@@ -4,7 +4,11 @@ The recording goes through exactly what preparation did for the task's dataset: 
 mapping and channel list (:meth:`~neurolm.data.readers.DatasetReader.pick`), the paper's filters at that dataset's
 mains frequency (:func:`~neurolm.data.preprocess.preprocess_raw`), and the task's window length
 (:func:`~neurolm.data.prepare.cut_windows`). Like preparation, the whole recording is filtered before it is cut, so a
-window's samples do not depend on where the cut falls.
+window's samples do not depend on where the cut falls. A model directory's ``training.json``
+(:mod:`neurolm.data.provenance`) overrides the dataset defaults with what its training windows were prepared with
+(filters, notch, rate, scaling, channel order, window length), the recording must pass preparation's bad-input checks
+(NaN/Inf, flat channels of a fixed channel set), and a task the model was not tuned on is refused unless
+``allow_untrained_task`` (``--allow-untrained-task``) says otherwise.
 
 A task question is answered by the scored answers (:func:`~neurolm.instruct.data.score_answers`): the answer is the
 most probable allowed answer and every option's probability comes with it; it is never unparseable. A free-form
@@ -28,8 +32,9 @@ import torch
 
 from ..data.channels import channel_indices
 from ..data.inputs import as_raw
-from ..data.prepare import cut_windows
+from ..data.prepare import cut_windows, drop_flat_channels
 from ..data.preprocess import PreprocessConfig, preprocess_raw
+from ..data.provenance import check_task, preprocess_config, read_training
 from ..data.readers import Segment, get_reader
 from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
@@ -60,11 +65,13 @@ class Answer:
 
 def task_windows(recording: Recording, task: str, *, start: float | None = None, every: float | None = None,
                  mains: float | None = None, ch_names: Sequence[str] | None = None, sfreq: float | None = None,
-                 unit: str = "V") -> tuple[list[dict], list[float]]:
+                 unit: str = "V", trained: dict | None = None) -> tuple[list[dict], list[float]]:
     """The task's windows of a recording as store-like items (``signal`` in µV/100 at 200 Hz, ``chans``) and their
     start times in seconds: one window at ``start`` (default 0), or with ``every=S`` windows every S seconds from
     ``start`` to the end. ``mains`` overrides the task dataset's notch frequency. A numpy ``recording`` is
-    ``(channels, samples)`` with ``ch_names``, ``sfreq`` and ``unit`` (see :func:`~neurolm.data.inputs.as_raw`)."""
+    ``(channels, samples)`` with ``ch_names``, ``sfreq`` and ``unit`` (see :func:`~neurolm.data.inputs.as_raw`).
+    ``trained``: the task's entry of the model's ``training.json``, whose preprocessing, channel order and window
+    length replace the dataset's defaults."""
     get_task(task)
     reader = get_reader(task)
     raw, source = as_raw(recording, ch_names=ch_names, sfreq=sfreq, unit=unit), _source(recording)
@@ -76,12 +83,19 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
     seg = Segment(raw, [])
     try:
         reader.pick(seg)
-        config = PreprocessConfig(mains=reader.mains if mains is None else mains)
+        if trained is not None:
+            config = preprocess_config(trained, mains)
+            _trained_channel_order(seg, trained)
+        else:
+            config = PreprocessConfig(mains=reader.mains if mains is None else mains)
+        drop_flat_channels(seg, Path(source), config, fixed=reader.channels is not None)  # as `prepare`
         data = preprocess_raw(raw, seg.labels, config)
     except NeuroLMError as exc:
         raise NeuroLMError(f"{source}: task {task}: {exc}") from exc
     idx = np.array(channel_indices(seg.names), dtype=np.int64)
     window_s, rate = reader.window_seconds(len(idx)), config.sfreq  # after preprocessing
+    if trained is not None and isinstance(trained.get("window_s"), (int, float)):
+        window_s = float(trained["window_s"])
     duration = data.shape[1] / rate
     stop = duration if every is not None else start + window_s
     starts = cut_windows(data, start, stop, window_s, every, rate)
@@ -90,6 +104,18 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
     w = round(window_s * rate)
     items = [{"signal": data[:, s : s + w], "chans": idx, "label": -1} for s in starts]
     return items, [s / rate for s in starts]
+
+
+def _trained_channel_order(seg: Segment, trained: dict) -> None:
+    """Put the picked channels in the order the model was trained with; refuse a different channel set."""
+    order = trained.get("channels")
+    if not isinstance(order, list) or order == seg.names:
+        return
+    if sorted(order) != sorted(seg.names):
+        raise NeuroLMError(f"channels {', '.join(seg.names)} differ from the {', '.join(order)} the model was "
+                           "trained with")
+    labels = dict(zip(seg.names, seg.labels))
+    seg.names, seg.labels = list(order), [labels[n] for n in order]
 
 
 def _source(recording: Recording) -> str:
@@ -114,17 +140,26 @@ def question_prompt(question: str) -> torch.Tensor:
 def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: float | None = None,
         every: float | None = None, question: str | None = None, max_new_tokens: int = 5, batch_size: int = 32,
         mains: float | None = None, ch_names: Sequence[str] | None = None, sfreq: float | None = None,
-        unit: str = "V") -> list[Answer]:
+        unit: str = "V", training: dict | None = None, allow_untrained_task: bool = False) -> list[Answer]:
     """Answer the task's question (or a free-form ``question``) about one window at ``start`` seconds, or about
     windows every ``every`` seconds over the whole recording. ``model`` may be a model directory; ``recording`` an
     ``mne.io.Raw``, a path, or a ``(channels, samples)`` numpy array with ``ch_names``, ``sfreq`` and ``unit``
-    (``"V"`` or ``"uV"``, see :func:`~neurolm.data.inputs.as_raw`)."""
+    (``"V"`` or ``"uV"``, see :func:`~neurolm.data.inputs.as_raw`). ``training``: the model's ``training.json``
+    (read from the directory when ``model`` is one); ``allow_untrained_task`` answers a task the model was not
+    tuned on with a warning instead of refusing it."""
     if max_new_tokens < 1:
         raise NeuroLMError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     task_def = get_task(task)
-    model = model if isinstance(model, NeuroLM) else load_model(model)
+    name = "the model" if isinstance(model, NeuroLM) else str(model)
+    if not isinstance(model, NeuroLM):
+        training = read_training(model) if training is None else training
+        model = load_model(model)
+        check_task(training, task, allow_untrained=allow_untrained_task, source=name)
+    elif training is not None:  # a model object says nothing about its training unless told
+        check_task(training, task, allow_untrained=allow_untrained_task, source=name)
+    trained = None if training is None else training["datasets"].get(task)
     items, starts = task_windows(recording, task, start=start, every=every, mains=mains, ch_names=ch_names,
-                                 sfreq=sfreq, unit=unit)
+                                 sfreq=sfreq, unit=unit, trained=trained)
     device = next(model.parameters()).device
     prompt = question_prompt(question).to(device) if question is not None else None
     if prompt is not None and task_def.window_s + len(prompt) + max_new_tokens > model.config.gpt.block_size:
@@ -213,8 +248,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=5, help="tokens generated for --question (default 5)")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save a hypnogram-like plot of the answers")
     p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=None,
-                   help="notch frequency; default: the task dataset's (60 Hz TUH, 50 Hz HMC/EEGMAT/SEED)")
+                   help="notch frequency; default: what the model's training windows used (training.json), else "
+                        "the task dataset's (60 Hz TUH, 50 Hz HMC/EEGMAT/SEED)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
+    p.add_argument("--allow-untrained-task", action="store_true",
+                   help="answer a task the model was not instruction-tuned on (with a warning) instead of refusing")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
 
 
@@ -222,8 +260,12 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None and args.question is not None:
         raise NeuroLMError("--plot needs the task's scored answers; it cannot plot free-form text (--question)")
     model = load_model(args.model, args.device)
+    training = read_training(args.model)
+    if training is None:
+        check_task(None, args.task, allow_untrained=args.allow_untrained_task, source=str(args.model))
     answers = ask(model, args.recording, args.task, start=args.start, every=args.every, question=args.question,
-                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, mains=args.mains)
+                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, mains=args.mains,
+                  training=training, allow_untrained_task=args.allow_untrained_task)
     print(format_table(answers, args.task))
     summary = f"asked {args.task} about {args.recording}: {len(answers)} window(s)"
     if answers[0].label_name is not None:

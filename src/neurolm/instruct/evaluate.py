@@ -10,6 +10,8 @@ For every task store, on one split:
   calibration, never unparseable).
 
 Both passes run on the same batches and are timed separately (model time only, after one warm-up call of each).
+With a model directory's ``training.json`` (:mod:`neurolm.data.provenance`), a store prepared differently from the
+model's training windows, or of a task the model was not tuned on, is evaluated with a warning saying so.
 Outputs in ``--out``: ``metrics.json`` (keyed by task), ``report.md``, and per task ``<task>_predictions.csv`` (true
 label, generated text, parsed answer, per-option probabilities of every window), ``<task>_confusion.png`` and
 ``<task>_recall.png``.
@@ -29,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.batch import EEGBatch
+from ..data.provenance import check_store, read_training
 from ..data.store import WindowSplit, WindowStore
 from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
@@ -171,6 +174,10 @@ def evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | Windo
         if len(store.split(split)) == 0:
             raise NeuroLMError(f"{store.root}: split {split!r} has no windows")
         seen[store.dataset] = store.root
+    if not isinstance(model_or_dir, NeuroLM):  # the stores should be prepared as the model's training windows
+        training = read_training(model_or_dir)
+        for store in opened:
+            check_store(training, store, str(model_or_dir))
     model = load_model(model_or_dir, device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..artifacts import read_config
 from ..data.batch import EEGBatch
+from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..lm.gpt import GPTConfig
@@ -114,6 +115,7 @@ class InstructTask:
             if store.dataset not in TASKS:
                 raise NeuroLMError(f"{store.root}: dataset {store.dataset!r} has no instruction task "
                                    f"(tasks: {', '.join(TASKS)})")
+        self.stores = stores
         self.train_set = ConcatSplits(stores, "train")
         if len(self.train_set) == 0:
             raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
@@ -167,6 +169,7 @@ class InstructTask:
 
     def save(self, model: nn.Module, out_dir: Path) -> None:
         model.lm.save_pretrained(out_dir)
+        write_training(out_dir, self.stores, tuned=True, parent=self.model_dir)
         self.trained = model.lm
 
 

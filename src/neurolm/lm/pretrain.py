@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from ..data.batch import PATCH, REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, reference_padding
+from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, open_corpus
@@ -161,6 +162,7 @@ class PretrainTask:
         self.codes_only = codes_only
         self._pad = reference_padding(tokenizer.config.norm_over_padding, REF_PRETRAIN_TOKENS)
         self.text, self.text_batch, self.text_length = text, text_batch, text_length
+        self.stores = stores
         self.train_set = ConcatSplits(stores, "train")
         if len(self.train_set) == 0:
             raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
@@ -247,6 +249,7 @@ class PretrainTask:
 
     def save(self, model: nn.Module, out_dir: Path) -> None:
         model.lm.save_pretrained(out_dir)
+        write_training(out_dir, self.stores, tuned=False)
         self.trained = model.lm  # the last save is the final model
 
 

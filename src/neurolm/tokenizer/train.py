@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..data.batch import REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, reference_padding
+from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, default_corpus
@@ -110,6 +111,7 @@ class TokenizerTask:
                  text: TextCorpus, text_weight: torch.Tensor, max_tokens: int | None = None) -> None:
         self.config, self.cfg, self.text, self.text_weight = config, cfg, text, text_weight
         self.max_tokens = max_tokens or reference_padding(config.norm_over_padding, REF_PRETRAIN_TOKENS)
+        self.stores = stores
         self.train_set = ConcatSplits(stores, "train")
         if len(self.train_set) == 0:
             raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
@@ -156,6 +158,7 @@ class TokenizerTask:
 
     def save(self, model: nn.Module, out_dir: Path) -> None:
         model.save_pretrained(out_dir)
+        write_training(out_dir, self.stores, tuned=False)
         self.trained = model  # the last save is the final model: the report and plots use it
 
 
