@@ -157,8 +157,9 @@ class PretrainTask:
 
     def __init__(self, stores: list[WindowStore], tokenizer: NeuralTokenizer, size: str, cfg: TrainConfig, *,
                  text: TextCorpus, text_batch: int, text_length: int, init_gpt2: str | Path | None = None,
-                 codes_only: bool = False) -> None:
+                 codes_only: bool = False, gelu: str = "tanh") -> None:
         self.tokenizer, self.size, self.cfg, self.init_gpt2 = tokenizer, size, cfg, init_gpt2
+        self.gelu = gelu
         self.codes_only = codes_only
         self._pad = reference_padding(tokenizer.config.norm_over_padding, REF_PRETRAIN_TOKENS)
         self.text, self.text_batch, self.text_length = text, text_batch, text_length
@@ -195,7 +196,7 @@ class PretrainTask:
         return (eeg + text) * self.cfg.grad_accum
 
     def model(self) -> nn.Module:
-        lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2)
+        lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2, gelu=self.gelu)
         sample = self.train_sample()
         codes = lm.fit_feature_scaler(sample)  # the same encoder pass gives the unigram's training code counts
         n_codes = self.tokenizer.config.codebook_size
@@ -257,12 +258,13 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
              steps: int | None = None, batch_size: int | None = None, text: str | Path | None = None,
              init_gpt2: str | Path | None = None, lr: float | None = None, eval_every: int | None = None,
              seed: int = 0, resume: bool = False, progress: bool = True, device: str = "auto",
-             options: RunOptions | None = None) -> tuple[NeuroLM, dict]:
+             options: RunOptions | None = None, gelu: str = "tanh") -> tuple[NeuroLM, dict]:
     """Pretrain a NeuroLM of preset ``size`` around the tokenizer in ``tokenizer_dir`` into ``out_dir``; return the
     model (last saved weights, eval mode) and the report (also ``out_dir/report.json``).
 
     ``lr`` replaces the size's peak learning rate (the floor stays a tenth of it); ``eval_every`` defaults to a
-    fifth of the steps (validation always runs after the last step)."""
+    fifth of the steps (validation always runs after the last step). ``gelu``: the LM's MLP activation, GPT-2's
+    ``"tanh"`` or the authors' ``"exact"`` (:attr:`~neurolm.lm.gpt.GPTConfig.gelu`)."""
     if size not in DEFAULTS:
         raise NeuroLMError(f"unknown --size {size!r}; choose one of {', '.join(DEFAULTS)}")
     if not stores:
@@ -281,7 +283,7 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
     print(source)
     task = PretrainTask([WindowStore(s) for s in stores], tokenizer, size, cfg, text=corpus,
                         text_batch=d.text_batch, text_length=d.text_length, init_gpt2=init_gpt2,
-                        codes_only=d.codes_only)
+                        codes_only=d.codes_only, gelu=gelu)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
 
     # a resumed run that had already finished saves nothing: reload its published weights
@@ -343,6 +345,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-gpt2", type=Path, default=None, metavar="HF_GPT2_DIR",
                    help="start from Hugging Face GPT-2 weights in this local directory (size must match)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: tiny 3e-3, B/L/XL 6e-4)")
+    p.add_argument("--gelu", choices=["tanh", "exact"], default="tanh",
+                   help="MLP activation: GPT-2's tanh approximation (default) or the exact GELU of the authors' recipe")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:N, ...")
     RunOptions.add_arguments(p)
@@ -352,7 +356,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     _, report = pretrain(args.tokenizer, args.data, args.out, size=args.size, steps=args.steps,
                          batch_size=args.batch_size, text=args.text, init_gpt2=args.init_gpt2, lr=args.lr, seed=args.seed,
-                         resume=args.resume, device=args.device, options=RunOptions.from_args(args))
+                         resume=args.resume, device=args.device, options=RunOptions.from_args(args), gelu=args.gelu)
     v, t = report["val"], report["train_last"]
     print(f"NeuroLM-{args.size} pretrained for {report['steps']} steps → {args.out}: val EEG loss "
           f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), accuracy "

@@ -48,7 +48,7 @@ def tokenize(tokenizer: NeuralTokenizer, source: str | Path, *, mains: float = 6
         raise NeuroLMError(f"{source}: no window to tokenize")
     device = next(tokenizer.parameters()).device
     n_max = max(it["signal"].shape[0] * (it["signal"].shape[1] // 200) for it in items)
-    n_pad = reference_padding(tokenizer.config.norm_over_padding, REF_PRETRAIN_TOKENS) or n_max
+    n_pad = max(n_max, reference_padding(tokenizer.config.norm_over_padding, REF_PRETRAIN_TOKENS) or 0)
     codes = np.full((len(items), n_max), -1, dtype=np.int32)
     chans, times = np.zeros_like(codes), np.zeros_like(codes)
     for a in range(0, len(items), batch_size):
