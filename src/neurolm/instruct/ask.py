@@ -150,13 +150,13 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
     if max_new_tokens < 1:
         raise NeuroLMError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     task_def = get_task(task)
-    name = "the model" if isinstance(model, NeuroLM) else str(model)
+    checked = not isinstance(model, NeuroLM) or training is not None  # an object says nothing of its training
+    source = "the model" if isinstance(model, NeuroLM) else str(model)
     if not isinstance(model, NeuroLM):
         training = read_training(model) if training is None else training
         model = load_model(model)
-        check_task(training, task, allow_untrained=allow_untrained_task, source=name)
-    elif training is not None:  # a model object says nothing about its training unless told
-        check_task(training, task, allow_untrained=allow_untrained_task, source=name)
+    if checked:
+        check_task(training, task, allow_untrained=allow_untrained_task, source=source)
     trained = None if training is None else training["datasets"].get(task)
     items, starts = task_windows(recording, task, start=start, every=every, mains=mains, ch_names=ch_names,
                                  sfreq=sfreq, unit=unit, trained=trained)
