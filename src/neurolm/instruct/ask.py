@@ -90,8 +90,8 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
             config = PreprocessConfig(mains=reader.mains if mains is None else mains)
         drop_flat_channels(seg, Path(source), config, fixed=reader.channels is not None)  # as `prepare`
         data = preprocess_raw(raw, seg.labels, config)
-    except NeuroLMError as exc:
-        raise NeuroLMError(f"{source}: task {task}: {exc}") from exc
+    except NeuroLMError as exc:  # prepare's checks name the file already
+        raise NeuroLMError(f"{source}: task {task}: {str(exc).removeprefix(f'{source}: ')}") from exc
     idx = np.array(channel_indices(seg.names), dtype=np.int64)
     window_s, rate = reader.window_seconds(len(idx)), config.sfreq  # after preprocessing
     if trained is not None and isinstance(trained.get("window_s"), (int, float)):
