@@ -160,8 +160,7 @@ class InstructTask:
             for s in range(0, len(items), self.cfg.batch_size):
                 chunk = items[s : s + self.cfg.batch_size]
                 eeg = collate_eeg(chunk, f"{name} validation window", self.norm_over_padding)
-                probs += score_answers(lm, eeg.to(device),
-                                       [name] * len(chunk))
+                probs += score_answers(lm, eeg.to(device), [name] * len(chunk))
             pred = torch.stack(probs).argmax(1).numpy()
             metrics[f"ba_{name}"] = float(balanced_accuracy_score([it["label"] for it in items], pred))
         metrics["ba_mean"] = float(np.mean(list(metrics.values())))
