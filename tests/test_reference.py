@@ -166,3 +166,29 @@ def test_exported_lm_computes_our_outputs_as_the_reference_reads_it(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(theirs(batch, ids, mask)["logits"], model(batch, ids, mask)["logits"],
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_every_eeg_stage_pads_to_the_reference_length_under_the_switch(tmp_path):
+    """Tokenizer training and pretraining collate 1024 tokens per sample under REF's switch, their longest window
+    otherwise (instruction tuning, evaluation and ask share :func:`collate_eeg`, tested above)."""
+    from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
+    from neurolm.lm.pretrain import PretrainTask
+    from neurolm.text import default_corpus
+    from neurolm.tokenizer.train import TokenizerTask
+    from neurolm.train import TrainConfig
+
+    buf = SplitBuffer()
+    for i, item in enumerate(windows([(4, 5)] * 4)):
+        buf.add(item["signal"], item["chans"], -1, 5.0 * i, "s0", "f.edf")
+    write_split(tmp_path, "train", buf)
+    (tmp_path / MANIFEST).write_text(json.dumps({"dataset": "pretrain", "complete": True, "classes": []}))
+    store = WindowStore(tmp_path)
+    cfg = TrainConfig(steps=1, batch_size=2, lr=1e-3, min_lr=1e-4, warmup_steps=0, weight_decay=0.0,
+                      betas=(0.9, 0.95), grad_clip=None, eval_every=1, log_every=1, ckpt_every=1, device="cpu")
+    text = default_corpus()
+    for switch, length in ((True, 1024), (False, 20)):
+        config = TokenizerConfig.from_preset("tiny", norm_over_padding=switch)
+        stages = [TokenizerTask([store], config, cfg, text=text, text_weight=torch.zeros(10, 64)),
+                  PretrainTask([store], NeuralTokenizer(config), "tiny", cfg, text=text, text_batch=1, text_length=16)]
+        for stage in stages:
+            assert stage.batch(0, 0, 0, 1)["eeg"].mask.shape == (2, length), (type(stage).__name__, switch)
