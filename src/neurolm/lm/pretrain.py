@@ -155,8 +155,9 @@ class PretrainTask:
 
     def __init__(self, stores: list[WindowStore], tokenizer: NeuralTokenizer, size: str, cfg: TrainConfig, *,
                  text: TextCorpus, text_batch: int, text_length: int, init_gpt2: str | Path | None = None,
-                 codes_only: bool = False) -> None:
+                 codes_only: bool = False, spectral_input: bool = True) -> None:
         self.tokenizer, self.size, self.cfg, self.init_gpt2 = tokenizer, size, cfg, init_gpt2
+        self.spectral_input = spectral_input
         self.codes_only = codes_only
         self.text, self.text_batch, self.text_length = text, text_batch, text_length
         self.train_set = ConcatSplits(stores, "train")
@@ -191,7 +192,7 @@ class PretrainTask:
         return (eeg + text) * self.cfg.grad_accum
 
     def model(self) -> nn.Module:
-        lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2)
+        lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2, spectral_input=self.spectral_input)
         sample = self.train_sample()
         codes = lm.fit_feature_scaler(sample)  # the same encoder pass gives the unigram's training code counts
         n_codes = self.tokenizer.config.codebook_size
@@ -251,13 +252,14 @@ class PretrainTask:
 def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, size: str = "tiny",
              steps: int | None = None, batch_size: int | None = None, text: str | Path | None = None,
              init_gpt2: str | Path | None = None, lr: float | None = None, eval_every: int | None = None,
-             seed: int = 0, resume: bool = False, progress: bool = True, device: str = "auto",
-             options: RunOptions | None = None) -> tuple[NeuroLM, dict]:
+             seed: int = 0, spectral_input: bool = True, resume: bool = False, progress: bool = True,
+             device: str = "auto", options: RunOptions | None = None) -> tuple[NeuroLM, dict]:
     """Pretrain a NeuroLM of preset ``size`` around the tokenizer in ``tokenizer_dir`` into ``out_dir``; return the
     model (last saved weights, eval mode) and the report (also ``out_dir/report.json``).
 
     ``lr`` replaces the size's peak learning rate (the floor stays a tenth of it); ``eval_every`` defaults to a
-    fifth of the steps (validation always runs after the last step)."""
+    fifth of the steps (validation always runs after the last step). ``spectral_input=False``: the reference's
+    EEG input, encoder features only (:mod:`neurolm.lm.spectral`)."""
     if size not in DEFAULTS:
         raise NeuroLMError(f"unknown --size {size!r}; choose one of {', '.join(DEFAULTS)}")
     if not stores:
@@ -276,7 +278,7 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
     print(source)
     task = PretrainTask([WindowStore(s) for s in stores], tokenizer, size, cfg, text=corpus,
                         text_batch=d.text_batch, text_length=d.text_length, init_gpt2=init_gpt2,
-                        codes_only=d.codes_only)
+                        codes_only=d.codes_only, spectral_input=spectral_input)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
 
     # a resumed run that had already finished saves nothing: reload its published weights
@@ -339,6 +341,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from Hugging Face GPT-2 weights in this local directory (size must match)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: tiny 3e-3, B/L/XL 6e-4)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spectral-input", action=argparse.BooleanOptionalAction, default=True,
+                   help="add each EEG token's log band power to its LM input (default: on; "
+                        "--no-spectral-input = the reference's input)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:N, ...")
     RunOptions.add_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -347,7 +352,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     _, report = pretrain(args.tokenizer, args.data, args.out, size=args.size, steps=args.steps,
                          batch_size=args.batch_size, text=args.text, init_gpt2=args.init_gpt2, lr=args.lr, seed=args.seed,
-                         resume=args.resume, device=args.device, options=RunOptions.from_args(args))
+                         spectral_input=args.spectral_input, resume=args.resume, device=args.device, options=RunOptions.from_args(args))
     v, t = report["val"], report["train_last"]
     print(f"NeuroLM-{args.size} pretrained for {report['steps']} steps → {args.out}: val EEG loss "
           f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), accuracy "
