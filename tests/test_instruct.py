@@ -37,15 +37,19 @@ def test_text_is_prompt_then_answer_and_padded_with_eot():
             assert (ids[~mask] == EOT).all() and mask[: mask.sum()].all()
 
 
-@pytest.mark.parametrize("name,label,trained", [
-    ("tuab", 1, [3363, 220, EOT]),               # " Yes" + " <|endoftext|>"
-    ("seed", 2, [36183, 220, EOT]),              # " Negative"
-    ("tuev", 2, [357, 34, 8, 220, EOT]),         # " (" is trained for TUEV ...
-    ("hmc", 0, [357, 32, 8, 220, EOT]),          # ... and HMC
-    ("tusl", 2, [34, 8, 220, EOT]),              # but not for TUSL
+@pytest.mark.parametrize("name,label,trained,reference", [
+    ("tuab", 1, [3363, 220, EOT], False),               # " Yes" + " <|endoftext|>"
+    ("seed", 2, [36183, 220, EOT], False),              # " Negative"
+    ("tuev", 2, [357, 34, 8, 220, EOT], False),         # " (" is trained for every lettered task
+    ("hmc", 0, [357, 32, 8, 220, EOT], False),
+    ("tusl", 2, [357, 34, 8, 220, EOT], False),
+    ("tuab", 1, [3363, 220, EOT], True),                # the reference's mask: the same for word answers,
+    ("tuev", 2, [357, 34, 8, 220, EOT], True),          # " (" trained for TUEV ...
+    ("hmc", 0, [357, 32, 8, 220, EOT], True),           # ... and HMC
+    ("tusl", 2, [34, 8, 220, EOT], True),               # but not for TUSL
 ])
-def test_loss_only_on_the_answer(name, label, trained):
-    ids, targets, _ = training_text(name, label)
+def test_loss_only_on_the_answer(name, label, trained, reference):
+    ids, targets, _ = training_text(name, label, reference_mask=reference)
     kept = targets != IGNORE
     assert targets[kept].tolist() == trained
     # nanoGPT convention: the target of position j is the token at j + 1

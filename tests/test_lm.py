@@ -211,7 +211,9 @@ def test_codes_only_eeg_loss_is_cross_entropy_over_the_code_rows(model):
     assert int(codes_only["tokens"]) == int(full["tokens"]) == int(keep.sum())
 
 
-def test_feature_scaler_standardises_the_encoder_features(model):
+def test_feature_scaler_standardises_the_encoder_features(tokenizer):
+    torch.manual_seed(1)
+    model = NeuroLM.from_tokenizer(tokenizer, "tiny", spectral_input=False).eval()  # the feature term alone
     batches = [collate_windows(windows([(3, 4), (2, 6)])), collate_windows(windows([(4, 3)]))]
     fitted = copy.deepcopy(model)
     assert torch.equal(fitted.feature_mean, torch.zeros_like(fitted.feature_mean))  # identity until fitted

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from neurolm.instruct.metrics import UNPARSEABLE, confusion, expected_calibration_error, paper_metrics, scored_metrics
+from neurolm.instruct.metrics import (UNPARSEABLE, bootstrap_ci, confusion, expected_calibration_error, interval,
+                                      paper_metrics, scored_metrics)
 
 
 def test_binary_paper_metrics_by_hand():
@@ -41,3 +42,29 @@ def test_scored_metrics_rank_and_calibration():
     assert expected_calibration_error([0, 1], np.array([[1.0, 0.0], [0.0, 1.0]])) == 0.0
     # one sample, confidence 0.8, wrong → ECE 0.8
     assert expected_calibration_error([1], np.array([[0.8, 0.2]])) == pytest.approx(0.8)
+
+
+def test_bootstrap_interval_hand_computed():
+    """Two subjects: ``a`` has one class-0 hit and one class-0 miss, ``b`` two class-1 hits. A subject resample is
+    aa (p = 1/4, BA 0.5: class 0 only, recall 1/2), bb (1/4, BA 1.0) or ab/ba (1/2, BA (1/2 + 1)/2 = 0.75), so
+    the 2.5 % and 97.5 % quantiles are 0.5 and 1.0, and the middle half is 0.75."""
+    y, pred, subjects = [0, 0, 1, 1], [0, 1, 1, 1], ["a", "a", "b", "b"]
+    assert bootstrap_ci(y, pred, subjects) == (0.5, 1.0)
+    assert bootstrap_ci(y, pred, subjects, level=0.4) == (0.75, 0.75)
+    # by window: a resample of four windows can miss class 1 entirely and score the class-0 windows only
+    lo, hi = bootstrap_ci(y, pred)
+    assert lo <= 0.5 and hi == 1.0
+    assert bootstrap_ci(y, pred, subjects, seed=3) == bootstrap_ci(y, pred, subjects, seed=3)  # seeded
+
+
+def test_interval_resamples_subjects_only_when_there_are_enough():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    pred = np.where(rng.random(200) < 0.8, y, 1 - y)
+    many = interval(y, pred, [f"s{i % 10}" for i in range(200)], chance=0.5)
+    few = interval(y, pred, [f"s{i % 2}" for i in range(200)], chance=0.5)
+    assert many["ci_resampled"] == "subjects" and few["ci_resampled"] == "windows"
+    observed = np.mean([(pred[y == c] == c).mean() for c in (0, 1)])
+    assert 0.6 < many["ci95"][0] < observed < many["ci95"][1] < 1.0 and not many["includes_chance"]
+    guess = interval(y, rng.integers(0, 2, 200), [f"s{i % 10}" for i in range(200)], chance=0.5)
+    assert guess["includes_chance"]

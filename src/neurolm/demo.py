@@ -74,7 +74,6 @@ def run_demo(out: Path, quick: bool = False) -> dict:
         _line("prepare", t0, f"{name}: {n} windows")
 
     # torch and the models are imported only once the data stages are done
-    from .instruct.baseline import band_power_baseline
     from .instruct.evaluate import evaluate
     from .instruct.train import instruct
     from .lm.pretrain import pretrain
@@ -106,7 +105,6 @@ def run_demo(out: Path, quick: bool = False) -> dict:
 
     t0 = time.time()
     metrics = _cached(eval_dir / "metrics.json", lambda: evaluate(inst_dir, task_stores, eval_dir, progress=False))
-    baselines = _cached(out / "baseline.json", lambda: {t: band_power_baseline(prep / t) for t in TASK_NAMES})
     _line("evaluate", t0, "test balanced accuracy " + ", ".join(
         f"{t} {metrics[t]['scored']['balanced_accuracy']:.2f}" for t in TASK_NAMES))
 
@@ -115,7 +113,8 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     _line("ask", t0, f"{example['recording']}: {example['agreement']:.0%} of {example['epochs']} epochs as scored")
 
     t0 = time.time()
-    summary = {t: metrics[t] | {"band_power_baseline": baselines[t]} for t in TASK_NAMES}
+    summary = {t: metrics[t] | {"band_power_baseline": metrics[t]["baseline"]["balanced_accuracy"]}
+               for t in TASK_NAMES}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     md, page = build_report(out, summary, example)
     _line("report", t0, f"{page}")
@@ -180,29 +179,43 @@ def _metric(m: dict, key: str) -> str:
     return f"{m[key]:.3f}" if key in m else "–"
 
 
+def _verdict(m: dict) -> str:
+    """How the scored answers compare with the band-power baseline, by their 95 % intervals."""
+    s, b = m["scored"], m["baseline"]
+    if s["includes_chance"]:
+        return "not above chance"
+    if s["ci95"][0] > b["ci95"][1]:
+        return "above baseline"
+    if s["ci95"][1] < b["ci95"][0]:
+        return "below baseline"
+    return "≈ baseline"
+
+
 def build_report(out: Path, summary: dict, example: dict) -> tuple[Path, Path]:
     """``report.md`` + ``report.html``: the six-task table, confusion matrices, every stage's curves, the
     tokenizer's codebook usage and reconstructions, and the worked ``ask`` example."""
+    from .instruct.evaluate import format_ba
     from .report import Heading, Image, Paragraph, Table, write_report
 
     rows = []
     for task, m in summary.items():
         p, s = m["paper"], m["scored"]
         binary = len(m["classes"]) == 2
-        rows.append([task, str(m["n"]), f"{1 / len(m['classes']):.2f}", _metric(p, "balanced_accuracy"),
-                     _metric(p, "auroc" if binary else "cohen_kappa"), str(p["unparseable"]),
-                     _metric(s, "balanced_accuracy"), _metric(s, "auroc" if binary else "cohen_kappa"),
-                     f"{m['band_power_baseline']:.3f}"])
+        rows.append([task, str(m["n"]), f"{1 / len(m['classes']):.2f}", format_ba(p),
+                     _metric(p, "auroc" if binary else "cohen_kappa"), str(p["unparseable"]), format_ba(s),
+                     _metric(s, "auroc" if binary else "cohen_kappa"), format_ba(m["baseline"]), _verdict(m)])
     ev, tok = out / "evaluate", out / "tokenizer"
     blocks = [
         Paragraph("One tiny NeuroLM answers all six tasks on the synthetic corpus (test splits). Paper protocol: "
                   "greedy 5-token answers parsed into a class (unparseable answers counted, never mapped to a "
                   "class). Scored: the probability of each allowed answer from one forward pass. Baseline: log "
-                  "band power + logistic regression trained on the same train split. Synthetic data: these numbers "
-                  "show the pipeline works end to end, not clinical performance."),
+                  "band power + logistic regression trained on the same train split. Brackets: 95 % bootstrap "
+                  "intervals (subjects resampled when the test split has at least five, windows otherwise); "
+                  "≈ chance: the interval includes chance. Synthetic data: these numbers show the pipeline works "
+                  "end to end, not clinical performance."),
         Heading("Six tasks"),
-        Table(["task", "n", "chance", "paper BA", "paper AUROC / κ", "unparseable", "scored BA",
-               "scored AUROC / κ", "band-power BA"], rows),
+        Table(["task", "n", "chance", "paper BA [95 % CI]", "paper AUROC / κ", "unparseable",
+               "scored BA [95 % CI]", "scored AUROC / κ", "band-power BA [95 % CI]", "scored vs baseline"], rows),
         Heading("Confusion matrices and per-class recall"),
         *[Image(ev / f"{t}_confusion.png", f"{t}: confusion, paper protocol and scored answers") for t in summary],
         *[Image(ev / f"{t}_recall.png", f"{t}: per-class recall") for t in summary],
@@ -224,11 +237,14 @@ def build_report(out: Path, summary: dict, example: dict) -> tuple[Path, Path]:
 
 
 def print_table(summary: dict) -> None:
-    print(f"\n{'task':10s} {'chance':>6s} {'paper BA':>9s} {'unparsed':>8s} {'scored BA':>9s} {'baseline':>8s}")
+    from .instruct.evaluate import format_ba
+
+    print(f"\n{'task':9s} {'chance':>6s} {'paper BA [95% CI]':>30s} {'unparsed':>8s} {'scored BA [95% CI]':>30s} "
+          f"{'band power [95% CI]':>30s}  verdict")
     for task, m in summary.items():
         chance = 1.0 / len(m["classes"])
-        print(f"{task:10s} {chance:6.2f} {m['paper']['balanced_accuracy']:9.3f} {m['paper']['unparseable']:8d} "
-              f"{m['scored']['balanced_accuracy']:9.3f} {m['band_power_baseline']:8.3f}")
+        print(f"{task:9s} {chance:6.2f} {format_ba(m['paper']):>30s} {m['paper']['unparseable']:8d} "
+              f"{format_ba(m['scored']):>30s} {format_ba(m['baseline']):>30s}  {_verdict(m)}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -35,17 +35,28 @@ def store_features(store: WindowStore, split: str) -> tuple[np.ndarray, np.ndarr
     return x, np.asarray(items.labels)
 
 
-def fit_score(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> float:
-    """Balanced accuracy on ``test`` of the baseline fit on ``train``."""
+def fit_predict(train: tuple[np.ndarray, np.ndarray], test_x: np.ndarray) -> np.ndarray:
+    """Predictions on ``test_x`` of the baseline fit on ``train``."""
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=1.0))
     model.fit(*train)
-    return float(balanced_accuracy_score(test[1], model.predict(test[0])))
+    return model.predict(test_x)
 
 
-def band_power_baseline(store: WindowStore | str, split: str = "test") -> float:
-    """Balanced accuracy of the baseline on ``split`` of a prepared task store, trained on its ``train`` split."""
+def fit_score(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> float:
+    """Balanced accuracy on ``test`` of the baseline fit on ``train``."""
+    return float(balanced_accuracy_score(test[1], fit_predict(train, test[0])))
+
+
+def band_power_predictions(store: WindowStore | str, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, predictions)`` of the baseline on ``split`` of a task store, trained on its ``train`` split."""
     store = store if isinstance(store, WindowStore) else WindowStore(store)
     missing = [s for s in ("train", split) if s not in store.splits]
     if missing:
         raise NeuroLMError(f"{store.root}: no {missing[0]!r} split for the band-power baseline")
-    return fit_score(store_features(store, "train"), store_features(store, split))
+    x, y = store_features(store, split)
+    return y, fit_predict(store_features(store, "train"), x)
+
+
+def band_power_baseline(store: WindowStore | str, split: str = "test") -> float:
+    """Balanced accuracy of the baseline on ``split`` of a prepared task store, trained on its ``train`` split."""
+    return float(balanced_accuracy_score(*band_power_predictions(store, split)))

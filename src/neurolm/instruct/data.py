@@ -2,8 +2,9 @@
 
 The text part is right-padded to 80 tokens with ``<|endoftext|>`` (50256). Targets follow nanoGPT's convention
 (``targets[j]`` is the token that should follow position ``j``) and are -100 everywhere except on the answer: its
-tokens, the space and the end-of-text token; the `` (`` that opens a lettered answer is trained only for the tasks
-whose ``loss_on_open_paren`` is set (TUEV, HMC), as the reference does.
+tokens, the space and the end-of-text token, and the `` (`` that opens a lettered answer. The reference trains that
+`` (`` for TUEV and HMC only (``Task.ref_open_paren``), so its TUSL answers often do not parse; ``reference_mask=True``
+reproduces its mask.
 
 Scored answers need no generation: every task's answers share a (possibly empty) token prefix and then differ in
 exactly one token (`` No``/`` Yes``; `` (`` + ``A``…``F``). One forward pass over ``[EEG][prompt + prefix]`` gives the
@@ -47,8 +48,9 @@ class EncodedTask:
 
 
 @functools.lru_cache(maxsize=None)
-def encode_task(name: str) -> EncodedTask:
-    """Token ids of a task's prompt and answers, checked to tokenise the same as the full training text."""
+def encode_task(name: str, reference_mask: bool = False) -> EncodedTask:
+    """Token ids of a task's prompt and answers, checked to tokenise the same as the full training text.
+    ``reference_mask``: train the `` (`` of a lettered answer only where the reference does (module notes)."""
     task = get_task(name)
     tok = TextTokenizer()
     prompt = (INSTRUCTION_START, *tok.encode(task.instruction))
@@ -65,7 +67,7 @@ def encode_task(name: str) -> EncodedTask:
         raise NeuroLMError(f"task {name}: answers {task.answers} are not told apart by one token after their prefix")
     if len(prompt) + max(map(len, answers)) > TEXT_LENGTH:
         raise NeuroLMError(f"task {name}: prompt + answer exceed {TEXT_LENGTH} text tokens")
-    trained_from = 0 if task.loss_on_open_paren or n_prefix == 0 else n_prefix
+    trained_from = n_prefix if reference_mask and not task.ref_open_paren else 0
     return EncodedTask(prompt, answers, answers[0][:n_prefix], options, trained_from)
 
 
@@ -76,9 +78,10 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def training_text(name: str, label: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def training_text(name: str, label: int, reference_mask: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(ids, targets, mask)`` of length 80 for one labelled window: padded ids, answer-only targets, real tokens."""
-    enc = encode_task(name)
+    enc = encode_task(name, reference_mask)
     if not 0 <= label < len(enc.answers):
         raise NeuroLMError(f"task {name}: label {label} outside 0..{len(enc.answers) - 1}")
     seq = enc.prompt + enc.answers[label]
@@ -103,9 +106,10 @@ def collate_eeg(items: list[dict], source: object = "a window", norm_over_paddin
     return collate_windows(items, reference_padding(norm_over_padding, EEG_MAX_TOKENS))
 
 
-def collate_texts(names: list[str], labels: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_texts(names: list[str], labels: list[int], reference_mask: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack :func:`training_text` of a batch: ``(B, 80)`` ids, targets and mask."""
-    ids, targets, mask = zip(*(training_text(n, int(y)) for n, y in zip(names, labels)))
+    ids, targets, mask = zip(*(training_text(n, int(y), reference_mask) for n, y in zip(names, labels)))
     return torch.stack(ids), torch.stack(targets), torch.stack(mask)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import balanced_accuracy_score
 from tqdm import tqdm
 
 from ..data.batch import EEGBatch
@@ -38,7 +39,8 @@ from ..lm.model import NeuroLM
 from ..text import EOT, TextTokenizer
 from ..train.distributed import resolve_device
 from .data import collate_eeg, encode_task, get_task, score_answers
-from .metrics import UNPARSEABLE, confusion, paper_metrics, scored_metrics
+from .baseline import band_power_predictions
+from .metrics import UNPARSEABLE, confusion, interval, paper_metrics, scored_metrics
 from .tasks import TASKS
 
 GENERATED_TOKENS = 5
@@ -136,9 +138,11 @@ def evaluate_task(model: NeuroLM, store: WindowStore, split: str, batch_size: in
     y, y_gen, probs = np.array(labels), np.array(parsed), np.stack(probs).astype(np.float64)
     probs /= probs.sum(1, keepdims=True)  # float32 softmax rows sum to 1 only within 1e-7; sklearn checks tighter
     k = task.n_classes
+    subjects = [m[0] for m in meta]
     metrics = {
-        "paper": paper_metrics(y, y_gen, k),
-        "scored": scored_metrics(y, probs),
+        "paper": paper_metrics(y, y_gen, k) | interval(y, y_gen, subjects, task.chance),
+        "scored": scored_metrics(y, probs) | interval(y, probs.argmax(1), subjects, task.chance),
+        "baseline": _baseline(store, split, subjects, task.chance),
         "n": len(y),
         "split": split,
         "classes": list(task.classes),
@@ -151,6 +155,14 @@ def evaluate_task(model: NeuroLM, store: WindowStore, split: str, batch_size: in
         },
     }
     return {"metrics": metrics, "labels": y, "parsed": y_gen, "probs": probs, "texts": texts, "meta": meta}
+
+
+def _baseline(store: WindowStore, split: str, subjects: list[str], chance: float) -> dict | None:
+    """The band-power baseline on the same windows, with its interval; None when the store has no train split."""
+    if "train" not in store.splits:
+        return None
+    y, pred = band_power_predictions(store, split)
+    return {"balanced_accuracy": float(balanced_accuracy_score(y, pred))} | interval(y, pred, subjects, chance)
 
 
 def evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | WindowStore], out_dir: str | Path, *,
@@ -264,6 +276,14 @@ def _fmt(metrics: dict, key: str) -> str:
     return f"{metrics[key]:.3f}" if key in metrics else "–"
 
 
+def format_ba(m: dict | None) -> str:
+    """``0.712 [0.650, 0.770]``, with `` ≈ chance`` when the interval includes chance."""
+    if not m:
+        return "–"
+    lo, hi = m["ci95"]
+    return f"{m['balanced_accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" + (" ≈ chance" if m["includes_chance"] else "")
+
+
 def report_markdown(results: dict) -> str:
     """Per-task table of both protocols with chance and timings, linking each task's plots."""
     lines = [
@@ -271,9 +291,12 @@ def report_markdown(results: dict) -> str:
         ("Paper protocol: greedy 5-token answers, parsed; unparseable answers are counted, never mapped to a class. "
          "Binary tasks report balanced accuracy (BA), AUC-PR and AUROC (from hard answers, as the paper does); "
          "multi-class tasks BA, Cohen's κ and weighted F1. Scored: probabilities of the allowed answers from one "
-         "forward pass (AUROC from scores; one-vs-rest macro for multi-class)."), "",
-        "| task | split | n | paper BA | paper metrics | unparseable | scored BA | scored AUROC | chance | plots |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+         "forward pass (AUROC from scores; one-vs-rest macro for multi-class). Brackets: 95 % bootstrap interval "
+         "(subjects resampled when the split has at least five, windows otherwise); ≈ chance: the interval "
+         "includes chance. Band power: log band power + logistic regression fit on the store's train split."), "",
+        "| task | split | n | paper BA | paper metrics | unparseable | scored BA | scored AUROC | band power | chance "
+        "| plots |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in results.items():
         p, s = m["paper"], m["scored"]
@@ -281,8 +304,8 @@ def report_markdown(results: dict) -> str:
             other = f"AUC-PR {_fmt(p, 'auc_pr')}, AUROC {_fmt(p, 'auroc')}"
         else:
             other = f"κ {_fmt(p, 'cohen_kappa')}, W-F1 {_fmt(p, 'weighted_f1')}"
-        lines.append(f"| {name} | {m['split']} | {m['n']} | {_fmt(p, 'balanced_accuracy')} | {other} | "
-                     f"{p['unparseable']} | {_fmt(s, 'balanced_accuracy')} | {_fmt(s, 'auroc')} | {m['chance']:.3f} | "
+        lines.append(f"| {name} | {m['split']} | {m['n']} | {format_ba(p)} | {other} | {p['unparseable']} | "
+                     f"{format_ba(s)} | {_fmt(s, 'auroc')} | {format_ba(m.get('baseline'))} | {m['chance']:.3f} | "
                      f"[confusion]({name}_confusion.png), [recall]({name}_recall.png) |")
     lines += ["", "## Timing (model time, warm)", "",
               "| task | generation s | scored s | scored speed-up | device |", "|---|---|---|---|---|"]
@@ -308,12 +331,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     results = evaluate(args.model, args.data, args.out, split=args.split, batch_size=args.batch_size,
                        device=args.device)
-    print(f"{'task':<9}{'n':>6}{'paper BA':>10}{'unparse':>9}{'scored BA':>11}{'AUROC':>8}{'chance':>8}"
-          f"{'speed-up':>10}")
+    print(f"{'task':<9}{'n':>6}{'paper BA [95% CI]':>28}{'unparse':>9}{'scored BA [95% CI]':>28}{'AUROC':>7}"
+          f"{'band power [95% CI]':>28}{'chance':>7}")
     for name, m in results.items():
         p, s = m["paper"], m["scored"]
-        print(f"{name:<9}{m['n']:>6}{p['balanced_accuracy']:>10.3f}{p['unparseable']:>9}"
-              f"{s['balanced_accuracy']:>11.3f}{_fmt(s, 'auroc'):>8}{m['chance']:>8.3f}"
-              f"{m['timing']['scored_speedup']:>9.1f}×")
+        print(f"{name:<9}{m['n']:>6}{format_ba(p):>28}{p['unparseable']:>9}{format_ba(s):>28}{_fmt(s, 'auroc'):>7}"
+              f"{format_ba(m.get('baseline')):>28}{m['chance']:>7.3f}")
     print(f"evaluated {len(results)} task(s) on {args.split} → {args.out / 'metrics.json'}, {args.out / 'report.md'}")
     return 0

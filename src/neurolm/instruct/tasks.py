@@ -19,8 +19,10 @@ class Task:
     """Prompt text after the instruction-start token, ending in ``Answer:``."""
     answers: tuple[str, ...]
     """Answer text by label index, with its leading space, exactly as the paper writes it."""
-    loss_on_open_paren: bool = False
-    """The reference also trains on the `` (`` token that opens a lettered answer for TUEV and HMC (not TUSL)."""
+    ref_open_paren: bool = False
+    """Whether the reference trains the `` (`` that opens this task's lettered answer (TUEV, HMC; not TUSL). We
+    train it for every lettered task unless the reference's mask is asked for (:func:`~neurolm.instruct.data.
+    encode_task`): without it a tiny model may open a TUSL answer with another task's word."""
 
     @property
     def n_classes(self) -> int:
@@ -68,11 +70,11 @@ TASKS: dict[str, Task] = {
     for t in (
         Task("tuab", "Question: Is this EEG segment abnormal? Answer:", (" No", " Yes")),
         Task("tuev", f"Question: Which event type does this EEG segment belong to?{_TUEV_OPTS} Answer:",
-             tuple(f" ({x})" for x in _TUEV_LETTERS), loss_on_open_paren=True),
+             tuple(f" ({x})" for x in _TUEV_LETTERS), ref_open_paren=True),
         Task("seed", "Question: Which emotion type does this EEG segment belong to? Answer:",
              (" Positive", " Neutral", " Negative")),
         Task("hmc", f"Question: Which sleep type does this EEG segment belong to?{_HMC_OPTS} Answer:",
-             tuple(f" ({x})" for x in _HMC_LETTERS), loss_on_open_paren=True),
+             tuple(f" ({x})" for x in _HMC_LETTERS), ref_open_paren=True),
         Task("workload", "Question: Is this EEG segment of high workload? Answer:", (" No", " Yes")),
         Task("tusl", f"Question: Which type does this EEG segment belong to?{_TUSL_OPTS} Answer:",
              tuple(f" ({x})" for x in _TUSL_LETTERS)),

@@ -107,8 +107,9 @@ class InstructTask:
 
     def __init__(self, model_dir: Path, stores: list[WindowStore], cfg: TrainConfig, text: TextCorpus,
                  text_batch: int, text_length: int, text_weight: float = 1.0, cache_mb: float = 1024.0,
-                 balance_tasks: bool = False) -> None:
+                 balance_tasks: bool = False, reference_mask: bool = False) -> None:
         self.model_dir, self.cfg, self.text, self.text_weight = model_dir, cfg, text, text_weight
+        self.reference_mask = reference_mask
         self.cache_mb = cache_mb
         self.text_batch, self.text_length = text_batch, text_length
         for store in stores:
@@ -142,7 +143,8 @@ class InstructTask:
         keys = [int(self.order[i]) for i in self.sampler.indices(step, micro, rank, world)]
         items = [self.train_set[i] for i in keys]
         eeg = collate_eeg(items, "a training window", self.norm_over_padding)
-        ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
+        ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items],
+                                           self.reference_mask)
         g = step_generator(self.cfg.seed, step, micro, rank)
         crops = self.text.sample(max(1, self.text_batch // world), self.text_length, g)
         return {"eeg": eeg, "ids": ids, "targets": targets, "mask": mask, "crops": crops, "keys": keys}
@@ -201,14 +203,15 @@ def _flops_per_step(config: NeuroLMConfig, cfg: TrainConfig, text_batch: int, te
 
 def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, steps: int | None = None,
              batch_size: int | None = None, lr: float | None = None, seed: int = 0, text: str | Path | None = None,
-             text_weight: float | None = None, cache_mb: float = 1024.0, balance_tasks: bool = False,
-             resume: bool = False, progress: bool = True, device: str = "auto",
+             text_weight: float | None = None, cache_mb: float = 1024.0, balance_tasks: bool = True,
+             reference_mask: bool = False, resume: bool = False, progress: bool = True, device: str = "auto",
              options: RunOptions | None = None) -> dict:
     """Instruction-tune the NeuroLM in ``model_dir`` on the task stores into ``out_dir``; returns the loop's summary
     with the final validation balanced accuracies (also written to ``out_dir/report.json``). ``cache_mb``: memory
     for the frozen encoder's outputs per training window (:class:`~neurolm.lm.model.EncoderCache`; 0 = off).
-    ``balance_tasks``: every task as often as the largest (:func:`balanced_order`) instead of REF's plain
-    concatenation, where a task's share of the steps is its share of the windows."""
+    ``balance_tasks`` (default): every task as often as the largest (:func:`balanced_order`); False = REF's plain
+    concatenation, where a task's share of the steps is its share of the windows (TUEV got 8 % of the demo's).
+    ``reference_mask``: the reference's answer-loss mask (the `` (`` of TUSL's lettered answers untrained; :mod:`neurolm.instruct.data`)."""
     if not stores:
         raise NeuroLMError("instruct needs at least one --data store")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -224,9 +227,11 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
     corpus, source = open_corpus(text)
     print(source)
     task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length,
-                        d.text_weight if text_weight is None else text_weight, cache_mb, balance_tasks)
+                        d.text_weight if text_weight is None else text_weight, cache_mb, balance_tasks,
+                        reference_mask)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
     report = {"base_model": str(model_dir), "steps": summary["step"], "balance_tasks": balance_tasks,
+              "reference_mask": reference_mask,
               "val": summary.get("val", {}), "train_last": summary.get("train", {})}
     if is_main_process():
         (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -273,8 +278,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="plain-text corpus: a .txt file or a flat uint16 token file (default: the embedded corpus)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    p.add_argument("--balance-tasks", action="store_true",
-                   help="show every task as often as the largest one (default: the reference's plain concatenation)")
+    p.add_argument("--balance-tasks", action=argparse.BooleanOptionalAction, default=True,
+                   help="show every task as often as the largest one (default: on; --no-balance-tasks = the "
+                        "reference's plain concatenation)")
+    p.add_argument("--reference-answer-mask", action="store_true",
+                   help="train the ' (' that opens a lettered answer only for TUEV and HMC, as the reference does "
+                        "(default: for every lettered task)")
     RunOptions.add_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
@@ -282,7 +291,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     report = instruct(args.model, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, text=args.text, cache_mb=args.cache_mb, balance_tasks=args.balance_tasks,
-                      resume=args.resume, device=args.device, options=RunOptions.from_args(args))
+                      reference_mask=args.reference_answer_mask, resume=args.resume, device=args.device,
+                      options=RunOptions.from_args(args))
     val = report["val"]
     per_task = ", ".join(f"{k[3:]} {v:.2f}" for k, v in val.items() if k.startswith("ba_") and k != "ba_mean")
     print(f"instruction-tuned for {report['steps']} steps → {args.out}: val balanced accuracy {per_task}")

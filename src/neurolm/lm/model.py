@@ -50,6 +50,7 @@ from ..text import INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
 from ..tokenizer import NeuralTokenizer, TokenizerConfig
 from .gpt import GPT, GPTConfig, KVCache
 from .mask import build_attention_mask, decode_mask
+from .spectral import BANDS_HZ, band_log_power
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class NeuroLMConfig:
     """The frozen neural tokenizer (its encoder gives the EEG inputs, its quantizer the EEG targets)."""
     ref_text_positions: bool = False
     """Text positions start after the batch-wide last second (REF) instead of each sample's own."""
+    spectral_input: bool = False
+    """Add each EEG token's standardised log band power (:mod:`neurolm.lm.spectral`) to its input (not in REF)."""
 
     def __post_init__(self) -> None:
         if self.gpt.n_outputs != PADDED_VOCAB + self.tokenizer.codebook_size:
@@ -82,13 +85,13 @@ class NeuroLMConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"gpt": asdict(self.gpt), "tokenizer": asdict(self.tokenizer),
-                "ref_text_positions": self.ref_text_positions}
+                "ref_text_positions": self.ref_text_positions, "spectral_input": self.spectral_input}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> NeuroLMConfig:
         try:
             return cls(GPTConfig(**values["gpt"]), TokenizerConfig.from_dict(values["tokenizer"]),
-                       bool(values.get("ref_text_positions", False)))
+                       bool(values.get("ref_text_positions", False)), bool(values.get("spectral_input", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise NeuroLMError(f"NeuroLM config: invalid ({exc})") from exc
 
@@ -105,6 +108,26 @@ def eeg_targets(codes: torch.Tensor, times: torch.Tensor, chans: torch.Tensor, n
     target = codes.gather(1, nxt)
     valid = inside & same_site & (codes >= 0) & (target >= 0)
     return torch.where(valid, target, torch.full_like(target, IGNORE))
+
+
+class _Moments:
+    """Running per-feature mean and unbiased standard deviation of row batches, accumulated in float64."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | float = 0.0
+        self.square: torch.Tensor | float = 0.0
+        self.n = 0
+
+    def add(self, rows: torch.Tensor) -> None:
+        self.total = self.total + rows.double().sum(0)
+        self.square = self.square + rows.double().square().sum(0)
+        self.n += rows.shape[0]
+
+    def store(self, mean_out: torch.Tensor, std_out: torch.Tensor) -> None:
+        mean = self.total / self.n
+        std = ((self.square / self.n - mean.square()).clamp_min(0) * self.n / (self.n - 1)).sqrt()
+        mean_out.copy_(mean.float())
+        std_out.copy_(std.clamp_min(1e-6).float())
 
 
 class EncoderCache:
@@ -173,6 +196,12 @@ class NeuroLM(nn.Module):
         # per-feature standardisation of the encoder's features (module notes); the identity until fitted
         self.register_buffer("feature_mean", torch.zeros(d_enc))
         self.register_buffer("feature_std", torch.ones(d_enc))
+        self.spectral_embed: nn.Linear | None = None
+        if config.spectral_input:
+            self.spectral_embed = nn.Linear(len(BANDS_HZ), d, bias=False)
+            GPT._init_weights(self.spectral_embed)
+            self.register_buffer("spectral_mean", torch.zeros(len(BANDS_HZ)))
+            self.register_buffer("spectral_std", torch.ones(len(BANDS_HZ)))
 
     def train(self, mode: bool = True) -> NeuroLM:
         """Train the LM parts; the tokenizer stays in eval mode (frozen, no dropout, codebook untouched)."""
@@ -188,6 +217,9 @@ class NeuroLM(nn.Module):
         features, codes = self.tokenizer.encode(batch) if encoded is None else encoded
         features = (features - self.feature_mean) / self.feature_std
         x = self.encode_transform_layer(features) + self.pos_embed(batch.chans) + self.gpt.position(batch.times)
+        if self.spectral_embed is not None:
+            spectrum = (band_log_power(batch.patches) - self.spectral_mean) / self.spectral_std
+            x = x + self.spectral_embed(spectrum * batch.mask[..., None])
         return x, codes
 
     @torch.no_grad()
@@ -196,24 +228,19 @@ class NeuroLM(nn.Module):
         ``batches`` (done once, before training: the encoder is frozen, so they never change). Returns the codes
         ``(B, N)`` of each batch from the same encoder pass, for callers that also need them."""
         device = self.feature_mean.device
-        total = torch.zeros_like(self.feature_mean, dtype=torch.float64)
-        square = torch.zeros_like(total)
-        n = 0
+        features, spectra = _Moments(), _Moments()
         all_codes = []
         for batch in batches:
             batch = batch.to(device)
-            features, codes = self.tokenizer.encode(batch)
+            feats, codes = self.tokenizer.encode(batch)
             all_codes.append(codes)
-            features = features[batch.mask].double()
-            total += features.sum(0)
-            square += features.square().sum(0)
-            n += features.shape[0]
-        if n < 2:
+            features.add(feats[batch.mask])
+            spectra.add(band_log_power(batch.patches[batch.mask]))
+        if features.n < 2:
             raise NeuroLMError("fitting the EEG feature scaler needs at least two real tokens")
-        mean = total / n
-        std = ((square / n - mean.square()).clamp_min(0) * n / (n - 1)).sqrt()
-        self.feature_mean.copy_(mean.float())
-        self.feature_std.copy_(std.clamp_min(1e-6).float())
+        features.store(self.feature_mean, self.feature_std)
+        if self.spectral_embed is not None:
+            spectra.store(self.spectral_mean, self.spectral_std)
         return all_codes
 
     def text_start(self, batch: EEGBatch | None, n: int, device: torch.device) -> torch.Tensor:
@@ -405,10 +432,12 @@ class NeuroLM(nn.Module):
         *,
         ref_text_positions: bool = False,
         gelu: str = "tanh",
+        spectral_input: bool = True,
     ) -> NeuroLM:
         """A new NeuroLM around a trained tokenizer (copied and frozen), with a GPT of preset ``size``
         (``tiny|B|L|XL``) initialised from Hugging Face GPT-2 weights in ``init_gpt2_dir`` or at random.
-        ``gelu``: GPT-2's ``"tanh"``, or ``"exact"`` as the authors' recipe (GPT-2 weights, erf GELU)."""
+        ``gelu``: GPT-2's ``"tanh"``, or ``"exact"`` as the authors' recipe (GPT-2 weights, erf GELU).
+        ``spectral_input=False`` builds the reference's input (encoder features only)."""
         n_outputs = PADDED_VOCAB + tokenizer.config.codebook_size
         gpt = None
         if init_gpt2_dir is not None:
@@ -422,7 +451,7 @@ class NeuroLM(nn.Module):
             gpt_config = gpt.config
         else:
             gpt_config = GPTConfig.from_preset(size, n_outputs=n_outputs, gelu=gelu)
-        model = cls(NeuroLMConfig(gpt_config, replace(tokenizer.config), ref_text_positions))
+        model = cls(NeuroLMConfig(gpt_config, replace(tokenizer.config), ref_text_positions, spectral_input))
         model.tokenizer.load_state_dict(tokenizer.state_dict())
         if gpt is not None:
             model.gpt.load_state_dict(gpt.state_dict())

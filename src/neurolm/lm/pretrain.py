@@ -157,9 +157,9 @@ class PretrainTask:
 
     def __init__(self, stores: list[WindowStore], tokenizer: NeuralTokenizer, size: str, cfg: TrainConfig, *,
                  text: TextCorpus, text_batch: int, text_length: int, init_gpt2: str | Path | None = None,
-                 codes_only: bool = False, gelu: str = "tanh") -> None:
+                 codes_only: bool = False, gelu: str = "tanh", spectral_input: bool = True) -> None:
         self.tokenizer, self.size, self.cfg, self.init_gpt2 = tokenizer, size, cfg, init_gpt2
-        self.gelu = gelu
+        self.gelu, self.spectral_input = gelu, spectral_input
         self.codes_only = codes_only
         self._pad = reference_padding(tokenizer.config.norm_over_padding, REF_PRETRAIN_TOKENS)
         self.text, self.text_batch, self.text_length = text, text_batch, text_length
@@ -196,7 +196,8 @@ class PretrainTask:
         return (eeg + text) * self.cfg.grad_accum
 
     def model(self) -> nn.Module:
-        lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2, gelu=self.gelu)
+        lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2, gelu=self.gelu,
+                                    spectral_input=self.spectral_input)
         sample = self.train_sample()
         codes = lm.fit_feature_scaler(sample)  # the same encoder pass gives the unigram's training code counts
         n_codes = self.tokenizer.config.codebook_size
@@ -257,14 +258,15 @@ class PretrainTask:
 def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, size: str = "tiny",
              steps: int | None = None, batch_size: int | None = None, text: str | Path | None = None,
              init_gpt2: str | Path | None = None, lr: float | None = None, eval_every: int | None = None,
-             seed: int = 0, resume: bool = False, progress: bool = True, device: str = "auto",
-             options: RunOptions | None = None, gelu: str = "tanh") -> tuple[NeuroLM, dict]:
+             seed: int = 0, spectral_input: bool = True, resume: bool = False, progress: bool = True,
+             device: str = "auto", options: RunOptions | None = None, gelu: str = "tanh") -> tuple[NeuroLM, dict]:
     """Pretrain a NeuroLM of preset ``size`` around the tokenizer in ``tokenizer_dir`` into ``out_dir``; return the
     model (last saved weights, eval mode) and the report (also ``out_dir/report.json``).
 
     ``lr`` replaces the size's peak learning rate (the floor stays a tenth of it); ``eval_every`` defaults to a
     fifth of the steps (validation always runs after the last step). ``gelu``: the LM's MLP activation, GPT-2's
-    ``"tanh"`` or the authors' ``"exact"`` (:attr:`~neurolm.lm.gpt.GPTConfig.gelu`)."""
+    ``"tanh"`` or the authors' ``"exact"`` (:attr:`~neurolm.lm.gpt.GPTConfig.gelu`). ``spectral_input=False``: the
+    reference's EEG input, encoder features only (:mod:`neurolm.lm.spectral`)."""
     if size not in DEFAULTS:
         raise NeuroLMError(f"unknown --size {size!r}; choose one of {', '.join(DEFAULTS)}")
     if not stores:
@@ -283,7 +285,7 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
     print(source)
     task = PretrainTask([WindowStore(s) for s in stores], tokenizer, size, cfg, text=corpus,
                         text_batch=d.text_batch, text_length=d.text_length, init_gpt2=init_gpt2,
-                        codes_only=d.codes_only, gelu=gelu)
+                        codes_only=d.codes_only, gelu=gelu, spectral_input=spectral_input)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
 
     # a resumed run that had already finished saves nothing: reload its published weights
@@ -348,6 +350,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gelu", choices=["tanh", "exact"], default="tanh",
                    help="MLP activation: GPT-2's tanh approximation (default) or the exact GELU of the authors' recipe")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spectral-input", action=argparse.BooleanOptionalAction, default=True,
+                   help="add each EEG token's log band power to its LM input (default: on; "
+                        "--no-spectral-input = the reference's input)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:N, ...")
     RunOptions.add_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -356,7 +361,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     _, report = pretrain(args.tokenizer, args.data, args.out, size=args.size, steps=args.steps,
                          batch_size=args.batch_size, text=args.text, init_gpt2=args.init_gpt2, lr=args.lr, seed=args.seed,
-                         resume=args.resume, device=args.device, options=RunOptions.from_args(args), gelu=args.gelu)
+                         spectral_input=args.spectral_input, resume=args.resume, device=args.device,
+                         options=RunOptions.from_args(args), gelu=args.gelu)
     v, t = report["val"], report["train_last"]
     print(f"NeuroLM-{args.size} pretrained for {report['steps']} steps → {args.out}: val EEG loss "
           f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), accuracy "

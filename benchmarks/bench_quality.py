@@ -1,0 +1,278 @@
+"""Where does the information go? A ladder of read-outs per task, from the signal to the instructed model.
+
+Rungs (each a balanced accuracy with a 95 % bootstrap interval; subjects are resampled when the test windows come
+from at least five subjects, windows otherwise):
+
+  band power        the reference baseline: Welch log band power + logistic regression (``neurolm.instruct.baseline``)
+  patch spectra     logistic regression on each channel's mean 1-s patch log band power (what the LM's spectral
+                    input carries; ``neurolm.lm.spectral``)
+  untrained enc.    logistic regression on each channel's time-averaged features of an untrained tokenizer encoder
+  trained enc.      the same on the trained tokenizer's encoder
+  LM hidden         the same on the pretrained LM's last hidden states over the EEG (stair-step mask)
+  instructed        the instruction-tuned NeuroLM's scored answers (``neurolm evaluate``)
+
+Read-outs choose their L2 strength on the ``val`` split. Two modes:
+
+  python benchmarks/bench_quality.py cv RAW_OR_STORE --out DIR [--folds 5] [--seeds 0 1]
+      subject-wise cross-validation on one task (default: real EEGMAT, ``workload``): the store's windows are
+      re-split by subject into folds (test = one fold, val = the next, train = the rest), and on every fold the
+      plain default commands run from scratch (train-tokenizer, pretrain, instruct, evaluate); prints every rung
+      per fold and the mean over folds.
+  python benchmarks/bench_quality.py run RUN_DIR STORE [STORE ...]
+      the ladder of an existing run (``RUN_DIR/{tokenizer,pretrain,instruct,evaluate}``, e.g. a ``neurolm demo``
+      output directory) on the test split of each store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from neurolm.data.batch import collate_windows
+from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
+from neurolm.instruct.baseline import store_features
+from neurolm.instruct.metrics import bootstrap_ci
+from neurolm.lm import NeuroLM, build_attention_mask
+from neurolm.lm.spectral import band_log_power
+from neurolm.tokenizer import NeuralTokenizer
+
+RUNGS = ("band power", "patch spectra", "untrained enc.", "trained enc.", "LM hidden", "instructed")
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------ features
+def _pooled(items: list[dict], encode) -> np.ndarray:
+    """Per window: ``encode(batch) -> (B, N, d)`` features averaged over each channel's seconds, channel-major."""
+    out = []
+    for s in range(0, len(items), 32):
+        chunk = items[s : s + 32]
+        batch = collate_windows(chunk)
+        with torch.no_grad():
+            feats = encode(batch).float()
+        for i, it in enumerate(chunk):
+            c = len(it["chans"])
+            n = int(batch.mask[i].sum())
+            out.append(feats[i, :n].reshape(n // c, c, -1).mean(0).flatten().numpy())
+    return np.array(out)
+
+
+def _lm_hidden(lm: NeuroLM):
+    def encode(batch):
+        x, _ = lm.embed_eeg(batch)
+        return lm.gpt(x, build_attention_mask(batch.times, batch.mask))
+    return encode
+
+
+def readouts(store: WindowStore, tokenizer_dir: Path | None, lm_dir: Path | None) -> dict[str, dict]:
+    """Features of every rung but the instructed one: ``{rung: {split: (X, y, subjects)}}``."""
+    splits = {name: store.split(name) for name in ("train", "val", "test")}
+    items = {name: [sp[i] for i in range(len(sp))] for name, sp in splits.items()}
+    encoders = {"patch spectra": lambda b: band_log_power(b.patches)}
+    if tokenizer_dir is not None:
+        trained = NeuralTokenizer.from_pretrained(tokenizer_dir).eval()
+        torch.manual_seed(0)
+        untrained = NeuralTokenizer(trained.config).eval()
+        encoders["untrained enc."] = lambda b: untrained.encode(b)[0]
+        encoders["trained enc."] = lambda b: trained.encode(b)[0]
+    if lm_dir is not None:
+        encoders["LM hidden"] = _lm_hidden(NeuroLM.from_pretrained(lm_dir).eval())
+    out = {"band power": {}}
+    for name, sp in splits.items():
+        x, y = store_features(store, name)
+        out["band power"][name] = (x, y, sp.subjects)
+    for rung, encode in encoders.items():
+        out[rung] = {name: (_pooled(items[name], encode), splits[name].labels, splits[name].subjects)
+                     for name in splits}
+    return out
+
+
+def fit_predict(data: dict, rung: str) -> np.ndarray:
+    """Test predictions: the baseline exactly as the library fits it; other rungs with C chosen on val."""
+    (xtr, ytr, _), (xva, yva, _), (xte, _, _) = data["train"], data["val"], data["test"]
+    grid = (1.0,) if rung == "band power" else C_GRID
+    best = None
+    for c in grid:
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=c)).fit(xtr, ytr)
+        score = balanced_accuracy_score(yva, model.predict(xva)) if len(grid) > 1 else 0.0
+        if best is None or score > best[0]:
+            best = (score, model)
+    return best[1].predict(xte)
+
+
+def instructed_predictions(eval_dir: Path, task: str) -> np.ndarray:
+    with open(eval_dir / f"{task}_predictions.csv") as fh:
+        return np.array([int(r["scored"]) for r in csv.DictReader(fh)])
+
+
+def ladder(store: WindowStore, run: dict[str, Path | None]) -> dict[str, dict]:
+    """Every rung's test predictions, labels and subjects for one store and one run."""
+    feats = readouts(store, run.get("tokenizer"), run.get("pretrain"))
+    y, subjects = store.split("test").labels, store.split("test").subjects
+    out = {rung: {"pred": fit_predict(data, rung), "y": y, "subjects": subjects} for rung, data in feats.items()}
+    if run.get("evaluate") is not None:
+        out["instructed"] = {"pred": instructed_predictions(run["evaluate"], store.dataset), "y": y,
+                             "subjects": subjects}
+    return out
+
+
+def score(y: np.ndarray, pred: np.ndarray, subjects: np.ndarray) -> tuple[float, float, float]:
+    groups = subjects if len(np.unique(subjects)) >= 5 else None
+    lo, hi = bootstrap_ci(y, pred, groups)
+    return float(balanced_accuracy_score(y, pred)), lo, hi
+
+
+# ------------------------------------------------------------------------------------------------ CV mode
+def fold_stores(source: WindowStore, out: Path, n_folds: int, seed: int) -> list[Path]:
+    """Re-split a store's windows by subject: fold ``k`` tests on subject group ``k``, validates on ``k+1``."""
+    splits = [source.split(name) for name in source.splits]
+    rows = [(split, i) for split in splits for i in range(len(split))]
+    subjects = np.concatenate([split.subjects for split in splits])
+    names = np.random.default_rng(seed).permutation(np.unique(subjects))
+    groups = [set(names[k::n_folds]) for k in range(n_folds)]
+    dirs = []
+    for k in range(n_folds):
+        fold = out / f"fold{k}" / source.dataset
+        dirs.append(fold)
+        if (fold / MANIFEST).is_file():
+            continue
+        fold.mkdir(parents=True, exist_ok=True)
+        role = {s: "test" for s in groups[k]} | {s: "val" for s in groups[(k + 1) % n_folds]}
+        buffers = {name: SplitBuffer() for name in ("train", "val", "test")}
+        for (split, i), subj in zip(rows, subjects):
+            it = split[i]
+            buffers[role.get(subj, "train")].add(np.asarray(it["signal"]), it["chans"], it["label"], it["start"],
+                                                 it["subject"], it["file"])
+        manifest = dict(source.manifest, checksums={}, fold={"k": k, "of": n_folds, "seed": seed,
+                                                             "test_subjects": sorted(groups[k])})
+        for name, buf in buffers.items():
+            manifest["checksums"] |= write_split(fold, name, buf)
+        (fold / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return dirs
+
+
+def run_pipeline(store: Path, out: Path, seed: int, extra: dict[str, list[str]]) -> dict[str, Path]:
+    """The plain default commands, as a user types them (plus ``extra[stage]`` flags, for an ablation); logs beside
+    the outputs; finished stages are skipped, so an interrupted benchmark continues."""
+    run = {k: out / k for k in ("tokenizer", "pretrain", "instruct", "evaluate")}
+    out.mkdir(parents=True, exist_ok=True)
+    steps = [
+        ("tokenizer", ["train-tokenizer", "--data", store, "--out", run["tokenizer"], "--seed", seed]),
+        ("pretrain", ["pretrain", "--tokenizer", run["tokenizer"], "--data", store, "--out", run["pretrain"],
+                      "--seed", seed]),
+        ("instruct", ["instruct", "--model", run["pretrain"], "--data", store, "--out", run["instruct"],
+                      "--seed", seed]),
+        ("evaluate", ["evaluate", "--model", run["instruct"], "--data", store, "--out", run["evaluate"]]),
+    ]
+    for name, args in steps:
+        done = run[name] / ("metrics.json" if name == "evaluate" else "report.json")
+        if done.is_file():
+            continue
+        t0 = time.time()
+        with open(out / f"{name}.log", "w") as log:
+            cmd = [sys.executable, "-m", "neurolm.cli", *map(str, args), *extra.get(name, [])]
+            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
+                raise SystemExit(f"{name} failed: see {out / f'{name}.log'}")
+        print(f"    {name}: {time.time() - t0:.0f} s", flush=True)
+    return run
+
+
+def cv(args: argparse.Namespace) -> None:
+    source = Path(args.data)
+    if not (source / MANIFEST).is_file():  # a raw folder: prepare it first, as a user would
+        prepared = args.out / "prepared" / args.task
+        if not (prepared / MANIFEST).is_file():
+            subprocess.run([sys.executable, "-m", "neurolm.cli", "prepare", args.task, str(source), str(prepared)],
+                           check=True, stdout=subprocess.DEVNULL)
+        source = prepared
+    folds = fold_stores(WindowStore(source), args.out / "folds", args.folds, args.split_seed)
+    extra = {"tokenizer": args.tokenizer_args.split(), "pretrain": args.pretrain_args.split(),
+             "instruct": args.instruct_args.split()}
+    per_fold: dict[str, list[float]] = {r: [] for r in RUNGS}
+    pooled: dict[str, list[dict]] = {r: [] for r in RUNGS}
+    for seed in args.seeds:
+        for k, fold in enumerate(folds):
+            print(f"fold {k} seed {seed}", flush=True)
+            run = run_pipeline(fold, args.out / f"seed{seed}" / f"fold{k}", seed, extra)
+            res = ladder(WindowStore(fold), run)
+            for rung, r in res.items():
+                ba, lo, hi = score(r["y"], r["pred"], r["subjects"])
+                per_fold[rung].append(ba)
+                pooled[rung].append(r)
+                print(f"  {rung:15s} {ba:.3f} [{lo:.3f}, {hi:.3f}]", flush=True)
+    print(f"\n{args.task}: {args.folds}-fold subject-wise CV, seeds {args.seeds} "
+          f"(mean ± sd over folds; 95 % CI by subject bootstrap of the pooled test predictions)")
+    rows = {}
+    for rung in RUNGS:
+        if not per_fold[rung]:
+            continue
+        parts = pooled[rung]
+        y = np.concatenate([p["y"] for p in parts])
+        pred = np.concatenate([p["pred"] for p in parts])
+        subj = np.concatenate([[f"{i}:{s}" for s in p["subjects"]] for i, p in enumerate(parts)])
+        _, lo, hi = score(y, pred, subj)
+        v = np.array(per_fold[rung])
+        rows[rung] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                      "ci": [lo, hi], "folds": v.tolist()}
+        print(f"  {rung:15s} {v.mean():.3f} ± {rows[rung]['sd']:.3f}  [{lo:.3f}, {hi:.3f}]  folds "
+              + " ".join(f"{x:.2f}" for x in v))
+    base = np.array(per_fold["band power"])
+    if per_fold["instructed"]:
+        inst = np.array(per_fold["instructed"])
+        print(f"  instructed − band power: {np.mean(inst - base):+.3f} (ahead on {(inst > base).sum()} of "
+              f"{len(inst)} folds)")
+    (args.out / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def run_mode(args: argparse.Namespace) -> None:
+    root = Path(args.run_dir)
+    run = {k: (root / k if (root / k).exists() else None) for k in ("tokenizer", "pretrain", "instruct", "evaluate")}
+    print(f"ladder of {root} (test split; 95 % bootstrap CI)")
+    print(f"  {'task':10s} " + " ".join(f"{r:>21s}" for r in RUNGS))
+    for path in args.stores:
+        store = WindowStore(path)
+        res = ladder(store, run)
+        cells = []
+        for rung in RUNGS:
+            if rung in res:
+                ba, lo, hi = score(res[rung]["y"], res[rung]["pred"], res[rung]["subjects"])
+                cells.append(f"{ba:.2f} [{lo:.2f}, {hi:.2f}]")
+            else:
+                cells.append("—")
+        print(f"  {store.dataset:10s} " + " ".join(f"{c:>21s}" for c in cells), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="mode", required=True)
+    c = sub.add_parser("cv", help="subject-wise cross-validation of the default pipeline on one task")
+    c.add_argument("data", help="a raw dataset folder (prepared first) or a prepared store")
+    c.add_argument("--task", default="workload")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--folds", type=int, default=5)
+    c.add_argument("--seeds", type=int, nargs="+", default=[0])
+    c.add_argument("--split-seed", type=int, default=0)
+    for stage in ("tokenizer", "pretrain", "instruct"):
+        c.add_argument(f"--{stage}-args", default="", metavar="FLAGS",
+                       help=f"extra flags for the {stage} command, e.g. --pretrain-args=--no-spectral-input")
+    r = sub.add_parser("run", help="the ladder of an existing run on each store's test split")
+    r.add_argument("run_dir")
+    r.add_argument("stores", nargs="+")
+    args = p.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    cv(args) if args.mode == "cv" else run_mode(args)
+
+
+if __name__ == "__main__":
+    main()
