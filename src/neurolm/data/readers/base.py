@@ -10,7 +10,11 @@ read with inverted polarity (the negative gain the header defines, as MNE reads 
 (MNE would rename them ``-0``/``-1``) are an error; EEG channels at different sampling rates in one file are an error
 (MNE would upsample the slower ones, whose content stops below the band-pass edge), other channels may have any rate;
 a data section that ends mid-record (a recording not stopped cleanly) is read up to its last whole record with a
-RepairWarning, and one without a whole record is an error. A directory where a file is expected is an error.
+RepairWarning, and one without a whole record is an error; a data section longer than the header declares is an
+error (a file copied in text mode gains a CR byte before every LF byte, which shifts every later sample: the signal
+turns to noise), and the message says so when the file's CR-LF pairs account for the extra bytes. EDF+ annotations
+that are not UTF-8 are read as Latin-1 (as MNE suggests) with a RepairWarning. A directory where a file is expected
+is an error.
 """
 
 from __future__ import annotations
@@ -116,7 +120,15 @@ def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
     if path.suffix.lower() in (".edf", ".bdf"):
         check_edf_header(path)
     try:
-        return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
+        try:
+            return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
+        except UnicodeDecodeError:
+            if path.suffix.lower() not in (".edf", ".bdf"):
+                raise
+            # EDF+ annotations that are not UTF-8: MNE's own advice is to read them as Latin-1.
+            raw = mne.io.read_raw(path, preload=True, verbose="error", encoding="latin1", **kwargs)
+            warnings.warn(f"{path}: EDF+ annotations are not UTF-8; read as Latin-1", RepairWarning)
+            return raw
     except (ValueError, OSError, RuntimeError, IndexError, KeyError, UnicodeDecodeError) as exc:
         raise NeuroLMError(f"{path}: cannot be read as EEG ({type(exc).__name__}: {exc})") from exc
 
@@ -189,6 +201,15 @@ def check_edf_header(path: Path) -> None:
         raise NeuroLMError(f"{path}: cannot be read as EDF (no complete data record after the header: file "
                            "truncated?)")
     declared = int(_edf_number(path, head[236:244], "number of data records"))
+    extra = size - n_header - declared * record_bytes
+    if declared > 0 and extra > 0:
+        with open(path, "rb") as fh:
+            crlf = fh.read().count(b"\r\n")
+        hint = (f"; it holds {crlf} CR-LF byte pairs: copied in text mode, which adds a CR before every LF byte and "
+                "misaligns the samples into noise" if crlf >= extra else "")
+        raise NeuroLMError(f"{path}: data section longer than the header declares ({size - n_header} bytes, "
+                           f"{declared} records of {record_bytes} bytes make {declared * record_bytes}: {extra} extra "
+                           f"bytes){hint}")
     if declared > have:
         warnings.warn(f"{path}: data truncated: {have} of the {declared} data records the header declares are in "
                       f"the file; the whole records are read", RepairWarning)

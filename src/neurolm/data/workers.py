@@ -1,0 +1,65 @@
+"""An ordered parallel map over processes: what lets ``prepare`` use every core and still write the same store.
+
+Results come back in the order of the inputs whatever the number of workers, so a single writer can append them in
+that order (the store does not depend on ``--workers``). At most ``workers × ahead`` items are in flight beyond the
+one being consumed, which bounds both memory and the finished-but-unconsumed work a crash can lose.
+
+Workers start by ``forkserver`` where the platform has it (one clean server process forks them, so no thread of the
+parent is copied into a child mid-lock), else by ``spawn``; either way the mapped function and its items must be
+picklable. Workers ignore SIGINT: a Ctrl-C reaches the whole process group, and the parent alone decides how to stop
+(it lets the items in progress finish and cancels the rest). A worker also exits when its parent dies, so a killed
+run leaves no orphan still writing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        threading.Event().wait(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent is the forkserver (which exits with the run) or, under spawn, the run itself.
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def ordered_map(fn: Callable, items: Iterable, workers: int, ahead: int = 2) -> Iterator:
+    """``fn(item)`` for every item, yielded in the items' order; in ``workers`` processes when that is above 1,
+    in this process otherwise (so a test can patch what ``fn`` calls)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+    todo, pending = iter(items), deque()
+    try:
+        for item in todo:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= workers * ahead:
+                break
+        while pending:
+            result = pending.popleft().result()
+            for item in todo:
+                pending.append(pool.submit(fn, item))
+                break
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
