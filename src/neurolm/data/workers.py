@@ -4,11 +4,12 @@ Results come back in the order of the inputs whatever the number of workers, so 
 that order (the store does not depend on ``--workers``). At most ``workers × ahead`` items are in flight beyond the
 one being consumed, which bounds both memory and the finished-but-unconsumed work a crash can lose.
 
-Workers start by ``forkserver`` where the platform has it (one clean server process forks them, so no thread of the
-parent is copied into a child mid-lock), else by ``spawn``; either way the mapped function and its items must be
-picklable. Workers ignore SIGINT: a Ctrl-C reaches the whole process group, and the parent alone decides how to stop
-(it lets the items in progress finish and cancels the rest). A worker also exits when its parent dies, so a killed
-run leaves no orphan still writing.
+Workers start by ``spawn`` (a fresh interpreter: no thread or lock of the parent is copied into a child, on every
+platform), so the mapped function and its items must be picklable. Workers ignore SIGINT: a Ctrl-C reaches the whole
+process group, and the parent alone decides how to stop (it lets the items in progress finish and cancels the rest).
+A worker also exits within a second of its parent's death, so a killed run leaves no orphan still writing (nor
+holding the parent's output pipe open). ``forkserver`` would start faster but makes the server, not the run, the
+workers' parent, and the server lives as long as they do.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ def _watch_parent(parent: int) -> None:
 
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The parent is the forkserver (which exits with the run) or, under spawn, the run itself.
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
 
 
@@ -46,9 +46,7 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, ahead: int = 2) -> 
     if workers <= 1:
         yield from map(fn, items)
         return
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
     todo, pending = iter(items), deque()
     try:
         for item in todo:
