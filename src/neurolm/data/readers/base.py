@@ -120,17 +120,23 @@ def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
     if path.suffix.lower() in (".edf", ".bdf"):
         check_edf_header(path)
     try:
-        try:
-            return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
-        except UnicodeDecodeError:
-            if path.suffix.lower() not in (".edf", ".bdf"):
-                raise
-            # EDF+ annotations that are not UTF-8: MNE's own advice is to read them as Latin-1.
-            raw = mne.io.read_raw(path, preload=True, verbose="error", encoding="latin1", **kwargs)
-            warnings.warn(f"{path}: EDF+ annotations are not UTF-8; read as Latin-1", RepairWarning)
-            return raw
-    except (ValueError, OSError, RuntimeError, IndexError, KeyError, UnicodeDecodeError) as exc:
-        raise NeuroLMError(f"{path}: cannot be read as EEG ({type(exc).__name__}: {exc})") from exc
+        return _mne_read(path, **kwargs)
+    except NeuroLMError as exc:
+        if not (path.suffix.lower() in (".edf", ".bdf") and "encoding='latin1'" in str(exc)):
+            raise
+    # EDF+ annotations that are not UTF-8: MNE's own advice is to read them as Latin-1.
+    raw = _mne_read(path, encoding="latin1", **kwargs)
+    warnings.warn(f"{path}: EDF+ annotations are not UTF-8; read as Latin-1", RepairWarning)
+    return raw
+
+
+def _mne_read(path: Path, **kwargs) -> mne.io.BaseRaw:
+    try:
+        return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
+    except Exception as exc:  # noqa: BLE001 - MNE raises a bare Exception for undecodable EDF+ annotations
+        if type(exc) is Exception or isinstance(exc, (ValueError, OSError, RuntimeError, IndexError, KeyError)):
+            raise NeuroLMError(f"{path}: cannot be read as EEG ({type(exc).__name__}: {exc})") from exc
+        raise
 
 
 # Per-signal header fields in file order (each stored for all signals before the next field), with their widths.
