@@ -38,7 +38,7 @@ def noise(seed: int, n_chans: int = len(TUH_LABELS), sd: float = 20.0) -> np.nda
 
 
 def _in_store(store: WindowStore) -> set[str]:
-    return {Path(f).name.split("_")[0] for s in store.splits for f in store.split(s)._file_names}
+    return {Path(f).name.split("_")[0] for s in store.splits for f in store.split(s).windows_by_file()}
 
 
 @pytest.fixture(scope="module")

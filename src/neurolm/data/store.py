@@ -239,6 +239,13 @@ class WindowSplit:
         """EEG tokens (channels × whole seconds) of every window: what a batch pads to."""
         return self._idx["n_chans"].astype(np.int64) * (self._idx["n_times"].astype(np.int64) // PATCH)
 
+    def windows_by_file(self) -> dict[str, np.ndarray]:
+        """Window indices of every source file, in time order (what the overlap search reads a recording by)."""
+        file_id, start = self._idx["file_id"], self._idx["start"]
+        order = np.lexsort((start, file_id))
+        cuts = np.flatnonzero(np.diff(file_id[order])) + 1
+        return {self._file_names[int(file_id[rows[0]])]: rows for rows in np.split(order, cuts) if len(rows)}
+
     def _signals(self) -> np.memmap:
         if self._mm is None:
             path = self.root / f"{self.name}.bin"
