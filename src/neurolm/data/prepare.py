@@ -1,21 +1,31 @@
 """``neurolm prepare``: read a dataset's native files, preprocess them, cut windows and write the window store.
 
-Every source file is processed on its own into a shard (written atomically), so an interrupted run resumes where it
-stopped and a file that fails is reported with its reason in the manifest without stopping the others. When all files
-are done, the shards are gathered into the store's splits and removed. Re-running a finished preparation with the
-same inputs and settings does nothing.
+Streaming: ``--workers`` processes (default: the CPU cores available) each turn one recording into a shard (written
+atomically); this process, the single writer, appends the shards' windows to their splits' files in the sorted
+order of the recordings, as soon as the next one in that order is done, and deletes the shard. Memory is one
+recording per worker plus the writer's one, whatever the corpus size; the store does not depend on the number of
+workers (same windows, same order, same checksums). The progress bar shows files/s, hours of EEG per second and the
+ETA. ``--dtype float16`` stores samples at half the size (reads return float32 either way).
+
+Resume: after each recording's windows are written and synced, a line is appended to ``.journal.jsonl`` (the
+recording's provenance plus the split files' lengths). A re-run with the same inputs and settings cuts the split
+files back to the last whole line, reuses finished shards, and carries on; a finished preparation is not redone.
+The manifest, which alone makes the store readable (``complete``), is written last, after the split files are renamed
+into place; the journal and ``.shards/`` are then removed.
 
 Interruptions: SIGTERM (a scheduler's or ``kill``'s stop) is turned into the KeyboardInterrupt that Ctrl-C raises
-while a preparation runs, so both end the same clean way: the shard being written is deleted (never half-written),
-finished shards stay, no manifest is written, and ``neurolm prepare`` exits with status 130 and says to re-run it.
-A hard kill (SIGKILL) may leave one dot-named temporary file, in ``.shards/`` or beside a split file; the re-run
-writes the same name again and renames it, and removes ``.shards/`` at the end. Shards carry no checksums (the rename
-makes them whole); the split files built from them do, in the manifest (``WindowStore.verify``).
+while a preparation runs, so both end the same clean way: the workers finish the recordings in progress, nothing is
+written half, no manifest is written, and ``neurolm prepare`` exits with status 130 and says to re-run it. A hard kill
+(SIGKILL) may leave dot-named temporary files, a torn journal line or windows written after the last journal line;
+the re-run ignores or cuts them (the workers of a killed run exit within a second, see :mod:`.workers`).
 
 Bad inputs: a file that cannot be used is skipped with a reason naming the fault (see the readers and
-:mod:`~neurolm.data.preprocess`); a file repaired instead (a flat channel dropped where the channel set is free, an
-EDF truncated mid-record read up to its last whole record, events past the recording's ends dropped) is kept, and its
-:class:`~neurolm.data.preprocess.RepairWarning` notes are listed under ``files.repaired`` in the manifest.
+:mod:`~neurolm.data.preprocess`); a file repaired instead (a flat or degenerate channel dropped where the channel set
+is free, an EDF truncated mid-record read up to its last whole record, EDF+ annotations read as Latin-1, events past
+the recording's ends or implausible windows dropped) is kept, and its :class:`~neurolm.data.preprocess.RepairWarning`
+notes are listed under ``files.repaired`` in the manifest. ``sources`` lists every file with its status (prepared /
+repaired / skipped), reason or notes, subject, duration, size and windows per split; ``warnings`` names the splits
+that came out empty.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -235,13 +245,13 @@ def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed:
     bar = tqdm(total=len(recordings), initial=len(journal.entries), desc=f"prepare {name}", unit="file",
                disable=None if progress else True)  # None: no bar in non-TTY logs
     hours = 0.0
-    for rec, rel, (_, _, _, shard), result in zip(todo, rels[len(journal.entries):], tasks,
-                                                  ordered_map(_process, tasks, workers)):
-        entry = _commit(rec, rel, shard, result, writers, rec_split.get(rec.path, ""))
-        journal.append(entry)
-        hours += (entry.get("seconds") or 0) / 3600
-        bar.update()
-        bar.set_postfix_str(f"{hours / max(time.time() - t0, 1e-9):.3f} h EEG/s", refresh=False)
+    with closing(ordered_map(_process, tasks, workers)) as results:  # closed at once on an interrupt: workers stop
+        for rec, rel, (_, _, _, shard), result in zip(todo, rels[len(journal.entries):], tasks, results):
+            entry = _commit(rec, rel, shard, result, writers, rec_split.get(rec.path, ""))
+            journal.append(entry)
+            hours += (entry.get("seconds") or 0) / 3600
+            bar.update()
+            bar.set_postfix_str(f"{hours / max(time.time() - t0, 1e-9):.3f} h EEG/s", refresh=False)
     bar.close()
 
     sources = [_provenance(e) for e in journal.entries]
