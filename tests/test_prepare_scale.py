@@ -165,3 +165,28 @@ def test_float16_store_reads_back_float32_within_float16_precision(tusl, tmp_pat
             # float16 keeps 11 significant bits: relative error at most 2^-11, absolute below its subnormal step
             assert np.all(np.abs(y - x) <= np.abs(x) * 2.0**-11 + 2.0**-24)
             assert not np.array_equal(x, y)  # it was stored as float16, not silently as float32
+
+
+class _Killed(BaseException):
+    """Stands for a kill mid-run (a BaseException: the per-file error handling does not catch it)."""
+
+
+def test_a_run_stopped_while_finishing_the_splits_resumes(tusl, tmp_path, monkeypatch):
+    from neurolm.data.store import SplitWriter
+
+    whole = prepare_dataset("tusl", tusl, tmp_path / "whole", progress=False)
+    finish = SplitWriter.finish
+
+    def stop_at_val(self):
+        if self.split == "val":
+            raise _Killed
+        return finish(self)
+
+    monkeypatch.setattr(SplitWriter, "finish", stop_at_val)
+    with pytest.raises(_Killed):
+        prepare_dataset("tusl", tusl, tmp_path / "store", progress=False)
+    assert (tmp_path / "store" / "train.bin").is_file() and not (tmp_path / "store" / "manifest.json").exists()
+    monkeypatch.undo()
+    resumed = prepare_dataset("tusl", tusl, tmp_path / "store", progress=False)
+    assert resumed["checksums"] == whole["checksums"]
+    WindowStore(tmp_path / "store").verify()

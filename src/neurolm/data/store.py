@@ -94,8 +94,8 @@ class SplitWriter:
 
     Per-window fields go to a fixed-record side file (``.<split>.idx.tmp``) and per-recording fields to
     :attr:`groups` (a few dozen bytes per recording), so a writer killed mid-run can be rebuilt by :meth:`restore`
-    from the groups its caller had committed: the temporary files are cut back to exactly those windows, and the
-    checksum is recomputed over what remains.
+    from the groups its caller had committed: the temporary files are cut back to exactly those windows (or taken
+    back from a :meth:`finish` that was stopped half-way), and the checksum is recomputed over what remains.
     """
 
     def __init__(self, out_dir: Path, split: str, dtype: str = "float32", groups: list[Group] = (),
@@ -108,6 +108,14 @@ class SplitWriter:
         self.idx_tmp = self.root / f".{split}.idx.tmp"
         self.groups, self.samples, self._hash = list(groups), samples, hashlib.sha256()
         n_bytes, n_idx = samples * self.dtype.itemsize, self.windows * INDEX_RECORD.itemsize
+        final_bin, final_idx = self.root / f"{split}.bin", self.root / f"{split}.npz"
+        if self.windows and not self.bin_tmp.is_file() and final_bin.is_file():  # stopped while finishing the splits
+            os.replace(final_bin, self.bin_tmp)
+        if self.windows and not self.idx_tmp.is_file() and final_idx.is_file():
+            with np.load(final_idx) as idx:
+                rows = np.zeros(len(idx["label"]), INDEX_RECORD)
+                rows["n_times"], rows["label"], rows["start"] = idx["n_times"], idx["label"], idx["start"]
+            rows.tofile(self.idx_tmp)
         for path, size in ((self.bin_tmp, n_bytes), (self.idx_tmp, n_idx)):
             if size and (not path.is_file() or path.stat().st_size < size):
                 raise NeuroLMError(f"{path}: shorter than the journal says ({size} bytes); cannot resume")
