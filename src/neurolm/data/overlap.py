@@ -15,7 +15,7 @@ Two ways of finding them, both over prepared window stores:
   at least ``min_fraction`` of the task positions the two recordings could share.
 
 The fingerprint needs 21 s of continuous signal, so event windows of a few seconds (TUEV) are matched by name only.
-Cost: one pass over the pretraining store's samples (as ``prepare`` writes them) plus a sorted index of about 16 bytes
+Cost: one pass over the pretraining store's samples (as ``prepare`` writes them) plus a sorted index of about 20 bytes
 per second and channel of the tasks' val/test data.
 
 ``--exclude OUT_DIR`` writes a copy of the pretraining store without the overlapping recordings (streamed, one

@@ -10,8 +10,9 @@ Layout of a store directory::
 
 Windows of one split may differ in shape (pretraining chunks depend on a file's channel count), so the index keeps
 each window's offset, channel count and length, and the sample type (``dtype``; absent = float32). A split is
-written as a stream (:class:`SplitWriter`): windows are appended as each recording is done. A random read is one memmap slice: no per-sample files, no pickles.
-The memmap is opened lazily in the process that reads, so DataLoader workers each get their own handle.
+written as a stream (:class:`SplitWriter`): windows are appended as each recording is done. A random read is one
+memmap slice: no per-sample files, no pickles. The memmap is opened lazily in the process that reads, so DataLoader
+workers each get their own handle.
 
 Every file is written under a temporary name beside its target and renamed onto it (:func:`atomic_path`): a killed
 writer leaves either the old file or the new one, never half of one, and an interrupted one (SIGINT/SIGTERM) also
