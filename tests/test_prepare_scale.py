@@ -13,7 +13,7 @@ import pytest
 
 from neurolm.data.channels import VOCABULARY
 from neurolm.data.prepare import format_summary, prepare_dataset
-from neurolm.data.preprocess import RepairWarning
+from neurolm.data.preprocess import PreprocessConfig, RepairWarning, implausible_windows
 from neurolm.data.readers.tuh import TUH_CHANNELS
 from neurolm.data.store import WindowStore
 from neurolm.data.synth import write_corpus
@@ -93,6 +93,13 @@ def test_each_damage_is_reported_with_its_fault_and_kept_out_of_the_store(damage
     loud = [w for w in windows if w["file"].endswith("aaloud00_s001_t000.edf")]
     assert sorted(w["start"] for w in loud) == [20.0, 30.0, 40.0, 50.0]  # the two loud windows are not stored
     assert max(float(np.median(w["signal"].std(axis=1))) for w in windows) * 100 < 1000
+
+
+def test_one_sample_beyond_100_mv_makes_a_window_implausible():
+    windows = np.random.default_rng(0).normal(0, 0.2, (3, 4, 2000))  # 20 µV
+    windows[1, 2, 100] = 1001.0  # 100.1 mV
+    windows[2, 0, 5] = 999.0
+    assert implausible_windows(windows, PreprocessConfig()).tolist() == [False, True, False]
 
 
 def test_manifest_lists_every_file_with_its_provenance(damaged):

@@ -84,10 +84,12 @@ def degenerate_rows(data_uv: np.ndarray, config: PreprocessConfig, samples: int 
 
 
 def implausible_windows(windows: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Boolean mask of the ``(N, C, T)`` preprocessed windows (µV / ``scale_uv``) whose median channel standard
-    deviation is implausible for scalp EEG (``config.max_sd_uv``)."""
+    """Boolean mask of the ``(N, C, T)`` preprocessed windows (µV / ``scale_uv``) implausible for scalp EEG: a median
+    channel standard deviation above ``config.max_sd_uv``, or any sample above 100 times that (100 mV: no scalp
+    potential comes near, and it keeps every stored value far inside float16's range of ±6.5 V)."""
     sd = np.median(windows.std(axis=2), axis=1) * config.scale_uv
-    return sd > config.max_sd_uv
+    peak = np.abs(windows).max(axis=(1, 2)) * config.scale_uv
+    return (sd > config.max_sd_uv) | (peak > 100 * config.max_sd_uv)
 
 
 def preprocess_array(data_uv: np.ndarray, sfreq: float, config: PreprocessConfig) -> np.ndarray:

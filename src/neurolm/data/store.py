@@ -94,8 +94,8 @@ class SplitWriter:
     with its index when :meth:`finish` is called: memory holds one append, not the split.
 
     Per-window fields go to a fixed-record side file (``.<split>.idx.tmp``) and per-recording fields to
-    :attr:`groups` (a few dozen bytes per recording), so a writer killed mid-run can be rebuilt by :meth:`restore`
-    from the groups its caller had committed: the temporary files are cut back to exactly those windows (or taken
+    :attr:`groups` (a few dozen bytes per recording), so a writer killed mid-run can be rebuilt from the groups its
+    caller had committed (passed to the constructor): the temporary files are cut back to exactly those windows (or taken
     back from a :meth:`finish` that was stopped half-way), and the checksum is recomputed over what remains.
     """
 
