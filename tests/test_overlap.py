@@ -96,3 +96,30 @@ def test_cli_reports_and_excludes(stores, tmp_path, capsys):
         rows = {(b[i]["file"], b[i]["start"]): i for i in range(len(b))}
         for i in range(len(a)):
             assert np.array_equal(a[i]["signal"], b[rows[(a[i]["file"], a[i]["start"])]]["signal"])
+
+
+EEGMAT = Path(__file__).resolve().parents[2] / "shared" / "data" / "eegmat-dev"
+
+
+@pytest.mark.skipif(not (EEGMAT / "Subject00_1.edf").is_file(), reason=f"real EEG not present at {EEGMAT}")
+def test_real_eeg_copies_are_found_and_other_subjects_are_not(tmp_path):
+    """PhysioNet EEGMAT recordings: three subjects' task store (one subject per split), a pretraining corpus holding a
+    renamed and a re-cut copy of the test subject's recordings and two other subjects' recordings."""
+    raw = tmp_path / "eegmat"
+    raw.mkdir()
+    for subject in ("Subject00", "Subject01", "Subject02"):
+        for part in (1, 2):
+            shutil.copy(EEGMAT / f"{subject}_{part}.edf", raw)
+    prepare_dataset("workload", raw, tmp_path / "task", progress=False)
+    task = WindowStore(tmp_path / "task")
+    (test_file,) = {Path(f).stem.split("_")[0] for f in task.split("test").windows_by_file()}
+    pre = tmp_path / "pretrain"
+    pre.mkdir()
+    shutil.copy(raw / f"{test_file}_1.edf", pre / "renamed.edf")
+    _recut(raw / f"{test_file}_2.edf", pre / "recut.edf", 3.37, 56)  # one 51 s window
+    for other in ("Subject03", "Subject04"):
+        shutil.copy(EEGMAT / f"{other}_2.edf", pre)
+    prepare_dataset("pretrain", pre, tmp_path / "pre", progress=False)  # 60 Hz notch here, 50 Hz in the task store
+    matches = find_overlap(WindowStore(tmp_path / "pre"), [task], progress=False)
+    assert {(m.pretrain_file, m.task_file) for m in matches} == {("renamed.edf", f"{test_file}_1.edf"),
+                                                                ("recut.edf", f"{test_file}_2.edf")}

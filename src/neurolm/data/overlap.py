@@ -69,18 +69,18 @@ def tuh_name(file: str) -> tuple[str, str] | None:
 
 def segments(split: WindowSplit) -> Iterator[tuple[str, list[tuple[float, np.ndarray, np.ndarray]]]]:
     """Each file of a split with its continuous stretches ``(start_s, chans, (C, T) signal)``: windows that follow
-    one another without a gap are joined."""
+    or overlap one another without a gap are joined."""
     for file, rows in split.windows_by_file().items():
         pieces: list[tuple[float, np.ndarray, list[np.ndarray]]] = []
         end = None
         for i in rows:
             item = split[int(i)]
             sig, t0 = item["signal"], item["start"]
-            if end is not None and abs(end - t0) < 1.5 / SFREQ and np.array_equal(pieces[-1][1], item["chans"]):
-                pieces[-1][2].append(sig)
+            if end is not None and t0 < end + 1.5 / SFREQ and np.array_equal(pieces[-1][1], item["chans"]):
+                pieces[-1][2].append(sig[:, max(0, int(round((end - t0) * SFREQ))) :])  # overlapping windows
             else:
                 pieces.append((t0, item["chans"], [sig]))
-            end = t0 + sig.shape[1] / SFREQ
+            end = max(end or 0.0, t0 + sig.shape[1] / SFREQ)
         yield file, [(t0, chans, np.concatenate(sigs, axis=1)) for t0, chans, sigs in pieces]
 
 
