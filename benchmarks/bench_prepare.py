@@ -32,7 +32,7 @@ def child(raw: Path, out: Path, workers: int) -> None:
     seconds = time.perf_counter() - t0
     print(json.dumps({
         "seconds": seconds,
-        "hours": sum(e.get("seconds") or 0 for e in m["sources"]) / 3600,
+        "hours": sum(e.get("duration_s", 0) for e in m["sources"]) / 3600,
         "files": m["files"]["found"],
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,

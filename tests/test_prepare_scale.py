@@ -109,7 +109,7 @@ def test_manifest_lists_every_file_with_its_provenance(damaged):
     good, repaired, skipped = by_name["aagood01"], by_name["aaloud00"], by_name["aadegn00"]
     assert good["status"] == "prepared" and good["notes"] == [] and good["subject"] == "aagood01"
     assert good["file"] == "train/abnormal/01_tcp_ar/aagood01_s001_t000.edf"
-    assert good["seconds"] == SECONDS and good["channels"] == 23 and good["bytes"] > 23 * SECONDS * RATE * 2
+    assert good["duration_s"] == SECONDS and good["channels"] == 23 and good["bytes"] > 23 * SECONDS * RATE * 2
     assert sum(good["windows"].values()) == 6 and set(good["windows"]) <= {"train", "val"}
     assert repaired["status"] == "repaired" and sum(repaired["windows"].values()) == 4
     assert repaired["implausible_windows"] == 2

@@ -249,7 +249,7 @@ def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed:
         for rec, rel, (_, _, _, shard), result in zip(todo, rels[len(journal.entries):], tasks, results):
             entry = _commit(rec, rel, shard, result, writers, rec_split.get(rec.path, ""))
             journal.append(entry)
-            hours += (entry.get("seconds") or 0) / 3600
+            hours += entry.get("duration_s", 0) / 3600
             bar.update()
             bar.set_postfix_str(f"{hours / max(time.time() - t0, 1e-9):.3f} h EEG/s", refresh=False)
     bar.close()
@@ -325,7 +325,7 @@ def _commit(rec: Recording, rel: str, shard: Path, result: dict, writers: dict[s
                 writer.append(sh["signals"][keep], chans, sh["labels"][keep], sh["starts"][keep], rec.subject, rel)
                 windows[s] = int(keep.sum())
         notes = sh["notes"].tolist()
-        entry |= {"status": "repaired" if notes else "prepared", "notes": notes, "seconds": float(sh["seconds"]),
+        entry |= {"status": "repaired" if notes else "prepared", "notes": notes, "duration_s": float(sh["seconds"]),
                   "windows": windows, "events_without_window": int(sh["dropped"]),
                   "implausible_windows": int(sh["implausible"]), "chans": chans.tolist(),
                   "samples": {s: w.samples for s, w in writers.items()}}
@@ -421,7 +421,7 @@ def format_summary(manifest: dict) -> str:
     sources = manifest.get("sources", [])
     if sources:
         status = Counter(e["status"] for e in sources)
-        hours = sum(e.get("seconds") or 0 for e in sources) / 3600
+        hours = sum(e.get("duration_s", 0) for e in sources) / 3600
         lines.append(f"files: {status['prepared']} prepared, {status['repaired']} repaired, {status['skipped']} "
                      f"skipped; {hours:.2f} h of EEG, {manifest.get('implausible_windows', 0)} implausible window(s) "
                      f"dropped; samples stored as {manifest.get('dtype', 'float32')}")
