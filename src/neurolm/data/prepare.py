@@ -245,7 +245,7 @@ def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed:
     bar = tqdm(total=len(recordings), initial=len(journal.entries), desc=f"prepare {name}", unit="file",
                disable=None if progress else True)  # None: no bar in non-TTY logs
     hours = 0.0
-    with closing(ordered_map(_process, tasks, workers)) as results:  # closed at once on an interrupt: workers stop
+    with closing(ordered_map(_process, tasks, workers, crashed=_crashed)) as results:  # closed at once on an interrupt
         for rec, rel, (_, _, _, shard), result in zip(todo, rels[len(journal.entries):], tasks, results):
             entry = _commit(rec, rel, shard, result, writers, rec_split.get(rec.path, ""))
             journal.append(entry)
@@ -306,6 +306,10 @@ def _process(task: tuple[str, Recording, PreprocessConfig, Path]) -> dict:
     with atomic_path(shard, f".{shard.stem}.{os.getpid()}.tmp.npz") as tmp:
         np.savez(tmp, **arrays)
     return {}
+
+
+def _crashed(task: tuple) -> dict:
+    return {"reason": "the worker process reading it died (killed for lack of memory, or a crash in a reader library)"}
 
 
 def _commit(rec: Recording, rel: str, shard: Path, result: dict, writers: dict[str, SplitWriter], split: str) -> dict:
