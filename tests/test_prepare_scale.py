@@ -4,6 +4,7 @@ back within float16 precision."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def damaged(tmp_path_factory) -> tuple[dict, Path]:
     n_header = 256 * (len(TUH_LABELS) + 1)
     # Copied in text mode: every LF byte of the samples gained a CR before it.
     (cls / "aacrlf00_s001_t000.edf").write_bytes(good[:n_header] + good[n_header:].replace(b"\n", b"\r\n"))
+    (cls / "aapad000_s001_t000.edf").write_bytes(good + bytes(700))  # trailing bytes after the declared records
     # EDF+ annotations in Latin-1 (an "é" as one byte), not the UTF-8 the standard asks for.
     latin = write_edf(cls / "aalatn00_s001_t000.edf", TUH_LABELS, noise(3), annotation="cafe spike")
     latin.write_bytes(latin.read_bytes().replace(b"cafe", b"caf\xe9"))
@@ -73,12 +75,19 @@ def test_each_damage_is_reported_with_its_fault_and_kept_out_of_the_store(damage
     skipped = {f["file"].split("/")[-1].split("_")[0]: f["reason"] for f in m["files"]["skipped"]}
     assert skipped.keys() == {"aacrlf00", "aaloud01", "aadegn00"}
     assert skipped["aacrlf00"].startswith("data section longer than the header declares (")
-    assert "CR-LF byte pairs: copied in text mode" in skipped["aacrlf00"]
+    assert re.search(r": (\d+) extra bytes\): copied in text mode, which put a CR byte before each of its \1 LF "
+                     r"bytes and misaligned the samples into noise$", skipped["aacrlf00"]), skipped["aacrlf00"]
     assert skipped["aaloud01"] == ("6 of 6 windows implausible for scalp EEG (median channel standard deviation above "
                                    "1000 µV: a damaged file or a wrong unit)")
     assert skipped["aadegn00"].startswith("degenerate channel(s) F4 (EEG F4-REF): fewer than 16 distinct values "
                                           "(a degenerate export); the dataset needs every one of its channels")
     repaired = {f["file"].split("/")[-1].split("_")[0]: f["notes"] for f in m["files"]["repaired"]}
+    (padded,) = repaired.pop("aapad000")
+    sizes = re.fullmatch(r"data section longer than the header declares \((\d+) bytes, 60 records of (\d+) bytes make "
+                         r"(\d+): 700 extra bytes\); the declared records are read", padded)
+    assert sizes, padded
+    have, record, declared = map(int, sizes.groups())
+    assert have == declared + 700 and declared == 60 * record
     assert repaired == {
         "aalatn00": ["EDF+ annotations are not UTF-8; read as Latin-1"],
         "aaloud00": ["2 of 6 windows implausible for scalp EEG (median channel standard deviation above 1000 µV: a "
@@ -87,9 +96,9 @@ def test_each_damage_is_reported_with_its_fault_and_kept_out_of_the_store(damage
     assert m["implausible_windows"] == 2
     store = WindowStore(out)
     store.verify()
-    assert _in_store(store) == {"aagood00", "aagood01", "aagood02", "aalatn00", "aaloud00"}
+    assert _in_store(store) == {"aagood00", "aagood01", "aagood02", "aalatn00", "aaloud00", "aapad000"}
     windows = [store.split(s)[i] for s in store.splits for i in range(len(store.split(s)))]
-    assert len(windows) == 4 * 6 + 4
+    assert len(windows) == 5 * 6 + 4
     loud = [w for w in windows if w["file"].endswith("aaloud00_s001_t000.edf")]
     assert sorted(w["start"] for w in loud) == [20.0, 30.0, 40.0, 50.0]  # the two loud windows are not stored
     assert max(float(np.median(w["signal"].std(axis=1))) for w in windows) * 100 < 1000
@@ -105,7 +114,7 @@ def test_one_sample_beyond_100_mv_makes_a_window_implausible():
 def test_manifest_lists_every_file_with_its_provenance(damaged):
     m, _ = damaged
     by_name = {e["file"].split("/")[-1].split("_")[0]: e for e in m["sources"]}
-    assert len(m["sources"]) == m["files"]["found"] == 8
+    assert len(m["sources"]) == m["files"]["found"] == 9
     good, repaired, skipped = by_name["aagood01"], by_name["aaloud00"], by_name["aadegn00"]
     assert good["status"] == "prepared" and good["notes"] == [] and good["subject"] == "aagood01"
     assert good["file"] == "train/abnormal/01_tcp_ar/aagood01_s001_t000.edf"
@@ -127,7 +136,7 @@ def test_an_empty_split_is_warned_about(damaged):
                              "such as TUH's eval/ for the test split?)"]
     summary = format_summary(m)
     assert "warning: split 'test' is empty" in summary
-    assert "files: 3 prepared, 2 repaired, 3 skipped; 0.08 h of EEG, 2 implausible window(s) dropped" in summary
+    assert "files: 3 prepared, 3 repaired, 3 skipped; 0.10 h of EEG, 2 implausible window(s) dropped" in summary
 
 
 def test_a_degenerate_channel_is_dropped_where_the_channel_set_is_free(tmp_path):

@@ -10,9 +10,9 @@ read with inverted polarity (the negative gain the header defines, as MNE reads 
 (MNE would rename them ``-0``/``-1``) are an error; EEG channels at different sampling rates in one file are an error
 (MNE would upsample the slower ones, whose content stops below the band-pass edge), other channels may have any rate;
 a data section that ends mid-record (a recording not stopped cleanly) is read up to its last whole record with a
-RepairWarning, and one without a whole record is an error; a data section longer than the header declares is an
-error (a file copied in text mode gains a CR byte before every LF byte, which shifts every later sample: the signal
-turns to noise), and the message says so when the file's CR-LF pairs account for the extra bytes. EDF+ annotations
+RepairWarning, and one without a whole record is an error; a data section longer than the header declares is read
+up to the declared records with a RepairWarning, unless dropping the CR of every CR-LF pair gives exactly the declared
+size: a file copied in text mode, whose every later sample is shifted into noise, is an error saying so. EDF+ annotations
 that are not UTF-8 are read as Latin-1 (as MNE suggests) with a RepairWarning. A directory where a file is expected
 is an error.
 """
@@ -209,13 +209,15 @@ def check_edf_header(path: Path) -> None:
     declared = int(_edf_number(path, head[236:244], "number of data records"))
     extra = size - n_header - declared * record_bytes
     if declared > 0 and extra > 0:
+        what = (f"data section longer than the header declares ({size - n_header} bytes, {declared} records of "
+                f"{record_bytes} bytes make {declared * record_bytes}: {extra} extra bytes)")
         with open(path, "rb") as fh:
+            fh.seek(n_header)
             crlf = fh.read().count(b"\r\n")
-        hint = (f"; it holds {crlf} CR-LF byte pairs: copied in text mode, which adds a CR before every LF byte and "
-                "misaligns the samples into noise" if crlf >= extra else "")
-        raise NeuroLMError(f"{path}: data section longer than the header declares ({size - n_header} bytes, "
-                           f"{declared} records of {record_bytes} bytes make {declared * record_bytes}: {extra} extra "
-                           f"bytes){hint}")
+        if crlf == extra:  # dropping the CR of every CR-LF pair restores exactly the declared size
+            raise NeuroLMError(f"{path}: {what}: copied in text mode, which put a CR byte before each of its {crlf} "
+                               "LF bytes and misaligned the samples into noise")
+        warnings.warn(f"{path}: {what}; the declared records are read", RepairWarning)
     if declared > have:
         warnings.warn(f"{path}: data truncated: {have} of the {declared} data records the header declares are in "
                       f"the file; the whole records are read", RepairWarning)
