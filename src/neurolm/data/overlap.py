@@ -225,6 +225,7 @@ def exclude(pretrain: WindowStore, matches: list[Match], out_dir: Path, progress
                          "files": len({g.file for g in writer.groups}), "classes": {}}
     manifest = pretrain.manifest | {
         "splits": splits, "checksums": checksums, "derived_from": str(pretrain.root),
+        "fingerprint": None,  # not the raw inputs' store: `neurolm prepare` into this directory starts afresh
         "excluded": [{"file": f, "reasons": r} for f, r in sorted(reasons.items())],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +99,7 @@ class SplitWriter:
     back from a :meth:`finish` that was stopped half-way), and the checksum is recomputed over what remains.
     """
 
-    def __init__(self, out_dir: Path, split: str, dtype: str = "float32", groups: list[Group] = (),
+    def __init__(self, out_dir: Path, split: str, dtype: str = "float32", groups: Iterable[Group] = (),
                  samples: int = 0):
         """A fresh writer, or (``groups``, ``samples``: what a killed run had committed) one that carries on."""
         if dtype not in DTYPES:
