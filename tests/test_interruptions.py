@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from neurolm.cli import main
 from neurolm.data import prepare as prep
 from neurolm.data.channels import channel_indices
-from neurolm.data.prepare import SHARDS, prepare_dataset
+from neurolm.data.prepare import JOURNAL, SHARDS, prepare_dataset
+from neurolm.data.readers import SPLITS
 from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
 from neurolm.data.synth import write_corpus
 from neurolm.errors import NeuroLMError
@@ -65,7 +66,7 @@ def _dot_files(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
-    """Synthetic TUSL: 8 recordings, one shard each (~0.2 s per file on a busy core)."""
+    """Synthetic TUSL: 8 recordings (~0.2 s per file on a busy core)."""
     return write_corpus(tmp_path_factory.mktemp("raw"), datasets=["tusl"], subjects=8, seed=0)["tusl"]
 
 
@@ -74,27 +75,33 @@ def whole(raw, tmp_path_factory) -> dict:
     return prepare_dataset("tusl", raw, tmp_path_factory.mktemp("whole") / "store", progress=False)
 
 
-def _shards(out: Path) -> list[Path]:
-    return sorted((out / SHARDS).glob("[!.]*.npz"))  # finished shards; temporary ones start with a dot
+def _journaled(out: Path) -> int:
+    """Recordings already written to the store's split files (whole journal lines after the header)."""
+    path = out / JOURNAL
+    return max(0, path.read_text().count("\n") - 1) if path.is_file() else 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_killed_prepare_resumes_to_the_same_store(raw, whole, tmp_path, monkeypatch, sig):
+RESUME_STATE = {JOURNAL, SHARDS} | {f".{s}.{kind}.tmp" for s in SPLITS for kind in ("bin", "idx")}
+
+
+@pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 1), (signal.SIGKILL, 2)], ids=["sigterm", "sigkill-2"])
+def test_killed_prepare_resumes_to_the_same_store(raw, whole, tmp_path, monkeypatch, sig, workers):
     out = tmp_path / "store"
-    status, log = _signal_when(_cli("prepare", "tusl", raw, out), lambda: len(_shards(out)) >= 2, sig)
+    cli = _cli("prepare", "tusl", raw, out, "--workers", workers)
+    status, log = _signal_when(cli, lambda: _journaled(out) >= 2, sig)
     if sig == signal.SIGTERM:  # a clean stop: the CLI's message and status, no traceback, no temporary file
         assert status == 130 and "neurolm prepare: interrupted; re-run the same command" in log, log
         assert "Traceback" not in log, log
-        assert _dot_files(out) == [SHARDS], _dot_files(out)
-    else:  # the worst case of a hard kill: temporary files of a shard and a split half-written (stand-ins here)
+        assert set(_dot_files(out)) <= RESUME_STATE, _dot_files(out)
+    else:  # the worst case of a hard kill: a shard half-written, windows written but not journaled, a torn line
         assert status == -signal.SIGKILL, log
-        (out / SHARDS / ".0123456789abcdef.tmp.npz").write_bytes(b"half a shard")
-        (out / ".train.bin.tmp").write_bytes(b"half a split")
-    done = _shards(out)
-    assert 2 <= len(done) < whole["files"]["found"]
-    for shard in done:  # every finished shard is whole
-        with np.load(shard) as sh:
-            assert sh["signals"].ndim == 3
+        (out / SHARDS / ".0123456789abcdef.1234.tmp.npz").write_bytes(b"half a shard")
+        with open(out / ".train.bin.tmp", "ab") as fh:
+            fh.write(b"windows of a recording whose journal line never came")
+        with open(out / JOURNAL, "a") as fh:
+            fh.write('{"file": "edf/half a li')
+    done = _journaled(out)
+    assert 2 <= done < whole["files"]["found"]
     assert not (out / MANIFEST).exists()
     with pytest.raises(NeuroLMError, match="not a window store"):
         WindowStore(out)
@@ -103,10 +110,12 @@ def test_killed_prepare_resumes_to_the_same_store(raw, whole, tmp_path, monkeypa
     real = prep.process_recording
     monkeypatch.setattr(prep, "process_recording", lambda *a, **k: calls.append(1) or real(*a, **k))
     handler = signal.getsignal(signal.SIGTERM)
+    finished = len(list((out / SHARDS).glob("[!.]*.npz")))  # processed by a worker, not yet in the store
     resumed = prepare_dataset("tusl", raw, out, progress=False)
     assert signal.getsignal(signal.SIGTERM) is handler  # prepare's SIGTERM handler is gone again
-    assert len(calls) == whole["files"]["found"] - len(done)  # finished files are not read again
+    assert len(calls) == whole["files"]["found"] - done - finished  # finished files are not read again
     assert resumed["checksums"] == whole["checksums"] and resumed["splits"] == whole["splits"]
+    assert resumed["sources"] == whole["sources"]
     WindowStore(out).verify()
     assert _dot_files(out) == []
 

@@ -15,6 +15,7 @@ from .errors import NeuroLMError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("neurolm.data.synth", "write the synthetic corpus in the six datasets' native formats"),
     "prepare": ("neurolm.data.prepare", "preprocess a dataset's native files into a window store"),
+    "overlap": ("neurolm.data.overlap", "find (and exclude) pretraining recordings that are in tasks' val/test sets"),
     "train-tokenizer": ("neurolm.tokenizer.train", "train the text-aligned neural tokenizer"),
     "tokenize": ("neurolm.tokenizer.tokenize", "turn a store or an EEG file into neural tokens"),
     "pretrain": ("neurolm.lm.pretrain", "multi-channel autoregressive pretraining of NeuroLM"),

@@ -1,21 +1,31 @@
 """``neurolm prepare``: read a dataset's native files, preprocess them, cut windows and write the window store.
 
-Every source file is processed on its own into a shard (written atomically), so an interrupted run resumes where it
-stopped and a file that fails is reported with its reason in the manifest without stopping the others. When all files
-are done, the shards are gathered into the store's splits and removed. Re-running a finished preparation with the
-same inputs and settings does nothing.
+Streaming: ``--workers`` processes (default: the CPU cores available) each turn one recording into a shard (written
+atomically); this process, the single writer, appends the shards' windows to their splits' files in the sorted
+order of the recordings, as soon as the next one in that order is done, and deletes the shard. Memory is one
+recording per worker plus the writer's one, whatever the corpus size; the store does not depend on the number of
+workers (same windows, same order, same checksums). The progress bar shows files/s, hours of EEG per second and the
+ETA. ``--dtype float16`` stores samples at half the size (reads return float32 either way).
+
+Resume: after each recording's windows are written and synced, a line is appended to ``.journal.jsonl`` (the
+recording's provenance plus the split files' lengths). A re-run with the same inputs and settings cuts the split
+files back to the last whole line, reuses finished shards, and carries on; a finished preparation is not redone.
+The manifest, which alone makes the store readable (``complete``), is written last, after the split files are renamed
+into place; the journal and ``.shards/`` are then removed.
 
 Interruptions: SIGTERM (a scheduler's or ``kill``'s stop) is turned into the KeyboardInterrupt that Ctrl-C raises
-while a preparation runs, so both end the same clean way: the shard being written is deleted (never half-written),
-finished shards stay, no manifest is written, and ``neurolm prepare`` exits with status 130 and says to re-run it.
-A hard kill (SIGKILL) may leave one dot-named temporary file, in ``.shards/`` or beside a split file; the re-run
-writes the same name again and renames it, and removes ``.shards/`` at the end. Shards carry no checksums (the rename
-makes them whole); the split files built from them do, in the manifest (``WindowStore.verify``).
+while a preparation runs, so both end the same clean way: the workers finish the recordings in progress, nothing is
+written half, no manifest is written, and ``neurolm prepare`` exits with status 130 and says to re-run it. A hard kill
+(SIGKILL) may leave dot-named temporary files, a torn journal line or windows written after the last journal line;
+the re-run ignores or cuts them (the workers of a killed run exit within a second, see :mod:`.workers`).
 
 Bad inputs: a file that cannot be used is skipped with a reason naming the fault (see the readers and
-:mod:`~neurolm.data.preprocess`); a file repaired instead (a flat channel dropped where the channel set is free, an
-EDF truncated mid-record read up to its last whole record, events past the recording's ends dropped) is kept, and its
-:class:`~neurolm.data.preprocess.RepairWarning` notes are listed under ``files.repaired`` in the manifest.
+:mod:`~neurolm.data.preprocess`); a file repaired instead (a flat or degenerate channel dropped where the channel set
+is free, an EDF truncated mid-record read up to its last whole record, EDF+ annotations read as Latin-1, events past
+the recording's ends or implausible windows dropped) is kept, and its :class:`~neurolm.data.preprocess.RepairWarning`
+notes are listed under ``files.repaired`` in the manifest. ``sources`` lists every file with its status (prepared /
+repaired / skipped), reason or notes, subject, duration, size and windows per split; ``warnings`` names the splits
+that came out empty.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import signal
 import threading
@@ -30,7 +41,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +50,14 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import NeuroLMError
 from .channels import channel_indices
-from .preprocess import PreprocessConfig, RepairWarning, flat_rows, preprocess_raw
+from .preprocess import (PreprocessConfig, RepairWarning, degenerate_rows, flat_rows, implausible_windows,
+                         preprocess_raw)
 from .readers import SPLITS, DatasetReader, Recording, Segment, get_reader
-from .store import MANIFEST, SplitBuffer, atomic_path, atomic_write_bytes, write_split
+from .store import DTYPES, MANIFEST, Group, SplitWriter, atomic_path, atomic_write_bytes
+from .workers import available_cpus, ordered_map
 
 SHARDS = ".shards"
+JOURNAL = ".journal.jsonl"
 
 
 def cut_windows(data: np.ndarray, start: float, stop: float, window_s: float, stride_s: float | None,
@@ -86,11 +100,11 @@ def process_recording(reader: DatasetReader, rec: Recording, config: PreprocessC
 
 
 def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:
-    signals, labels, starts, splits, dropped, outside = [], [], [], [], 0, 0
+    signals, labels, starts, splits, dropped, outside, seconds_total = [], [], [], [], 0, 0, 0.0
     chans = None
     for seg in reader.read(rec):
         reader.pick(seg)
-        drop_flat_channels(seg, rec.path, config, fixed=reader.channels is not None)
+        drop_bad_channels(seg, rec.path, config, fixed=reader.channels is not None)
         idx = np.array(channel_indices(seg.names), dtype=np.int16)
         if chans is not None and not np.array_equal(chans, idx):
             raise NeuroLMError(f"{rec.path}: channel set changes between segments")
@@ -101,6 +115,7 @@ def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) ->
             raise NeuroLMError(f"{rec.path}: {exc}") from exc
         w_s = reader.window_seconds(len(idx))
         seconds = seg.raw.n_times / seg.raw.info["sfreq"]
+        seconds_total += seconds
         for ev in seg.events:
             found = cut_windows(data, ev.start, ev.stop, w_s, reader.stride_s, config.sfreq)
             dropped += not found
@@ -116,26 +131,44 @@ def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) ->
     if outside:
         warnings.warn(f"{rec.path}: {outside} event(s) reach past the recording's start or end; their windows are "
                       "dropped", RepairWarning)
+    stacked = np.stack(signals)
+    bad = implausible_windows(stacked, config)
+    if bad.any():
+        what = (f"{int(bad.sum())} of {len(bad)} windows implausible for scalp EEG (median channel standard deviation "
+                f"above {config.max_sd_uv:g} µV: a damaged file or a wrong unit)")
+        if bad.mean() > config.max_implausible:
+            raise NeuroLMError(f"{rec.path}: {what}")
+        warnings.warn(f"{rec.path}: {what}; dropped", RepairWarning)
+    keep = ~bad
     return {
-        "signals": np.stack(signals), "labels": np.array(labels, np.int16), "starts": np.array(starts),
-        "splits": np.array(splits, dtype=str), "chans": chans, "dropped": np.array(dropped),
+        "signals": stacked[keep], "labels": np.array(labels, np.int16)[keep], "starts": np.array(starts)[keep],
+        "splits": np.array(splits, dtype=str)[keep], "chans": chans, "dropped": np.array(dropped),
+        "implausible": np.array(int(bad.sum())), "seconds": np.array(seconds_total),
     }
 
 
-def drop_flat_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fixed: bool) -> None:
-    """Drop the flat channels of a segment with a :class:`RepairWarning`, or raise where the channel set is fixed."""
-    flat = flat_rows(seg.raw.get_data(picks=seg.labels, units="uV"), config)
-    if not flat.any():
+def drop_bad_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fixed: bool) -> None:
+    """Drop the flat and the degenerate channels of a segment with a :class:`RepairWarning`, or raise where the
+    channel set is fixed."""
+    data = seg.raw.get_data(picks=seg.labels, units="uV")
+    flat = flat_rows(data, config)
+    degenerate = ~flat & degenerate_rows(data, config)
+    faults = []
+    for mask, what in ((flat, f"peak-to-peak below {config.flat_uv:g} µV over the whole recording"),
+                       (degenerate, f"fewer than {config.min_distinct} distinct values (a degenerate export)")):
+        if mask.any():
+            which = ", ".join(f"{n} ({lab})" for n, lab, f in zip(seg.names, seg.labels, mask) if f)
+            faults.append(f"{'flat' if mask is flat else 'degenerate'} channel(s) {which}: {what}")
+    if not faults:
         return
-    which = ", ".join(f"{n} ({lab})" for n, lab, f in zip(seg.names, seg.labels, flat) if f)
-    what = f"flat channel(s) {which}: peak-to-peak below {config.flat_uv:g} µV over the whole recording"
+    bad, what = flat | degenerate, "; ".join(faults)
     if fixed:
         raise NeuroLMError(f"{path}: {what}; the dataset needs every one of its channels")
-    if flat.all():
+    if bad.all():
         raise NeuroLMError(f"{path}: {what}; no channel is left")
     warnings.warn(f"{path}: {what}; dropped", RepairWarning)
-    seg.names = [n for n, f in zip(seg.names, flat) if not f]
-    seg.labels = [lab for lab, f in zip(seg.labels, flat) if not f]
+    seg.names = [n for n, f in zip(seg.names, bad) if not f]
+    seg.labels = [lab for lab, f in zip(seg.labels, bad) if not f]
 
 
 def _fingerprint(*parts: object) -> str:
@@ -167,14 +200,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None, seed: int = 0,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, workers: int = 1, dtype: str = "float32") -> dict:
     """Prepare one dataset; return its manifest. See the module docstring for resume, interruptions and failure
-    handling."""
+    handling; ``workers`` processes read the recordings (the store does not depend on how many)."""
+    if dtype not in DTYPES:
+        raise NeuroLMError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if workers < 1:
+        raise NeuroLMError(f"--workers {workers}: needs at least 1")
     with _sigterm_as_interrupt():
-        return _prepare(name, Path(raw_dir), Path(out_dir), mains, seed, progress)
+        return _prepare(name, Path(raw_dir), Path(out_dir), mains, seed, progress, workers, dtype)
 
 
-def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed: int, progress: bool) -> dict:
+def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed: int, progress: bool, workers: int,
+             dtype: str) -> dict:
     reader = get_reader(name)
     if not raw_dir.is_dir():
         raise NeuroLMError(f"{raw_dir}: no such directory")
@@ -182,7 +220,8 @@ def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed:
     if not recordings:
         raise NeuroLMError(f"{raw_dir}: no {name} recordings found (see `neurolm prepare --help` for the layout)")
     config = PreprocessConfig(mains=reader.mains if mains is None else mains)
-    settings = {"dataset": name, "preprocessing": config.to_dict(), "seed": seed, "version": __version__}
+    settings = {"dataset": name, "preprocessing": config.to_dict(), "seed": seed, "dtype": dtype,
+                "version": __version__}
     inputs = _fingerprint(settings, [_file_key(r, raw_dir) for r in recordings])
     manifest_path, shard_dir = out_dir / MANIFEST, out_dir / SHARDS
     if manifest_path.is_file():
@@ -195,40 +234,35 @@ def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed:
     shard_dir.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
 
-    t0, failures, shards = time.time(), [], {}
-    for rec in tqdm(recordings, desc=f"prepare {name}", unit="file", disable=None if progress else True):  # None: no bar in non-TTY logs
-        shard = shard_dir / f"{_fingerprint(settings, _file_key(rec, raw_dir))}.npz"
-        shards[rec.path] = shard
-        if shard.is_file():
-            continue
-        try:
-            arrays = process_recording(reader, rec, config)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch; the reason goes in the manifest
-            failures.append({"file": str(rec.path.relative_to(raw_dir)), "reason": _reason(exc, rec.path)})
-            continue
-        with atomic_path(shard, f".{shard.stem}.tmp.npz") as tmp:
-            np.savez(tmp, **arrays)
+    t0 = time.time()
+    rels = [_relative(r.path, raw_dir) for r in recordings]
+    journal = Journal(out_dir / JOURNAL, inputs, rels)
+    writers = {s: SplitWriter(out_dir, s, dtype, *journal.state(s)) for s in SPLITS}
+    rec_split = reader.assign_splits(recordings, seed)
+    todo = recordings[len(journal.entries):]
+    tasks = [(name, rec, config, shard_dir / f"{_fingerprint(settings, _file_key(rec, raw_dir))}.npz")
+             for rec in todo]
+    bar = tqdm(total=len(recordings), initial=len(journal.entries), desc=f"prepare {name}", unit="file",
+               disable=None if progress else True)  # None: no bar in non-TTY logs
+    hours = 0.0
+    with closing(ordered_map(_process, tasks, workers, crashed=_crashed)) as results:  # closed at once on an interrupt
+        for rec, rel, (_, _, _, shard), result in zip(todo, rels[len(journal.entries):], tasks, results):
+            entry = _commit(rec, rel, shard, result, writers, rec_split.get(rec.path, ""))
+            journal.append(entry)
+            hours += entry.get("duration_s", 0) / 3600
+            bar.update()
+            bar.set_postfix_str(f"{hours / max(time.time() - t0, 1e-9):.3f} h EEG/s", refresh=False)
+    bar.close()
 
+    sources = [_provenance(e) for e in journal.entries]
+    failures = [{"file": e["file"], "reason": e["reason"]} for e in sources if e["status"] == "skipped"]
     if len(failures) == len(recordings):
         reasons = "; ".join(f"{f['file']}: {f['reason']}" for f in failures[:5])
         raise NeuroLMError(f"{raw_dir}: every {name} file failed ({reasons})")
-    rec_split = reader.assign_splits(recordings, seed)
-    buffers = {s: SplitBuffer() for s in SPLITS}
-    dropped, repaired = 0, []
-    for rec in recordings:
-        if not shards[rec.path].is_file():
-            continue
-        with np.load(shards[rec.path]) as sh:
-            dropped += int(sh["dropped"])
-            rel = str(rec.path.relative_to(raw_dir))
-            if len(sh["notes"]):
-                repaired.append({"file": rel, "notes": sh["notes"].tolist()})
-            for sig, lab, st, sp in zip(sh["signals"], sh["labels"], sh["starts"], sh["splits"]):
-                buffers[str(sp) or rec.split or rec_split[rec.path]].add(sig, sh["chans"], int(lab), float(st),
-                                                                         rec.subject, rel)
     checksums = {}
-    for split, buf in buffers.items():
-        checksums |= write_split(out_dir, split, buf)
+    for writer in writers.values():
+        checksums |= writer.finish()
+    splits = {s: _split_summary(out_dir, s, w, reader.classes) for s, w in writers.items()}
     manifest = {
         **settings,
         "complete": True,
@@ -237,17 +271,127 @@ def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed:
         "channels": list(reader.channels) if reader.channels else "all vocabulary channels present in each file",
         "window_s": reader.window_s or "floor(1024 / channels) s, at most 64 s",
         "stride_s": reader.stride_s or reader.window_s or "window",
-        "splits": {s: _split_summary(b, reader.classes) for s, b in buffers.items()},
+        "splits": splits,
+        "warnings": [f"split {s!r} is empty: no recording or window went to it (a layout folder missing, such as "
+                     f"TUH's eval/ for the test split?)" for s, summary in splits.items() if not summary["windows"]],
         "files": {"found": len(recordings), "ok": len(recordings) - len(failures), "skipped": failures,
-                  "repaired": repaired},
-        "events_without_window": dropped,
+                  "repaired": [{"file": e["file"], "notes": e["notes"]} for e in sources if e["status"] == "repaired"]},
+        "sources": sources,
+        "events_without_window": sum(e.get("events_without_window", 0) for e in sources),
+        "implausible_windows": sum(e.get("implausible_windows", 0) for e in sources),
         "checksums": checksums,
         "seconds": round(time.time() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
+    journal.path.unlink()
     shutil.rmtree(shard_dir, ignore_errors=True)
     return manifest
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _process(task: tuple[str, Recording, PreprocessConfig, Path]) -> dict:
+    """Worker side: the windows of one recording into its shard (written atomically under a name unique to this
+    process, so an orphan of a killed run and its re-run never write one file); ``{"reason"}`` when it fails."""
+    name, rec, config, shard = task
+    if shard.is_file():  # finished by a run that was stopped before writing it to the store
+        return {}
+    try:
+        arrays = process_recording(get_reader(name), rec, config)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch; the reason goes in the manifest
+        return {"reason": _reason(exc, rec.path)}
+    with atomic_path(shard, f".{shard.stem}.{os.getpid()}.tmp.npz") as tmp:
+        np.savez(tmp, **arrays)
+    return {}
+
+
+def _crashed(task: tuple) -> dict:
+    return {"reason": "the worker process reading it died (killed for lack of memory, or a crash in a reader library)"}
+
+
+def _commit(rec: Recording, rel: str, shard: Path, result: dict, writers: dict[str, SplitWriter], split: str) -> dict:
+    """Append one processed recording's windows to the split writers (the single writer, in recording order) and
+    return its journal entry: its provenance plus what a resumed run needs to rebuild the writers."""
+    files = [rec.path, *rec.extras]
+    entry = {"file": rel, "subject": rec.subject, "bytes": sum(p.stat().st_size for p in files if p.is_file())}
+    if "reason" in result:
+        return entry | {"status": "skipped", "reason": result["reason"]}
+    with np.load(shard) as sh:
+        where = np.array([str(s) or rec.split or split for s in sh["splits"]])
+        chans = sh["chans"]
+        windows = {}
+        for s, writer in writers.items():
+            keep = where == s
+            if keep.any():
+                writer.append(sh["signals"][keep], chans, sh["labels"][keep], sh["starts"][keep], rec.subject, rel)
+                windows[s] = int(keep.sum())
+        notes = sh["notes"].tolist()
+        entry |= {"status": "repaired" if notes else "prepared", "notes": notes, "duration_s": float(sh["seconds"]),
+                  "windows": windows, "events_without_window": int(sh["dropped"]),
+                  "implausible_windows": int(sh["implausible"]), "chans": chans.tolist(),
+                  "samples": {s: w.samples for s, w in writers.items()}}
+    shard.unlink()
+    return entry
+
+
+def _provenance(entry: dict) -> dict:
+    """A journal entry as the manifest lists it: without the writers' resume state."""
+    out = {k: v for k, v in entry.items() if k not in ("chans", "samples")}
+    if "chans" in entry:
+        out["channels"] = len(entry["chans"])
+    return out
+
+
+class Journal:
+    """``.journal.jsonl``: one line per recording written to the store, in recording order, appended (and synced)
+    after its windows are: the resume state of an interrupted run.
+
+    The first line holds the inputs' fingerprint; a journal of other inputs or settings is discarded. A torn last
+    line (a kill mid-write) and anything not matching the recordings in order are cut off, and the split writers are
+    cut back to what the remaining lines account for (:class:`~neurolm.data.store.SplitWriter`).
+    """
+
+    def __init__(self, path: Path, fingerprint: str, files: list[str]):
+        self.path, self.entries = path, []
+        lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
+        kept = []
+        if lines and _json_line(lines[0]) == {"fingerprint": fingerprint}:
+            kept.append(lines[0])
+            for line, file in zip(lines[1:], files):
+                entry = _json_line(line)
+                if entry is None or entry.get("file") != file:
+                    break
+                self.entries.append(entry)
+                kept.append(line)
+        else:
+            kept = [json.dumps({"fingerprint": fingerprint}) + "\n"]
+        atomic_write_bytes(path, "".join(kept).encode())
+
+    def state(self, split: str) -> tuple[list[Group], int]:
+        """The groups and sample count a split writer had when the last journaled recording was written."""
+        groups = [Group(e["subject"], e["file"], e["chans"], e["windows"][split]) for e in self.entries
+                  if e.get("windows", {}).get(split)]
+        samples = next((e["samples"][split] for e in reversed(self.entries) if "samples" in e), 0)
+        return groups, samples
+
+    def append(self, entry: dict) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.entries.append(entry)
+
+
+def _json_line(line: str) -> dict | None:
+    if not line.endswith("\n"):
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def _reason(exc: Exception, path: Path) -> str:
@@ -255,18 +399,20 @@ def _reason(exc: Exception, path: Path) -> str:
     return text if isinstance(exc, NeuroLMError) else f"{type(exc).__name__}: {text}"
 
 
-def _split_summary(buf: SplitBuffer, classes: tuple[str, ...]) -> dict:
-    counts = Counter(buf.labels)
+def _split_summary(out_dir: Path, split: str, writer: SplitWriter, classes: tuple[str, ...]) -> dict:
+    labels = np.load(out_dir / f"{split}.npz")["label"]
+    counts = Counter(labels.tolist())
     return {
-        "windows": len(buf.labels),
-        "subjects": len(set(buf.subjects)),
-        "files": len(set(buf.files)),
+        "windows": len(labels),
+        "subjects": len({g.subject for g in writer.groups}),
+        "files": len({g.file for g in writer.groups}),
         "classes": {c: counts.get(i, 0) for i, c in enumerate(classes)},
     }
 
 
 def format_summary(manifest: dict) -> str:
-    """Per-split, per-class table of a manifest, plus the skipped files and their reasons."""
+    """Per-split, per-class table of a manifest, the files by status, the skipped and repaired files with their
+    reasons, and the warnings."""
     classes = manifest["classes"]
     head = f"{'split':<6}{'windows':>9}{'subjects':>9}" + "".join(f"{c:>11}" for c in classes)
     lines = [head]
@@ -276,6 +422,14 @@ def format_summary(manifest: dict) -> str:
         lines.append(f"skipped {f['file']}: {f['reason']}")
     for f in manifest["files"]["repaired"]:
         lines += [f"repaired {f['file']}: {note}" for note in f["notes"]]
+    sources = manifest.get("sources", [])
+    if sources:
+        status = Counter(e["status"] for e in sources)
+        hours = sum(e.get("duration_s", 0) for e in sources) / 3600
+        lines.append(f"files: {status['prepared']} prepared, {status['repaired']} repaired, {status['skipped']} "
+                     f"skipped; {hours:.2f} h of EEG, {manifest.get('implausible_windows', 0)} implausible window(s) "
+                     f"dropped; samples stored as {manifest.get('dtype', 'float32')}")
+    lines += [f"warning: {w}" for w in manifest.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -286,10 +440,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=None,
                    help="notch frequency; default: the dataset's country (60 Hz TUH, 50 Hz HMC/EEGMAT/SEED)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subject-wise splits")
+    p.add_argument("--workers", type=int, default=available_cpus(),
+                   help="processes reading recordings (default: the CPU cores available); the store is the same "
+                        "for any number")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="sample type on disk (float16 halves the store; reads return float32 either way)")
 
 
 def run(args: argparse.Namespace) -> int:
-    m = prepare_dataset(args.dataset, args.raw_dir, args.out_dir, mains=args.mains, seed=args.seed)
+    m = prepare_dataset(args.dataset, args.raw_dir, args.out_dir, mains=args.mains, seed=args.seed,
+                        workers=args.workers, dtype=args.dtype)
     print(format_summary(m))
     total = sum(s["windows"] for s in m["splits"].values())
     print(f"prepared {args.dataset}: {total} windows from {m['files']['ok']}/{m['files']['found']} files "

@@ -6,7 +6,10 @@ constant: the reference notches 50 Hz on US (TUH) data, where the hum is at 60 H
 
 Bad signals: NaN/Inf samples are an error naming the channels (no repair: they mark gaps or a corrupt file). A flat
 channel (peak-to-peak below ``flat_uv`` over the whole recording) is dropped with a :class:`RepairWarning` where the
-dataset keeps whatever channels a file has (pretraining), and is an error naming it where the channel set is fixed.
+dataset keeps whatever channels a file has (pretraining), and is an error naming it where the channel set is fixed;
+so is a degenerate channel (fewer than ``min_distinct`` distinct values). A window whose median channel standard
+deviation is above ``max_sd_uv`` is implausible for scalp EEG and dropped (counted in the manifest); a recording with
+more than ``max_implausible`` of its windows so is skipped.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ class PreprocessConfig:
     flat_uv: float = 1.0
     """A channel whose peak-to-peak amplitude over the whole recording is below this (µV) is flat: disconnected or
     a dead amplifier (real EEG is never that still; MNE's examples reject epochs below 1 µV the same way)."""
+    min_distinct: int = 16
+    """A channel taking fewer distinct values than this is a degenerate export (real TUH-layout files circulate whose
+    channels hold 2–8 values over a minute); a 16-bit EDF channel of real EEG takes hundreds."""
+    max_sd_uv: float = 1000.0
+    """A window whose median channel standard deviation exceeds this (µV) is implausible for scalp EEG (awake EEG is
+    10–100 µV, sleep slow waves and artefacts reach a few hundred): a damaged file or a wrong unit. It is dropped."""
+    max_implausible: float = 0.5
+    """A recording with more than this fraction of implausible windows is skipped, not kept in part."""
 
     def to_dict(self) -> dict:
         return asdict(self) | {"filter": "mne FIR (firwin, zero-phase)", "resampler": "mne polyphase"}
@@ -60,6 +71,25 @@ def check_finite(data: np.ndarray, labels: list[str]) -> None:
 def flat_rows(data_uv: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Boolean mask of the flat channels of a ``(C, T)`` µV array (see ``PreprocessConfig.flat_uv``)."""
     return np.ptp(data_uv, axis=1) < config.flat_uv
+
+
+def degenerate_rows(data_uv: np.ndarray, config: PreprocessConfig, samples: int = 12_000) -> np.ndarray:
+    """Boolean mask of the channels of a ``(C, T)`` array with fewer than ``config.min_distinct`` distinct values.
+
+    Counted over ``samples`` evenly spaced samples (a subsample has at most the values of the whole, and real EEG
+    shows hundreds in far fewer), so the check costs the same for a 10-minute and a 10-hour recording.
+    """
+    step = max(1, data_uv.shape[1] // samples)
+    return np.array([len(np.unique(row[::step])) < config.min_distinct for row in data_uv], dtype=bool)
+
+
+def implausible_windows(windows: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Boolean mask of the ``(N, C, T)`` preprocessed windows (µV / ``scale_uv``) implausible for scalp EEG: a median
+    channel standard deviation above ``config.max_sd_uv``, or any sample above 100 times that (100 mV: no scalp
+    potential comes near, and it keeps every stored value far inside float16's range of ±6.5 V)."""
+    sd = np.median(windows.std(axis=2), axis=1) * config.scale_uv
+    peak = np.abs(windows).max(axis=(1, 2)) * config.scale_uv
+    return (sd > config.max_sd_uv) | (peak > 100 * config.max_sd_uv)
 
 
 def preprocess_array(data_uv: np.ndarray, sfreq: float, config: PreprocessConfig) -> np.ndarray:

@@ -1,15 +1,18 @@
-"""The window store: every split written once as a flat float32 file plus an index, read back by memory mapping.
+"""The window store: every split written once as a flat float32 (or float16) file plus an index, read back by
+memory mapping.
 
 Layout of a store directory::
 
-    manifest.json          dataset, preprocessing, counts per split/class, skipped files, checksums
+    manifest.json          dataset, preprocessing, counts per split/class, every source file's provenance, checksums
     train.bin  train.npz   samples of all windows back to back (C×T row-major each) + per-window index
     val.bin    val.npz
     test.bin   test.npz
 
 Windows of one split may differ in shape (pretraining chunks depend on a file's channel count), so the index keeps
-each window's offset, channel count and length. A random read is one memmap slice: no per-sample files, no pickles.
-The memmap is opened lazily in the process that reads, so DataLoader workers each get their own handle.
+each window's offset, channel count and length, and the sample type (``dtype``; absent = float32). A split is
+written as a stream (:class:`SplitWriter`): windows are appended as each recording is done. A random read is one
+memmap slice: no per-sample files, no pickles. The memmap is opened lazily in the process that reads, so DataLoader
+workers each get their own handle.
 
 Every file is written under a temporary name beside its target and renamed onto it (:func:`atomic_path`): a killed
 writer leaves either the old file or the new one, never half of one, and an interrupted one (SIGINT/SIGTERM) also
@@ -22,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +70,119 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+DTYPES = ("float32", "float16")
+"""Sample types a store can hold; reads return float32 either way. float16 halves the disk (µV/100 in float16 keeps
+~0.05 µV resolution at typical EEG amplitudes, about the quantisation step of a 16-bit EDF)."""
+
+INDEX_RECORD = np.dtype([("n_times", "<i4"), ("label", "<i2"), ("start", "<f8")])
+"""Per-window fields that a :class:`SplitWriter` appends to its side file as it goes (fixed size: a resumed writer
+truncates it to a whole number of records)."""
+
+
+@dataclass
+class Group:
+    """Consecutive windows of one split that share a recording (its subject, file and channels)."""
+
+    subject: str
+    file: str
+    chans: list[int]
+    windows: int
+
+
+class SplitWriter:
+    """Appends the windows of one split to ``.<split>.bin.tmp`` as they arrive and renames it onto ``<split>.bin``
+    with its index when :meth:`finish` is called: memory holds one append, not the split.
+
+    Per-window fields go to a fixed-record side file (``.<split>.idx.tmp``) and per-recording fields to
+    :attr:`groups` (a few dozen bytes per recording), so a writer killed mid-run can be rebuilt from the groups its
+    caller had committed (passed to the constructor): the temporary files are cut back to exactly those windows (or taken
+    back from a :meth:`finish` that was stopped half-way), and the checksum is recomputed over what remains.
+    """
+
+    def __init__(self, out_dir: Path, split: str, dtype: str = "float32", groups: Iterable[Group] = (),
+                 samples: int = 0):
+        """A fresh writer, or (``groups``, ``samples``: what a killed run had committed) one that carries on."""
+        if dtype not in DTYPES:
+            raise NeuroLMError(f"store dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        self.root, self.split, self.dtype = Path(out_dir), split, np.dtype(dtype)
+        self.bin_tmp = self.root / f".{split}.bin.tmp"
+        self.idx_tmp = self.root / f".{split}.idx.tmp"
+        self.groups, self.samples, self._hash = list(groups), samples, hashlib.sha256()
+        n_bytes, n_idx = samples * self.dtype.itemsize, self.windows * INDEX_RECORD.itemsize
+        final_bin, final_idx = self.root / f"{split}.bin", self.root / f"{split}.npz"
+        if self.windows and not self.bin_tmp.is_file() and final_bin.is_file():  # stopped while finishing the splits
+            os.replace(final_bin, self.bin_tmp)
+        if self.windows and not self.idx_tmp.is_file() and final_idx.is_file():
+            with np.load(final_idx) as idx:
+                rows = np.zeros(len(idx["label"]), INDEX_RECORD)
+                rows["n_times"], rows["label"], rows["start"] = idx["n_times"], idx["label"], idx["start"]
+            rows.tofile(self.idx_tmp)
+        for path, size in ((self.bin_tmp, n_bytes), (self.idx_tmp, n_idx)):
+            if size and (not path.is_file() or path.stat().st_size < size):
+                raise NeuroLMError(f"{path}: shorter than the journal says ({size} bytes); cannot resume")
+            with open(path, "ab") as fh:
+                fh.truncate(size)
+        with open(self.bin_tmp, "rb") as fh:
+            while block := fh.read(1 << 22):
+                self._hash.update(block)
+
+    @property
+    def windows(self) -> int:
+        return sum(g.windows for g in self.groups)
+
+    def append(self, signals: np.ndarray | list[np.ndarray], chans: np.ndarray, labels: np.ndarray,
+               starts: np.ndarray, subject: str, file: str) -> None:
+        """Append windows of one recording (``(N, C, T)`` or a list of ``(C, T)``) sharing ``chans``."""
+        if not len(signals):
+            return
+        rows = np.zeros(len(signals), INDEX_RECORD)
+        rows["n_times"] = [s.shape[1] for s in signals]
+        rows["label"], rows["start"] = labels, starts
+        with open(self.bin_tmp, "ab") as fh:
+            for s in signals:
+                block = np.ascontiguousarray(s, dtype=self.dtype).tobytes()
+                self._hash.update(block)
+                fh.write(block)
+                self.samples += s.size
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(self.idx_tmp, "ab") as fh:
+            fh.write(rows.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.groups.append(Group(subject, file, [int(c) for c in chans], len(signals)))
+
+    def finish(self) -> dict[str, str]:
+        """Write ``<split>.npz`` and rename the samples onto ``<split>.bin``; return both sha256 checksums."""
+        rows = np.fromfile(self.idx_tmp, INDEX_RECORD)
+        g_of = np.repeat(np.arange(len(self.groups)), [g.windows for g in self.groups]).astype(np.int64)
+        n_chans = np.array([len(g.chans) for g in self.groups], np.int32)[g_of]
+        sizes = n_chans.astype(np.int64) * rows["n_times"]
+        offsets = (np.cumsum(sizes) - sizes).astype(np.int64)
+        chan_offsets = (np.cumsum(n_chans) - n_chans).astype(np.int64)
+        chans = [np.tile(np.array(g.chans, np.int16), g.windows) for g in self.groups]
+        subjects, subject_id = np.unique(np.array([g.subject for g in self.groups], dtype=str), return_inverse=True)
+        files, file_id = np.unique(np.array([g.file for g in self.groups], dtype=str), return_inverse=True)
+        idx_path = self.root / f"{self.split}.npz"
+        with atomic_path(idx_path, f".{self.split}.tmp.npz") as tmp_idx:
+            np.savez(
+                tmp_idx,
+                offset=offsets, n_chans=n_chans, n_times=rows["n_times"], chan_offset=chan_offsets,
+                chans=np.concatenate(chans) if chans else np.zeros(0, np.int16),
+                label=rows["label"], start=rows["start"],
+                subject_id=subject_id[g_of].astype(np.int32), subjects=subjects,
+                file_id=file_id[g_of].astype(np.int32), files=files, dtype=np.array(self.dtype.name),
+            )
+        bin_path = self.root / f"{self.split}.bin"
+        os.replace(self.bin_tmp, bin_path)
+        self.idx_tmp.unlink(missing_ok=True)
+        return {bin_path.name: self._hash.hexdigest(), idx_path.name: sha256_file(idx_path)}
+
+
 @dataclass
 class SplitBuffer:
-    """Windows collected for one split before it is written."""
+    """Windows of one split collected in memory: a convenience for small hand-made stores (tests, examples);
+    ``prepare`` streams through :class:`SplitWriter` instead."""
 
     signals: list[np.ndarray] = field(default_factory=list)
     chans: list[np.ndarray] = field(default_factory=list)
@@ -87,37 +200,20 @@ class SplitBuffer:
         self.files.append(file)
 
 
-def write_split(out_dir: Path, split: str, buf: SplitBuffer) -> dict[str, str]:
+def write_split(out_dir: Path, split: str, buf: SplitBuffer, dtype: str = "float32") -> dict[str, str]:
     """Write ``<split>.bin`` and ``<split>.npz`` atomically; return their sha256 checksums."""
-    n = len(buf.signals)
-    n_chans = np.array([s.shape[0] for s in buf.signals], dtype=np.int32)
-    n_times = np.array([s.shape[1] for s in buf.signals], dtype=np.int32)
-    sizes = n_chans.astype(np.int64) * n_times
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
-    chan_offsets = np.concatenate([[0], np.cumsum(n_chans)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
-    subjects, subject_id = np.unique(np.array(buf.subjects, dtype=str), return_inverse=True)
-    files, file_id = np.unique(np.array(buf.files, dtype=str), return_inverse=True)
-    bin_path, idx_path = out_dir / f"{split}.bin", out_dir / f"{split}.npz"
-    with atomic_path(bin_path) as tmp, open(tmp, "wb") as fh:
-        for s in buf.signals:
-            fh.write(np.ascontiguousarray(s, dtype=np.float32).tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    with atomic_path(idx_path, f".{split}.tmp.npz") as tmp_idx:
-        np.savez(
-            tmp_idx,
-            offset=offsets, n_chans=n_chans, n_times=n_times, chan_offset=chan_offsets,
-            chans=np.concatenate(buf.chans).astype(np.int16) if n else np.zeros(0, np.int16),
-            label=np.array(buf.labels, dtype=np.int16), start=np.array(buf.starts, dtype=np.float64),
-            subject_id=subject_id.astype(np.int32), subjects=subjects, file_id=file_id.astype(np.int32), files=files,
-        )
-    return {bin_path.name: sha256_file(bin_path), idx_path.name: sha256_file(idx_path)}
+    writer = SplitWriter(out_dir, split, dtype)
+    for sig, chans, label, start, subject, file in zip(buf.signals, buf.chans, buf.labels, buf.starts, buf.subjects,
+                                                       buf.files):
+        writer.append([sig], chans, np.array([label]), np.array([start]), subject, file)
+    return writer.finish()
 
 
 class WindowSplit:
     """One split of a store as a map-style dataset (usable directly by ``torch.utils.data.DataLoader``).
 
-    Items are dicts ``{"signal": float32 (C, T) in µV/100 at 200 Hz (a read-only view of the memmap), "chans": int64 (C,), "label": int,
+    Items are dicts ``{"signal": float32 (C, T) in µV/100 at 200 Hz (a read-only view of the memmap in a float32
+    store: batching copies it once; a float32 copy in a float16 store), "chans": int64 (C,), "label": int,
     "subject": str, "file": str, "start": float}``.
     """
 
@@ -133,6 +229,7 @@ class WindowSplit:
                                                                     "subject_id", "file_id", "start"))))
         self._subject_names = self._idx["subjects"].tolist()
         self._file_names = self._idx["files"].tolist()
+        self.dtype = np.dtype(str(self._idx["dtype"])) if "dtype" in self._idx else np.dtype(np.float32)
         self._mm: np.memmap | None = None
 
     def __len__(self) -> int:
@@ -151,10 +248,17 @@ class WindowSplit:
         """EEG tokens (channels × whole seconds) of every window: what a batch pads to."""
         return self._idx["n_chans"].astype(np.int64) * (self._idx["n_times"].astype(np.int64) // PATCH)
 
+    def windows_by_file(self) -> dict[str, np.ndarray]:
+        """Window indices of every source file, in time order (what the overlap search reads a recording by)."""
+        file_id, start = self._idx["file_id"], self._idx["start"]
+        order = np.lexsort((start, file_id))
+        cuts = np.flatnonzero(np.diff(file_id[order])) + 1
+        return {self._file_names[int(file_id[rows[0]])]: rows for rows in np.split(order, cuts) if len(rows)}
+
     def _signals(self) -> np.memmap:
         if self._mm is None:
             path = self.root / f"{self.name}.bin"
-            self._mm = np.memmap(path, dtype=np.float32, mode="r") if path.stat().st_size else np.zeros(0, np.float32)
+            self._mm = np.memmap(path, dtype=self.dtype, mode="r") if path.stat().st_size else np.zeros(0, self.dtype)
         return self._mm
 
     def __getstate__(self) -> dict:  # DataLoader workers re-open the memmap themselves
@@ -164,8 +268,9 @@ class WindowSplit:
         if not -len(self) <= i < len(self):
             raise IndexError(f"window {i} out of range for {len(self)} windows")
         c, t, off, co, label, subject, file, start = self._rows[i]
+        signal = self._signals()[off : off + c * t].reshape(c, t)
         return {
-            "signal": self._signals()[off : off + c * t].reshape(c, t),  # read-only view: batching copies it once
+            "signal": signal if signal.dtype == np.float32 else signal.astype(np.float32),
             "chans": self._idx["chans"][co : co + c].astype(np.int64),
             "label": label,
             "subject": self._subject_names[subject],

@@ -10,7 +10,11 @@ read with inverted polarity (the negative gain the header defines, as MNE reads 
 (MNE would rename them ``-0``/``-1``) are an error; EEG channels at different sampling rates in one file are an error
 (MNE would upsample the slower ones, whose content stops below the band-pass edge), other channels may have any rate;
 a data section that ends mid-record (a recording not stopped cleanly) is read up to its last whole record with a
-RepairWarning, and one without a whole record is an error. A directory where a file is expected is an error.
+RepairWarning, and one without a whole record is an error; a data section longer than the header declares is read
+up to the declared records with a RepairWarning, unless dropping the CR of every CR-LF pair gives exactly the declared
+size: a file copied in text mode, whose every later sample is shifted into noise, is an error saying so. EDF+ annotations
+that are not UTF-8 are read as Latin-1 (as MNE suggests) with a RepairWarning. A directory where a file is expected
+is an error.
 """
 
 from __future__ import annotations
@@ -116,9 +120,23 @@ def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
     if path.suffix.lower() in (".edf", ".bdf"):
         check_edf_header(path)
     try:
+        return _mne_read(path, **kwargs)
+    except NeuroLMError as exc:
+        if not (path.suffix.lower() in (".edf", ".bdf") and "encoding='latin1'" in str(exc)):
+            raise
+    # EDF+ annotations that are not UTF-8: MNE's own advice is to read them as Latin-1.
+    raw = _mne_read(path, encoding="latin1", **kwargs)
+    warnings.warn(f"{path}: EDF+ annotations are not UTF-8; read as Latin-1", RepairWarning)
+    return raw
+
+
+def _mne_read(path: Path, **kwargs) -> mne.io.BaseRaw:
+    try:
         return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
-    except (ValueError, OSError, RuntimeError, IndexError, KeyError, UnicodeDecodeError) as exc:
-        raise NeuroLMError(f"{path}: cannot be read as EEG ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - MNE raises a bare Exception for undecodable EDF+ annotations
+        if type(exc) is Exception or isinstance(exc, (ValueError, OSError, RuntimeError, IndexError, KeyError)):
+            raise NeuroLMError(f"{path}: cannot be read as EEG ({type(exc).__name__}: {exc})") from exc
+        raise
 
 
 # Per-signal header fields in file order (each stored for all signals before the next field), with their widths.
@@ -189,6 +207,17 @@ def check_edf_header(path: Path) -> None:
         raise NeuroLMError(f"{path}: cannot be read as EDF (no complete data record after the header: file "
                            "truncated?)")
     declared = int(_edf_number(path, head[236:244], "number of data records"))
+    extra = size - n_header - declared * record_bytes
+    if declared > 0 and extra > 0:
+        what = (f"data section longer than the header declares ({size - n_header} bytes, {declared} records of "
+                f"{record_bytes} bytes make {declared * record_bytes}: {extra} extra bytes)")
+        with open(path, "rb") as fh:
+            fh.seek(n_header)
+            crlf = fh.read().count(b"\r\n")
+        if crlf == extra:  # dropping the CR of every CR-LF pair restores exactly the declared size
+            raise NeuroLMError(f"{path}: {what}: copied in text mode, which put a CR byte before each of its {crlf} "
+                               "LF bytes and misaligned the samples into noise")
+        warnings.warn(f"{path}: {what}; the declared records are read", RepairWarning)
     if declared > have:
         warnings.warn(f"{path}: data truncated: {have} of the {declared} data records the header declares are in "
                       f"the file; the whole records are read", RepairWarning)
