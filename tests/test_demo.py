@@ -41,6 +41,10 @@ def test_quick_demo_reports_every_task(demo_dir, capsys):
         for value in (m["paper"]["balanced_accuracy"], m["scored"]["balanced_accuracy"], m["band_power_baseline"]):
             assert math.isfinite(value) and 0.0 <= value <= 1.0
         assert m["n"] > 0 and m["paper"]["unparseable"] <= m["n"]
+        assert m["band_power_baseline"] == m["baseline"]["balanced_accuracy"]
+        for part in ("paper", "scored", "baseline"):
+            lo, hi = m[part]["ci95"]
+            assert 0.0 <= lo <= hi <= 1.0
     md = (demo_dir / "report.md").read_text()
     assert all(f"| {t} |" in md for t in TASKS)
 

@@ -87,8 +87,13 @@ def test_metrics_json_has_every_task_with_numbers(evaluated, stores):
         assert {"balanced_accuracy", "unparseable", "n"} | paper_keys <= set(m["paper"])
         assert {"balanced_accuracy", "auroc", "auc_pr", "log_loss", "ece"} <= set(m["scored"])
         for part in ("paper", "scored", "timing"):
-            numbers = [v for v in m[part].values() if not isinstance(v, str)]
+            numbers = [v for v in m[part].values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
             assert numbers and all(math.isfinite(v) for v in numbers), (name, part)
+        assert m["baseline"] is None  # these stores have no train split to fit the band-power baseline on
+        for part in ("paper", "scored"):  # every balanced accuracy has its interval and chance flag
+            lo, hi = m[part]["ci95"]
+            assert lo <= m[part]["balanced_accuracy"] <= hi and m[part]["ci_resampled"] in ("subjects", "windows")
+            assert m[part]["includes_chance"] == (lo <= m["chance"])
         t = m["timing"]
         assert t["generation_s"] > 0 and t["scored_s"] > 0
         assert t["scored_speedup"] == pytest.approx(t["generation_s"] / t["scored_s"])

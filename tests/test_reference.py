@@ -99,9 +99,9 @@ def test_outputs_do_not_depend_on_batch_mates(norm_over_padding):
 # ---------------------------------------------------------------------------------------------------------- export
 
 
-def fitted_lm() -> NeuroLM:
+def fitted_lm(**kwargs) -> NeuroLM:
     """A tiny model as our pipeline leaves it: a fitted (non-identity) feature scaler."""
-    model = tiny_lm(seed=3)
+    model = tiny_lm(seed=3, **kwargs)
     model.fit_feature_scaler([collate_windows(windows([(3, 4), (5, 2), (4, 3)], seed=2))])
     assert not torch.allclose(model.feature_std, torch.ones_like(model.feature_std))
     return model
@@ -127,11 +127,12 @@ def test_lm_export_round_trip_is_bit_exact(tmp_path):
     model = fitted_lm()
     with pytest.warns(UserWarning) as caught:  # REF's code would compute what REF's file format cannot say
         model.save_reference_checkpoint(tmp_path / "NeuroLM.pt", vq_path=tmp_path / "VQ.pt")
-    assert ["tanh GELU" in str(w.message) for w in caught] == [True, False]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 3 and "tanh GELU" in messages[0] and "spectral input" in messages[1]
     raw = torch.load(tmp_path / "NeuroLM.pt", weights_only=True)
     assert raw["model_args"] == dict(n_layer=2, n_head=4, n_embd=64, block_size=1024, bias=True, vocab_size=50304,
                                      dropout=0.0)
-    assert not any(k.startswith(("gpt.", "feature_")) for k in raw["model"])
+    assert not any(k.startswith(("gpt.", "feature_", "spectral_")) for k in raw["model"])
     assert {"GPT2.lm_head.weight", "tokenizer.fc_norm.bias", "pos_embed.weight"} <= set(raw["model"])
     again = NeuroLM.from_reference_checkpoint(tmp_path / "NeuroLM.pt", vq_path=tmp_path / "VQ.pt")
     assert again.config == model.config
@@ -144,8 +145,8 @@ def test_lm_export_round_trip_is_bit_exact(tmp_path):
 
 def test_exported_lm_computes_our_outputs_as_the_reference_reads_it(tmp_path):
     """Without our private entry (what REF's code sees: its keys and args only) the folded scaler and the exact
-    GELU give our model's outputs."""
-    model = fitted_lm()
+    GELU give our model's outputs (of a model without the spectral input, which REF's format cannot hold)."""
+    model = fitted_lm(spectral_input=False)
     model.config.gpt.gelu = "exact"
     for block in model.gpt.transformer.h:
         block.mlp.gelu.approximate = "none"

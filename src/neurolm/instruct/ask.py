@@ -32,7 +32,7 @@ import torch
 
 from ..data.channels import channel_indices
 from ..data.inputs import as_raw
-from ..data.prepare import cut_windows, drop_flat_channels
+from ..data.prepare import cut_windows, drop_bad_channels
 from ..data.preprocess import PreprocessConfig, preprocess_raw
 from ..data.provenance import check_task, preprocess_config, read_training
 from ..data.readers import Segment, get_reader
@@ -88,7 +88,7 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
             _trained_channel_order(seg, trained)
         else:
             config = PreprocessConfig(mains=reader.mains if mains is None else mains)
-        drop_flat_channels(seg, Path(source), config, fixed=reader.channels is not None)  # as `prepare`
+        drop_bad_channels(seg, Path(source), config, fixed=reader.channels is not None)  # as `prepare`
         data = preprocess_raw(raw, seg.labels, config)
     except NeuroLMError as exc:  # prepare's checks name the file already
         raise NeuroLMError(f"{source}: task {task}: {str(exc).removeprefix(f'{source}: ')}") from exc

@@ -331,11 +331,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     results = evaluate(args.model, args.data, args.out, split=args.split, batch_size=args.batch_size,
                        device=args.device)
-    print(f"{'task':<9}{'n':>6}{'paper BA [95% CI]':>28}{'unparse':>9}{'scored BA [95% CI]':>28}{'AUROC':>7}"
-          f"{'band power [95% CI]':>28}{'chance':>7}")
+    print(f"{'task':<9} {'n':>5} {'paper BA [95% CI]':>30} {'unparse':>7} {'scored BA [95% CI]':>30} {'AUROC':>6} "
+          f"{'band power [95% CI]':>30} {'chance':>6}")
     for name, m in results.items():
         p, s = m["paper"], m["scored"]
-        print(f"{name:<9}{m['n']:>6}{format_ba(p):>28}{p['unparseable']:>9}{format_ba(s):>28}{_fmt(s, 'auroc'):>7}"
-              f"{format_ba(m.get('baseline')):>28}{m['chance']:>7.3f}")
+        print(f"{name:<9} {m['n']:>5} {format_ba(p):>30} {p['unparseable']:>7} {format_ba(s):>30} "
+              f"{_fmt(s, 'auroc'):>6} {format_ba(m.get('baseline')):>30} {m['chance']:>6.3f}")
     print(f"evaluated {len(results)} task(s) on {args.split} → {args.out / 'metrics.json'}, {args.out / 'report.md'}")
     return 0

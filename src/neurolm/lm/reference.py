@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     from .model import NeuroLM
 
 _FC_NORM = ("tokenizer.fc_norm.weight", "tokenizer.fc_norm.bias")
-_UNFOLDED = ("feature_mean", "feature_std", *_FC_NORM)
-"""Tensors of the ``neurolm`` entry: what folding the scaler into ``fc_norm`` changes."""
+_SPECTRAL = ("spectral_embed.weight", "spectral_mean", "spectral_std")
+"""The spectral input (:mod:`neurolm.lm.spectral`): no REF key, so kept in the ``neurolm`` entry only."""
+_UNFOLDED = ("feature_mean", "feature_std", *_FC_NORM, *_SPECTRAL)
+"""Tensors of the ``neurolm`` entry: what folding the scaler into ``fc_norm`` changes, and the spectral input."""
 
 
 def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
@@ -126,6 +128,9 @@ def save_neurolm_checkpoint(model: NeuroLM, path: str | Path, vq_path: str | Pat
     if cfg.gelu != "exact":
         warnings.warn("this LM uses GPT-2's tanh GELU; the authors' code computes the exact GELU, so its logits "
                       "will differ slightly (our loader restores the exact setting)", UserWarning, stacklevel=3)
+    if model.config.spectral_input:
+        warnings.warn("this LM has a spectral input, which the authors' code does not have: it will compute the LM "
+                      "without it (our loader restores it)", UserWarning, stacklevel=3)
     state: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         value = value.detach().cpu().clone()
@@ -133,13 +138,15 @@ def save_neurolm_checkpoint(model: NeuroLM, path: str | Path, vq_path: str | Pat
             state["GPT2." + key[len("gpt."):]] = value
         elif key.startswith("tokenizer.VQ.encoder."):
             state["tokenizer." + key[len("tokenizer.VQ.encoder."):]] = value
-        elif key.startswith("tokenizer.") or key in ("feature_mean", "feature_std"):
+        elif key.startswith("tokenizer.") or key in ("feature_mean", "feature_std", *_SPECTRAL):
             continue  # the quantizer and decoders live in VQ.pt; the scaler is folded below
         else:
             state[key] = value
     mean, std = model.feature_mean.detach().cpu(), model.feature_std.detach().cpu()
+    own = model.state_dict()
     unfolded = {"feature_mean": mean.clone(), "feature_std": std.clone(),
-                **{k: state[k].clone() for k in _FC_NORM}}
+                **{k: state[k].clone() for k in _FC_NORM},
+                **{k: own[k].detach().cpu().clone() for k in _SPECTRAL if k in own}}
     with torch.no_grad():  # (γ·n + β − μ) / σ = (γ/σ)·n + (β − μ)/σ
         state[_FC_NORM[0]] = state[_FC_NORM[0]] / std
         state[_FC_NORM[1]] = (state[_FC_NORM[1]] - mean) / std
