@@ -137,3 +137,24 @@ def test_encoder_cache_respects_its_budget(model):
 def test_balanced_order_repeats_smaller_tasks_up_to_the_largest():
     order = balanced_order(np.array([0, 2, 7, 7, 10]))  # tasks of 2, 5, 0 and 3 windows
     assert order.tolist() == [0, 1, 0, 1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 7, 8]
+
+
+def test_stage_defaults_and_the_reference_switches():
+    """Balanced tasks and the full lettered-answer mask are the defaults; the reference's behaviour is one flag away
+    (the mask itself is pinned in test_loss_only_on_the_answer)."""
+    import argparse
+
+    from neurolm.instruct.train import add_arguments
+    from neurolm.lm.pretrain import add_arguments as pretrain_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--model", "m", "--data", "s", "--out", "o"]
+    args = p.parse_args(base)
+    assert args.balance_tasks and not args.reference_answer_mask
+    args = p.parse_args(base + ["--no-balance-tasks", "--reference-answer-mask"])
+    assert not args.balance_tasks and args.reference_answer_mask
+    p = argparse.ArgumentParser()
+    pretrain_arguments(p)
+    base = ["--tokenizer", "t", "--data", "s", "--out", "o"]
+    assert p.parse_args(base).spectral_input and not p.parse_args(base + ["--no-spectral-input"]).spectral_input
