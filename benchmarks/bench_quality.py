@@ -42,8 +42,9 @@ from sklearn.preprocessing import StandardScaler
 
 from neurolm.data.batch import collate_windows
 from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
+from neurolm.instruct.baseline import fit_predict as baseline_fit_predict
 from neurolm.instruct.baseline import store_features
-from neurolm.instruct.metrics import bootstrap_ci
+from neurolm.instruct.metrics import interval
 from neurolm.lm import NeuroLM, build_attention_mask
 from neurolm.lm.spectral import band_log_power
 from neurolm.tokenizer import NeuralTokenizer
@@ -101,11 +102,12 @@ def readouts(store: WindowStore, tokenizer_dir: Path | None, lm_dir: Path | None
 def fit_predict(data: dict, rung: str) -> np.ndarray:
     """Test predictions: the baseline exactly as the library fits it; other rungs with C chosen on val."""
     (xtr, ytr, _), (xva, yva, _), (xte, _, _) = data["train"], data["val"], data["test"]
-    grid = (1.0,) if rung == "band power" else C_GRID
+    if rung == "band power":
+        return baseline_fit_predict((xtr, ytr), xte)
     best = None
-    for c in grid:
+    for c in C_GRID:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=c)).fit(xtr, ytr)
-        score = balanced_accuracy_score(yva, model.predict(xva)) if len(grid) > 1 else 0.0
+        score = balanced_accuracy_score(yva, model.predict(xva))
         if best is None or score > best[0]:
             best = (score, model)
     return best[1].predict(xte)
@@ -128,8 +130,8 @@ def ladder(store: WindowStore, run: dict[str, Path | None]) -> dict[str, dict]:
 
 
 def score(y: np.ndarray, pred: np.ndarray, subjects: np.ndarray) -> tuple[float, float, float]:
-    groups = subjects if len(np.unique(subjects)) >= 5 else None
-    lo, hi = bootstrap_ci(y, pred, groups)
+    """Balanced accuracy and its 95 % interval, resampled as ``neurolm evaluate`` does."""
+    lo, hi = interval(y, pred, subjects, chance=0.0)["ci95"]
     return float(balanced_accuracy_score(y, pred)), lo, hi
 
 

@@ -100,3 +100,8 @@ def load_torch_checkpoint(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except unreadable as exc:
         raise NeuroLMError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+
+
+def strip_compile_prefix(state: dict) -> dict:
+    """REF saves ``torch.compile``d models: keys may start with ``_orig_mod.``."""
+    return {k.replace("_orig_mod.", ""): v for k, v in state.items()}

@@ -177,8 +177,8 @@ def _fingerprint(*parts: object) -> str:
 
 def _file_key(rec: Recording, root: Path) -> list:
     files = [rec.path, *rec.extras]
-    return [[str(p.relative_to(root)) if p.is_relative_to(root) else str(p), *( (p.stat().st_size, p.stat().st_mtime_ns)
-             if p.exists() else (None, None))] for p in files]
+    return [[_relative(p, root), *((p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else (None, None))]
+            for p in files]
 
 
 @contextmanager
@@ -321,12 +321,12 @@ def _commit(rec: Recording, rel: str, shard: Path, result: dict, writers: dict[s
         return entry | {"status": "skipped", "reason": result["reason"]}
     with np.load(shard) as sh:
         where = np.array([str(s) or rec.split or split for s in sh["splits"]])
-        chans = sh["chans"]
+        chans, signals, labels, starts = sh["chans"], sh["signals"], sh["labels"], sh["starts"]  # each read once
         windows = {}
         for s, writer in writers.items():
             keep = where == s
             if keep.any():
-                writer.append(sh["signals"][keep], chans, sh["labels"][keep], sh["starts"][keep], rec.subject, rel)
+                writer.append(signals[keep], chans, labels[keep], starts[keep], rec.subject, rel)
                 windows[s] = int(keep.sum())
         notes = sh["notes"].tolist()
         entry |= {"status": "repaired" if notes else "prepared", "notes": notes, "duration_s": float(sh["seconds"]),

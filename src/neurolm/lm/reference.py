@@ -7,7 +7,7 @@ REF's file: ``model`` = ``GPT2.*`` (our ``gpt.*``), ``tokenizer.*`` (the frozen 
 Facts a faithful load needs (pinned by ``tests/test_fidelity.py`` against REF's own outputs):
 - REF's GPT MLP uses the exact erf GELU, so a loaded model gets ``GPTConfig.gelu="exact"``;
 - REF's encoder takes GroupNorm statistics over padding (``norm_over_padding=True``), so every stage pads each sample
-  to REF's fixed length (:mod:`neurolm.data.batch`, :func:`~neurolm.data.batch.stage_length`).
+  to REF's fixed length (:mod:`neurolm.data.batch`, :func:`~neurolm.data.batch.reference_padding`).
 
 Writing (:func:`save_neurolm_checkpoint`): our feature standardisation (``feature_mean``/``feature_std``) has no REF
 key, so it is folded into the file's ``tokenizer.fc_norm`` (an affine map after a LayerNorm stays one): REF's code
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..artifacts import build_uninitialised, load_state_exact, load_torch_checkpoint
+from ..artifacts import build_uninitialised, load_state_exact, load_torch_checkpoint, strip_compile_prefix
 from ..errors import NeuroLMError
 from ..text import PADDED_VOCAB
 from ..tokenizer import NeuralTokenizer, TokenizerConfig
@@ -85,7 +85,7 @@ def load_neurolm_checkpoint(cls: type[NeuroLM], path: str | Path, vq_path: str |
     ckpt = load_torch_checkpoint(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise NeuroLMError(f"{path}: not a NeuroLM checkpoint (expected a dict with a 'model' state dict)")
-    state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["model"].items()}
+    state = strip_compile_prefix(ckpt["model"])
     ours = ckpt.get("neurolm") if isinstance(ckpt.get("neurolm"), dict) else {}
     vq = NeuralTokenizer.from_reference_checkpoint(vq_path) if vq_path is not None else None
     if "config" in ours:  # written by save_neurolm_checkpoint: our exact config

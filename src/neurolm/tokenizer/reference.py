@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..artifacts import build_uninitialised, load_state_exact, load_torch_checkpoint
+from ..artifacts import build_uninitialised, load_state_exact, load_torch_checkpoint, strip_compile_prefix
 from ..errors import NeuroLMError
 from .model import TokenizerConfig
 
@@ -29,11 +29,6 @@ REF_IN_CHANS_ENCODER = 1
 REF_OUT_CHANS_ENCODER = 16
 
 
-def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """REF saves ``torch.compile``d models: keys may start with ``_orig_mod.``."""
-    return {k.replace("_orig_mod.", ""): v for k, v in state.items()}
-
-
 def load_vq_checkpoint(cls: type[NeuralTokenizer], path: str | Path, device: str | torch.device = "cpu"
                        ) -> NeuralTokenizer:
     """See :meth:`NeuralTokenizer.from_reference_checkpoint`."""
@@ -41,7 +36,7 @@ def load_vq_checkpoint(cls: type[NeuralTokenizer], path: str | Path, device: str
     ckpt = load_torch_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise NeuroLMError(f"{path}: not a VQ checkpoint (expected a dict with a 'model' state dict)")
-    state = _strip(ckpt["model"])
+    state = strip_compile_prefix(ckpt["model"])
     ours = ckpt.get("neurolm")
     if isinstance(ours, dict) and isinstance(ours.get("config"), dict):  # written by save_vq_checkpoint
         config = TokenizerConfig.from_dict(ours["config"])
