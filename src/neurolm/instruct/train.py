@@ -107,9 +107,9 @@ class InstructTask:
 
     def __init__(self, model_dir: Path, stores: list[WindowStore], cfg: TrainConfig, text: TextCorpus,
                  text_batch: int, text_length: int, text_weight: float = 1.0, cache_mb: float = 1024.0,
-                 balance_tasks: bool = False, reference_mask: bool = False) -> None:
+                 balance_tasks: bool = False, reference_mask: bool = False, window_summary: bool = False) -> None:
         self.model_dir, self.cfg, self.text, self.text_weight = model_dir, cfg, text, text_weight
-        self.reference_mask = reference_mask
+        self.reference_mask, self.window_summary = reference_mask, window_summary
         self.cache_mb = cache_mb
         self.text_batch, self.text_length = text_batch, text_length
         for store in stores:
@@ -137,7 +137,10 @@ class InstructTask:
 
     def model(self) -> nn.Module:
         cache = EncoderCache(self.cache_mb) if self.cache_mb > 0 else None
-        return InstructObjective(NeuroLM.from_pretrained(self.model_dir).train(), self.text_weight, cache)
+        lm = NeuroLM.from_pretrained(self.model_dir)
+        if self.window_summary and lm.config.spectral_input:
+            lm.add_window_summary()
+        return InstructObjective(lm.train(), self.text_weight, cache)
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
         keys = [int(self.order[i]) for i in self.sampler.indices(step, micro, rank, world)]
@@ -204,14 +207,16 @@ def _flops_per_step(config: NeuroLMConfig, cfg: TrainConfig, text_batch: int, te
 def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, steps: int | None = None,
              batch_size: int | None = None, lr: float | None = None, seed: int = 0, text: str | Path | None = None,
              text_weight: float | None = None, cache_mb: float = 1024.0, balance_tasks: bool = True,
-             reference_mask: bool = False, resume: bool = False, progress: bool = True, device: str = "auto",
+             reference_mask: bool = False, window_summary: bool = True, resume: bool = False, progress: bool = True, device: str = "auto",
              options: RunOptions | None = None) -> dict:
     """Instruction-tune the NeuroLM in ``model_dir`` on the task stores into ``out_dir``; returns the loop's summary
     with the final validation balanced accuracies (also written to ``out_dir/report.json``). ``cache_mb``: memory
     for the frozen encoder's outputs per training window (:class:`~neurolm.lm.model.EncoderCache`; 0 = off).
     ``balance_tasks`` (default): every task as often as the largest (:func:`balanced_order`); False = REF's plain
     concatenation, where a task's share of the steps is its share of the windows (TUEV got 8 % of the demo's).
-    ``reference_mask``: the reference's answer-loss mask (the `` (`` of TUSL's lettered answers untrained; :mod:`neurolm.instruct.data`)."""
+    ``reference_mask``: the reference's answer-loss mask (the `` (`` of TUSL's lettered answers untrained; :mod:`neurolm.instruct.data`).
+    ``window_summary`` (default): a model with the spectral input gets the window summary
+    (:meth:`~neurolm.lm.model.NeuroLM.window_summary`) before tuning; False = the reference's answer path."""
     if not stores:
         raise NeuroLMError("instruct needs at least one --data store")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -228,10 +233,10 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
     print(source)
     task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length,
                         d.text_weight if text_weight is None else text_weight, cache_mb, balance_tasks,
-                        reference_mask)
+                        reference_mask, window_summary)
     summary = train(task, cfg, out_dir, resume=resume, progress=progress)
     report = {"base_model": str(model_dir), "steps": summary["step"], "balance_tasks": balance_tasks,
-              "reference_mask": reference_mask,
+              "reference_mask": reference_mask, "window_summary": window_summary,
               "val": summary.get("val", {}), "train_last": summary.get("train", {})}
     if is_main_process():
         (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -284,6 +289,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-answer-mask", action="store_true",
                    help="train the ' (' that opens a lettered answer only for TUEV and HMC, as the reference does "
                         "(default: for every lettered task)")
+    p.add_argument("--window-summary", action=argparse.BooleanOptionalAction, default=True,
+                   help="give the answer a learned linear map of the window's per-channel band power (default: on "
+                        "for models with the spectral input; --no-window-summary = the reference's answer path)")
     RunOptions.add_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
@@ -291,7 +299,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     report = instruct(args.model, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, text=args.text, cache_mb=args.cache_mb, balance_tasks=args.balance_tasks,
-                      reference_mask=args.reference_answer_mask, resume=args.resume, device=args.device,
+                      reference_mask=args.reference_answer_mask, window_summary=args.window_summary,
+                      resume=args.resume, device=args.device,
                       options=RunOptions.from_args(args))
     val = report["val"]
     per_task = ", ".join(f"{k[3:]} {v:.2f}" for k, v in val.items() if k.startswith("ba_") and k != "ba_mean")

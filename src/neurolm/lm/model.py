@@ -70,6 +70,9 @@ class NeuroLMConfig:
     """Text positions start after the batch-wide last second (REF) instead of each sample's own."""
     spectral_input: bool = False
     """Add each EEG token's standardised log band power (:mod:`neurolm.lm.spectral`) to its input (not in REF)."""
+    window_summary: bool = False
+    """Add a channel-weighted summary of the window's band power to every text token after the EEG (needs
+    ``spectral_input``; :meth:`NeuroLM.window_summary`; not in REF)."""
 
     def __post_init__(self) -> None:
         if self.gpt.n_outputs != PADDED_VOCAB + self.tokenizer.codebook_size:
@@ -77,6 +80,8 @@ class NeuroLMConfig:
                 f"NeuroLM config: lm_head has {self.gpt.n_outputs} outputs, expected {PADDED_VOCAB} text + "
                 f"{self.tokenizer.codebook_size} codes = {PADDED_VOCAB + self.tokenizer.codebook_size}"
             )
+        if self.window_summary and not self.spectral_input:
+            raise NeuroLMError("NeuroLM config: window_summary needs spectral_input (it reuses its band-power scaler)")
         if self.gpt.vocab_size <= INSTRUCTION_START:
             raise NeuroLMError(f"NeuroLM config: wte needs a row for the instruction marker {INSTRUCTION_START}")
         if self.gpt.block_size <= self.tokenizer.max_time:
@@ -85,13 +90,15 @@ class NeuroLMConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"gpt": asdict(self.gpt), "tokenizer": asdict(self.tokenizer),
-                "ref_text_positions": self.ref_text_positions, "spectral_input": self.spectral_input}
+                "ref_text_positions": self.ref_text_positions, "spectral_input": self.spectral_input,
+                "window_summary": self.window_summary}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> NeuroLMConfig:
         try:
             return cls(GPTConfig(**values["gpt"]), TokenizerConfig.from_dict(values["tokenizer"]),
-                       bool(values.get("ref_text_positions", False)), bool(values.get("spectral_input", False)))
+                       bool(values.get("ref_text_positions", False)), bool(values.get("spectral_input", False)),
+                       bool(values.get("window_summary", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise NeuroLMError(f"NeuroLM config: invalid ({exc})") from exc
 
@@ -202,6 +209,26 @@ class NeuroLM(nn.Module):
             GPT._init_weights(self.spectral_embed)
             self.register_buffer("spectral_mean", torch.zeros(len(BANDS_HZ)))
             self.register_buffer("spectral_std", torch.ones(len(BANDS_HZ)))
+        self.summary_embed: nn.Linear | None = None
+        self.summary_chan: nn.Embedding | None = None
+        if config.window_summary:
+            self._build_window_summary()
+
+    def _build_window_summary(self) -> None:
+        """Zero projection (so adding it changes no output) and channel weights of one."""
+        d = self.config.gpt.n_embd
+        self.summary_embed = nn.Linear(len(BANDS_HZ), d, bias=False, device=self.spectral_mean.device)
+        nn.init.zeros_(self.summary_embed.weight)
+        self.summary_chan = nn.Embedding(self.config.tokenizer.max_channels, d, device=self.spectral_mean.device)
+        nn.init.ones_(self.summary_chan.weight)
+
+    def add_window_summary(self) -> NeuroLM:
+        """Give a model with the spectral input the window summary (what instruction tuning does by default); its
+        outputs are unchanged until the summary is trained."""
+        if not self.config.window_summary:
+            self.config = replace(self.config, window_summary=True)
+            self._build_window_summary()
+        return self
 
     def train(self, mode: bool = True) -> NeuroLM:
         """Train the LM parts; the tokenizer stays in eval mode (frozen, no dropout, codebook untouched)."""
@@ -218,9 +245,23 @@ class NeuroLM(nn.Module):
         features = (features - self.feature_mean) / self.feature_std
         x = self.encode_transform_layer(features) + self.pos_embed(batch.chans) + self.gpt.position(batch.times)
         if self.spectral_embed is not None:
-            spectrum = (band_log_power(batch.patches) - self.spectral_mean) / self.spectral_std
-            x = x + self.spectral_embed(spectrum * batch.mask[..., None])
+            x = x + self.spectral_embed(self._spectrum(batch))
         return x, codes
+
+    def _spectrum(self, batch: EEGBatch) -> torch.Tensor:
+        """Standardised log band power of every token ``(B, N, bands)``, zero on padding."""
+        return (band_log_power(batch.patches) - self.spectral_mean) / self.spectral_std * batch.mask[..., None]
+
+    def window_summary(self, batch: EEGBatch | None) -> torch.Tensor | None:
+        """``(B, d)``: the mean over a window's tokens of ``summary_embed(band power) ⊙ summary_chan(channel)``, a
+        learned linear map of the window's per-channel mean band power, which is what the band-power baseline reads
+        (issue 14: the answer read it less well through attention over up to 276 tokens than a linear model does).
+        None without the summary or without EEG."""
+        if self.summary_embed is None or batch is None:
+            return None
+        terms = self.summary_embed(self._spectrum(batch)) * self.summary_chan(batch.chans)
+        real = batch.mask.sum(dim=1, keepdim=True).clamp_min(1)
+        return (terms * batch.mask[..., None]).sum(dim=1) / real
 
     @torch.no_grad()
     def fit_feature_scaler(self, batches: list[EEGBatch]) -> list[torch.Tensor]:
@@ -261,6 +302,9 @@ class NeuroLM(nn.Module):
         start = self.text_start(batch, b, text_ids.device)
         positions = start[:, None] + torch.arange(m, device=start.device)
         text = self.gpt.transformer.wte(text_ids) + self.gpt.position(positions)
+        summary = self.window_summary(batch)
+        if summary is not None:
+            text = text + summary[:, None].to(text.dtype)
         if batch is None and text_mask is None:
             return text, None  # causal attention takes SDPA's fastest path
         if text_mask is None:
@@ -373,6 +417,7 @@ class NeuroLM(nn.Module):
         eeg_valid = batch.mask.bool() if batch is not None else prompt_mask.new_zeros(b, 0)
         key_valid = torch.cat([eeg_valid, prompt_mask], dim=1)
         position = self.text_start(batch, b, prompt_ids.device) + lengths
+        summary = self.window_summary(batch)
         tokens, scores = [], []
         for i in range(max_new_tokens):
             token = step[:, :TEXT_VOCAB].argmax(dim=-1)
@@ -381,6 +426,8 @@ class NeuroLM(nn.Module):
             if i == max_new_tokens - 1:
                 break
             x = self.gpt.transformer.wte(token[:, None]) + self.gpt.position(position[:, None])
+            if summary is not None:
+                x = x + summary[:, None].to(x.dtype)
             h = self.gpt(x, decode_mask(key_valid, 1), cache)
             step = self.gpt.lm_head(h[:, -1])
             key_valid = torch.cat([key_valid, key_valid.new_ones(b, 1)], dim=1)

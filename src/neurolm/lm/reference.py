@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from .model import NeuroLM
 
 _FC_NORM = ("tokenizer.fc_norm.weight", "tokenizer.fc_norm.bias")
-_SPECTRAL = ("spectral_embed.weight", "spectral_mean", "spectral_std")
-"""The spectral input (:mod:`neurolm.lm.spectral`): no REF key, so kept in the ``neurolm`` entry only."""
+_SPECTRAL = ("spectral_embed.weight", "spectral_mean", "spectral_std", "summary_embed.weight", "summary_chan.weight")
+"""The spectral input and window summary (:mod:`neurolm.lm.spectral`): no REF key, so kept in the ``neurolm`` entry
+only."""
 _UNFOLDED = ("feature_mean", "feature_std", *_FC_NORM, *_SPECTRAL)
 """Tensors of the ``neurolm`` entry: what folding the scaler into ``fc_norm`` changes, and the spectral input."""
 
