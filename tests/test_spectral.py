@@ -11,7 +11,7 @@ import torch
 
 from neurolm.data.batch import collate_windows
 from neurolm.lm import NeuroLM, NeuroLMConfig
-from neurolm.lm.spectral import BANDS_HZ, band_log_power
+from neurolm.lm.spectral import BANDS_HZ, band_log_power, window_band_power
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 
 
@@ -88,41 +88,75 @@ def test_reference_input_and_old_configs_have_no_spectral_part(tmp_path, tokeniz
         torch.testing.assert_close(again.embed_eeg(batch)[0], copy.deepcopy(on).eval().embed_eeg(batch)[0])
 
 
-def _summary_model(tokenizer: NeuralTokenizer) -> NeuroLM:
+def _summary_model(tokenizer: NeuralTokenizer, spectral_input: bool = True) -> NeuroLM:
     torch.manual_seed(2)
-    lm = NeuroLM.from_tokenizer(tokenizer, "tiny")
+    lm = NeuroLM.from_tokenizer(tokenizer, "tiny", spectral_input=spectral_input)
     lm.fit_feature_scaler([collate_windows([_window(1.0), _window(2.0, 1)])])
     return lm.eval()
 
 
-def test_window_summary_is_the_channel_weighted_mean_band_power(tokenizer):
-    """By hand: (1/C) Σ_c (A · mean over seconds of channel c's standardised band power) ⊙ W[c], padding ignored."""
-    lm = _summary_model(tokenizer).add_window_summary()
+def _fitted_summary(lm: NeuroLM) -> NeuroLM:
+    return lm.add_window_summary([collate_windows([_window(1.0), _window(2.0, 1)]), collate_windows([_window(0.5, 3)])])
+
+
+def test_window_band_power_is_the_log_mean_tapered_power_per_channel():
+    short = _window(4.0, 1)
+    short = {**short, "signal": short["signal"][:2], "chans": short["chans"][:2]}
+    items = [_window(1.0), short]
+    batch = collate_windows(items)
+    power, present = window_band_power(batch.patches, batch.chans, batch.mask, 32)
+    taper = np.hanning(201)[:200]  # periodic Hann
+    for i, it in enumerate(items):
+        assert present[i].nonzero().flatten().tolist() == sorted(it["chans"].tolist())
+        for c, ch in enumerate(it["chans"]):
+            patches = it["signal"][c].reshape(-1, 200).astype(np.float64)
+            spec = np.abs(np.fft.rfft(patches * taper, axis=-1)) ** 2
+            by_hand = np.log([spec[:, lo:hi].mean(-1).mean() + 1e-6 for lo, hi in BANDS_HZ])
+            np.testing.assert_allclose(power[i, ch].numpy(), by_hand, rtol=1e-4, atol=1e-4)
+    assert power[~present].abs().max() == 0
+
+
+def test_window_summary_is_a_channel_weighted_map_of_the_window_band_power(tokenizer):
+    """By hand: (1/C) Σ_c (A · z_c) ⊙ W[c], z_c the channel's standardised window band power."""
+    lm = _fitted_summary(_summary_model(tokenizer))
     with torch.no_grad():
         lm.summary_embed.weight.normal_()
         lm.summary_chan.weight.normal_()
     short = _window(4.0, 1)
     short = {**short, "signal": short["signal"][:2], "chans": short["chans"][:2]}
-    items = [_window(1.0), short]
+    batch = collate_windows([_window(1.0), short])
     with torch.no_grad():
-        got = lm.window_summary(collate_windows(items))
-    for i, it in enumerate(items):
-        seconds = it["signal"].shape[1] // 200
-        patches = torch.tensor(it["signal"][:, : seconds * 200]).reshape(len(it["chans"]), seconds, 200)
-        spectra = ((band_log_power(patches) - lm.spectral_mean) / lm.spectral_std).mean(1)  # (C, bands)
-        by_hand = sum(lm.summary_embed.weight @ spectra[c] * lm.summary_chan.weight[int(ch)]
-                      for c, ch in enumerate(it["chans"])) / len(it["chans"])
+        got = lm.window_summary(batch)
+        power, _ = window_band_power(batch.patches, batch.chans, batch.mask, lm.config.tokenizer.max_channels)
+    for i, chans in enumerate([_window()["chans"], short["chans"]]):
+        z = (power[i, chans] - lm.summary_mean) / lm.summary_std
+        by_hand = sum(lm.summary_embed.weight @ z[c] * lm.summary_chan.weight[int(ch)]
+                      for c, ch in enumerate(chans)) / len(chans)
         torch.testing.assert_close(got[i], by_hand.detach(), atol=1e-5, rtol=1e-4)
 
 
-def test_window_summary_starts_as_a_no_op_and_shifts_every_text_token(tokenizer):
+def test_window_summary_scaler_is_fitted_on_the_windows_channels(tokenizer):
     lm = _summary_model(tokenizer)
+    batches = [collate_windows([_window(1.0), _window(2.0, 1)]), collate_windows([_window(0.5, 3)])]
+    lm.add_window_summary(batches)
+    rows = []
+    for b in batches:
+        power, present = window_band_power(b.patches, b.chans, b.mask, lm.config.tokenizer.max_channels)
+        rows.append(power[present])
+    rows = torch.cat(rows).double()
+    assert rows.shape[0] == 12  # 3 windows × 4 channels
+    torch.testing.assert_close(lm.summary_mean, rows.mean(0).float())
+    torch.testing.assert_close(lm.summary_std, rows.std(0).float())
+
+
+@pytest.mark.parametrize("spectral_input", [True, False])
+def test_window_summary_starts_as_a_no_op_and_shifts_every_text_token(tokenizer, spectral_input):
+    lm = _summary_model(tokenizer, spectral_input)
     batch = collate_windows([_window(1.0), _window(3.0, 2)])
     prompt = torch.tensor([[50257, 40, 41, 42], [50257, 43, 44, 45]])
     with torch.no_grad():
         before = lm(batch, prompt)["logits"]
-        tokens_before, _ = lm.generate(batch, prompt, max_new_tokens=3)
-        lm.add_window_summary()
+        _fitted_summary(lm)
         torch.testing.assert_close(lm(batch, prompt)["logits"], before)  # zero projection: nothing changes
         lm.summary_embed.weight.normal_(std=0.5)
         x_eeg, _ = lm.embed_eeg(batch)
@@ -130,27 +164,27 @@ def test_window_summary_starts_as_a_no_op_and_shifts_every_text_token(tokenizer)
         plain = lm.gpt.transformer.wte(prompt) + lm.gpt.position(lm.text_start(batch, 2, prompt.device)[:, None]
                                                                    + torch.arange(4))
         torch.testing.assert_close(x[:, : x_eeg.shape[1]], x_eeg)  # the EEG tokens are untouched
-        torch.testing.assert_close(x[:, x_eeg.shape[1]:] - plain, lm.window_summary(batch)[:, None].expand(-1, 4, -1))
+        summary = lm.window_summary(batch)
+        assert summary.abs().max() > 0
+        torch.testing.assert_close(x[:, x_eeg.shape[1]:] - plain, summary[:, None].expand(-1, 4, -1))
         # generation adds it to every new token too: its scores equal a full forward over prompt + answer
         tokens, scores = lm.generate(batch, prompt, max_new_tokens=3)
         full = lm(batch, torch.cat([prompt, tokens[:, :-1]], dim=1))["logits"]
     torch.testing.assert_close(scores, full[:, 3:], atol=1e-4, rtol=1e-4)
-    assert tokens_before.shape == tokens.shape
 
 
-def test_window_summary_saves_loads_and_needs_the_spectral_input(tmp_path, tokenizer):
-    lm = _summary_model(tokenizer).add_window_summary()
+def test_window_summary_saves_loads_and_old_configs_have_none(tmp_path, tokenizer):
+    lm = _fitted_summary(_summary_model(tokenizer))
     with torch.no_grad():
         lm.summary_embed.weight.normal_()
     lm.save_pretrained(tmp_path)
     again = NeuroLM.from_pretrained(tmp_path)
     assert again.config.window_summary
-    for key in ("summary_embed.weight", "summary_chan.weight"):
+    for key in ("summary_embed.weight", "summary_chan.weight", "summary_mean", "summary_std"):
         assert torch.equal(again.state_dict()[key], lm.state_dict()[key])
     old = lm.config.to_dict()
     del old["window_summary"]  # a config.json written before the summary existed
     assert NeuroLMConfig.from_dict(old).window_summary is False
-    with pytest.raises(Exception, match="window_summary needs spectral_input"):
-        NeuroLMConfig.from_dict({**old, "spectral_input": False, "window_summary": True})
-    plain = NeuroLM.from_tokenizer(tokenizer, "tiny", spectral_input=False)
+    plain = NeuroLM.from_tokenizer(tokenizer, "tiny")
     assert plain.window_summary(collate_windows([_window()])) is None
+    assert not any(k.startswith("summary_") for k in plain.state_dict())

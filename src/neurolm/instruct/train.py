@@ -138,8 +138,11 @@ class InstructTask:
     def model(self) -> nn.Module:
         cache = EncoderCache(self.cache_mb) if self.cache_mb > 0 else None
         lm = NeuroLM.from_pretrained(self.model_dir)
-        if self.window_summary and lm.config.spectral_input:
-            lm.add_window_summary()
+        if self.window_summary:  # its scaler from (up to) 512 training windows evenly spaced over every task
+            picks = evenly_spaced(len(self.order), 512)
+            items = [self.train_set[int(self.order[i])] for i in picks]
+            lm.add_window_summary([collate_eeg(items[s : s + 64], "a training window", self.norm_over_padding)
+                                   for s in range(0, len(items), 64)])
         return InstructObjective(lm.train(), self.text_weight, cache)
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
@@ -215,8 +218,8 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
     ``balance_tasks`` (default): every task as often as the largest (:func:`balanced_order`); False = REF's plain
     concatenation, where a task's share of the steps is its share of the windows (TUEV got 8 % of the demo's).
     ``reference_mask``: the reference's answer-loss mask (the `` (`` of TUSL's lettered answers untrained; :mod:`neurolm.instruct.data`).
-    ``window_summary`` (default): a model with the spectral input gets the window summary
-    (:meth:`~neurolm.lm.model.NeuroLM.window_summary`) before tuning; False = the reference's answer path."""
+    ``window_summary`` (default): the model gets the window summary (:meth:`~neurolm.lm.model.NeuroLM.window_summary`)
+    before tuning, if it has none; False = the reference's answer path."""
     if not stores:
         raise NeuroLMError("instruct needs at least one --data store")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -290,8 +293,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train the ' (' that opens a lettered answer only for TUEV and HMC, as the reference does "
                         "(default: for every lettered task)")
     p.add_argument("--window-summary", action=argparse.BooleanOptionalAction, default=True,
-                   help="give the answer a learned linear map of the window's per-channel band power (default: on "
-                        "for models with the spectral input; --no-window-summary = the reference's answer path)")
+                   help="give the answer a learned linear map of the window's per-channel band power (default: on; "
+                        "--no-window-summary = the reference's answer path)")
     RunOptions.add_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 

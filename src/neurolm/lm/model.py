@@ -50,7 +50,7 @@ from ..text import INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
 from ..tokenizer import NeuralTokenizer, TokenizerConfig
 from .gpt import GPT, GPTConfig, KVCache
 from .mask import build_attention_mask, decode_mask
-from .spectral import BANDS_HZ, band_log_power
+from .spectral import BANDS_HZ, band_log_power, window_band_power
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ class NeuroLMConfig:
     spectral_input: bool = False
     """Add each EEG token's standardised log band power (:mod:`neurolm.lm.spectral`) to its input (not in REF)."""
     window_summary: bool = False
-    """Add a channel-weighted summary of the window's band power to every text token after the EEG (needs
-    ``spectral_input``; :meth:`NeuroLM.window_summary`; not in REF)."""
+    """Add a learned linear map of the window's per-channel band power to every text token after the EEG
+    (:meth:`NeuroLM.window_summary`; not in REF)."""
 
     def __post_init__(self) -> None:
         if self.gpt.n_outputs != PADDED_VOCAB + self.tokenizer.codebook_size:
@@ -80,8 +80,6 @@ class NeuroLMConfig:
                 f"NeuroLM config: lm_head has {self.gpt.n_outputs} outputs, expected {PADDED_VOCAB} text + "
                 f"{self.tokenizer.codebook_size} codes = {PADDED_VOCAB + self.tokenizer.codebook_size}"
             )
-        if self.window_summary and not self.spectral_input:
-            raise NeuroLMError("NeuroLM config: window_summary needs spectral_input (it reuses its band-power scaler)")
         if self.gpt.vocab_size <= INSTRUCTION_START:
             raise NeuroLMError(f"NeuroLM config: wte needs a row for the instruction marker {INSTRUCTION_START}")
         if self.gpt.block_size <= self.tokenizer.max_time:
@@ -215,19 +213,30 @@ class NeuroLM(nn.Module):
             self._build_window_summary()
 
     def _build_window_summary(self) -> None:
-        """Zero projection (so adding it changes no output) and channel weights of one."""
-        d = self.config.gpt.n_embd
-        self.summary_embed = nn.Linear(len(BANDS_HZ), d, bias=False, device=self.spectral_mean.device)
+        """Zero projection (so adding it changes no output), channel weights of one, an identity scaler."""
+        d, device = self.config.gpt.n_embd, self.feature_mean.device
+        self.summary_embed = nn.Linear(len(BANDS_HZ), d, bias=False, device=device)
         nn.init.zeros_(self.summary_embed.weight)
-        self.summary_chan = nn.Embedding(self.config.tokenizer.max_channels, d, device=self.spectral_mean.device)
+        self.summary_chan = nn.Embedding(self.config.tokenizer.max_channels, d, device=device)
         nn.init.ones_(self.summary_chan.weight)
+        self.register_buffer("summary_mean", torch.zeros(len(BANDS_HZ), device=device))
+        self.register_buffer("summary_std", torch.ones(len(BANDS_HZ), device=device))
 
-    def add_window_summary(self) -> NeuroLM:
-        """Give a model with the spectral input the window summary (what instruction tuning does by default); its
-        outputs are unchanged until the summary is trained."""
+    @torch.no_grad()
+    def add_window_summary(self, batches: list[EEGBatch]) -> NeuroLM:
+        """Give the model the window summary (what instruction tuning does by default) with its scaler fitted on
+        the windows of ``batches``; its outputs are unchanged until the summary is trained."""
         if not self.config.window_summary:
             self.config = replace(self.config, window_summary=True)
             self._build_window_summary()
+            moments = _Moments()
+            for batch in batches:
+                power, present = window_band_power(batch.patches, batch.chans, batch.mask,
+                                                   self.config.tokenizer.max_channels)
+                moments.add(power[present].to(self.summary_mean.device))
+            if moments.n < 2:
+                raise NeuroLMError("fitting the window summary's scaler needs at least two channels of EEG")
+            moments.store(self.summary_mean, self.summary_std)
         return self
 
     def train(self, mode: bool = True) -> NeuroLM:
@@ -253,15 +262,17 @@ class NeuroLM(nn.Module):
         return (band_log_power(batch.patches) - self.spectral_mean) / self.spectral_std * batch.mask[..., None]
 
     def window_summary(self, batch: EEGBatch | None) -> torch.Tensor | None:
-        """``(B, d)``: the mean over a window's tokens of ``summary_embed(band power) ⊙ summary_chan(channel)``, a
-        learned linear map of the window's per-channel mean band power, which is what the band-power baseline reads
-        (issue 14: the answer read it less well through attention over up to 276 tokens than a linear model does).
-        None without the summary or without EEG."""
+        """``(B, d)``: the mean over a window's channels ``c`` of ``summary_embed(z_c) ⊙ summary_chan(c)``, with
+        ``z_c`` the standardised log band power of channel ``c`` over the whole window
+        (:func:`~neurolm.lm.spectral.window_band_power`): a learned linear map of what the band-power baseline
+        reads. Why (issue 14): through attention over up to 276 per-second tokens the answer read it less well than
+        a linear model reads it. None without the summary or without EEG."""
         if self.summary_embed is None or batch is None:
             return None
-        terms = self.summary_embed(self._spectrum(batch)) * self.summary_chan(batch.chans)
-        real = batch.mask.sum(dim=1, keepdim=True).clamp_min(1)
-        return (terms * batch.mask[..., None]).sum(dim=1) / real
+        power, present = window_band_power(batch.patches, batch.chans, batch.mask, self.config.tokenizer.max_channels)
+        z = (power - self.summary_mean) / self.summary_std * present[..., None]
+        terms = self.summary_embed(z) * self.summary_chan.weight
+        return terms.sum(dim=1) / present.sum(dim=1, keepdim=True).clamp_min(1)
 
     @torch.no_grad()
     def fit_feature_scaler(self, batches: list[EEGBatch]) -> list[torch.Tensor]:

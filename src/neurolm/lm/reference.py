@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from .model import NeuroLM
 
 _FC_NORM = ("tokenizer.fc_norm.weight", "tokenizer.fc_norm.bias")
-_SPECTRAL = ("spectral_embed.weight", "spectral_mean", "spectral_std", "summary_embed.weight", "summary_chan.weight")
+_SPECTRAL = ("spectral_embed.weight", "spectral_mean", "spectral_std", "summary_embed.weight", "summary_chan.weight",
+             "summary_mean", "summary_std")
 """The spectral input and window summary (:mod:`neurolm.lm.spectral`): no REF key, so kept in the ``neurolm`` entry
 only."""
 _UNFOLDED = ("feature_mean", "feature_std", *_FC_NORM, *_SPECTRAL)
@@ -129,9 +130,9 @@ def save_neurolm_checkpoint(model: NeuroLM, path: str | Path, vq_path: str | Pat
     if cfg.gelu != "exact":
         warnings.warn("this LM uses GPT-2's tanh GELU; the authors' code computes the exact GELU, so its logits "
                       "will differ slightly (our loader restores the exact setting)", UserWarning, stacklevel=3)
-    if model.config.spectral_input:
-        warnings.warn("this LM has a spectral input, which the authors' code does not have: it will compute the LM "
-                      "without it (our loader restores it)", UserWarning, stacklevel=3)
+    if model.config.spectral_input or model.config.window_summary:
+        warnings.warn("this LM has a spectral input or window summary, which the authors' code does not have: it "
+                      "will compute the LM without them (our loader restores them)", UserWarning, stacklevel=3)
     state: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         value = value.detach().cpu().clone()
