@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from neurolm.data.prepare import prepare_dataset
 from neurolm.data.provenance import (TRAINING_FILE, check_store, dataset_entry, preprocess_config, read_training,
@@ -128,3 +129,21 @@ def test_instruction_tuning_writes_the_record(model, hmc, tmp_path):
     record = read_training(tmp_path / "inst")
     assert record["tuned_tasks"] == ["hmc"]
     assert record["datasets"]["hmc"] == dataset_entry(hmc[1])
+
+
+def test_instruction_tuning_adds_the_window_summary_unless_switched_off(model, hmc, tmp_path):
+    from neurolm.instruct.train import instruct
+    from neurolm.lm import NeuroLM
+
+    model.save_pretrained(tmp_path / "lm")
+    assert not model.config.window_summary
+    for on in (True, False):
+        out = tmp_path / f"inst-{on}"
+        instruct(tmp_path / "lm", [hmc[1].root], out, steps=1, batch_size=2, progress=False, device="cpu",
+                 window_summary=on)
+        tuned = NeuroLM.from_pretrained(out)
+        assert tuned.config.window_summary is on
+        if on:  # its scaler was fitted on the training windows (the identity is what an unfitted one holds)
+            assert not torch.equal(tuned.summary_mean, torch.zeros_like(tuned.summary_mean))
+        else:
+            assert not any(k.startswith("summary_") for k in tuned.state_dict())
