@@ -6,6 +6,7 @@ import mne
 import numpy as np
 import pytest
 
+from neurolm import api
 from neurolm.data.inputs import as_raw
 from neurolm.data.readers.base import read_raw
 from neurolm.errors import NeuroLMError
@@ -35,8 +36,10 @@ def test_array_path_and_raw_give_the_same_answers(model, hmc_edf, volts):
     assert len(expected) == 2
     raw = read_raw(hmc_edf)
     assert ask(model, raw, "hmc", every=30) == expected
+    with_ask = api.NeuroLM(model.config).eval()  # the API's NeuroLM: the same model with an ask method
+    with_ask.load_state_dict(model.state_dict())
     for data, unit in ((volts, "V"), (volts * 1e6, "uV"), (volts.astype(np.float32), "V")):
-        got = model.ask(data, "hmc", every=30, ch_names=HMC_LABELS, sfreq=SFREQ, unit=unit)  # NeuroLM.ask too
+        got = with_ask.ask(data, "hmc", every=30, ch_names=HMC_LABELS, sfreq=SFREQ, unit=unit)  # NeuroLM.ask too
         assert [(a.start, a.label) for a in got] == [(a.start, a.label) for a in expected]
         for a, b in zip(got, expected):
             assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)

@@ -16,7 +16,7 @@ from scipy.io import loadmat
 from scipy.signal import welch
 
 from neurolm.cli import main as cli_main
-from neurolm.data.cnt import write_cnt
+from neurolm.data.synth.cnt import write_cnt
 from neurolm.data.synth import ALL, iter_recordings, write_corpus
 from neurolm.data.synth.datasets import (
     EEGMAT_LABELS,

@@ -38,7 +38,8 @@ from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..lm.gpt import GPTConfig
-from ..lm.model import IGNORE, EncoderCache, NeuroLM, NeuroLMConfig
+from ..lm.cache import EncoderCache
+from ..lm.model import IGNORE, NeuroLM, NeuroLMConfig
 from ..text import TextCorpus, open_corpus
 from ..train import (
     RunOptions,

@@ -26,6 +26,10 @@ Decisions where the spec is silent or where we differ from the reference (REF):
 - Without GPT-2 weights, ``wte`` rows 0..50256 and the text rows of ``lm_head`` start from the tokenizer's frozen
   text table (the table its features were aligned to) when the widths match, so EEG features and text start in the
   same space; otherwise they are random (both cases logged).
+- A NeuroLM keeps only the tokenizer's encoder side (:class:`~neurolm.tokenizer.encoder.TokenizerEncoder`: encoder,
+  task layer, quantizer), not its decoders, domain classifier and text table, which only tokenizer training uses
+  (at base size ~95M frozen parameters that every checkpoint and GPU carried for nothing). Model directories written
+  with the whole tokenizer still load (the extra tensors are skipped).
 - :meth:`NeuroLM.from_reference_checkpoint` loads REF's ``NeuroLM-*.pt``. Those files carry only the tokenizer
   **encoder**, so without ``vq_path`` (REF's ``VQ.pt``) the quantizer is random and EEG target codes are meaningless
   (a warning says so); instruction tuning and generation need only the encoder. The encoder's head count is not in
@@ -47,7 +51,8 @@ from ..data.batch import EEGBatch
 from ..artifacts import WEIGHTS_FILE, load_state_exact, read_artifacts, save_artifacts
 from ..errors import NeuroLMError
 from ..text import INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
-from ..tokenizer import NeuralTokenizer, TokenizerConfig
+from ..tokenizer import NeuralTokenizer, TokenizerConfig, TokenizerEncoder
+from ..tokenizer.encoder import TRAINING_ONLY
 from .gpt import GPT, GPTConfig, KVCache
 from .mask import build_attention_mask, decode_mask
 from .spectral import BANDS_HZ, band_log_power
@@ -57,6 +62,9 @@ log = logging.getLogger(__name__)
 IGNORE = -100
 """Target id that cross-entropy skips."""
 
+TOKENIZER_ONLY = tuple(f"tokenizer.{name}" for name in TRAINING_ONLY)
+"""State-dict prefixes of the tokenizer parts a NeuroLM does not keep (found in model directories of older versions)."""
+
 
 @dataclass
 class NeuroLMConfig:
@@ -65,7 +73,8 @@ class NeuroLMConfig:
     gpt: GPTConfig = field(default_factory=GPTConfig)
     """The language model; ``n_outputs`` must be ``50304 + tokenizer.codebook_size``."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    """The frozen neural tokenizer (its encoder gives the EEG inputs, its quantizer the EEG targets)."""
+    """The frozen neural tokenizer (its encoder gives the EEG inputs, its quantizer the EEG targets; the model keeps
+    only these two parts)."""
     ref_text_positions: bool = False
     """Text positions start after the batch-wide last second (REF) instead of each sample's own."""
     spectral_input: bool = False
@@ -130,60 +139,11 @@ class _Moments:
         std_out.copy_(std.clamp_min(1e-6).float())
 
 
-class EncoderCache:
-    """The frozen encoder's features and codes of each training window, kept after the window's first use.
-
-    The tokenizer never changes while the LM trains and every window comes back once per epoch, so from the second
-    epoch on a step skips the encoder (more than half of a tiny instruction-tuning step on CPU). Windows are kept
-    until ``budget_mb`` is used (on the device they were computed on); later ones are encoded every time. Exact only
-    when a window's features do not depend on its batch-mates' padding (``norm_over_padding=False``, all our
-    tokenizers); with REF's setting the cache passes every batch to the encoder.
-    """
-
-    def __init__(self, budget_mb: float = 1024.0) -> None:
-        self.budget = budget_mb * 2**20
-        self.used = 0
-        self.entries: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    @torch.no_grad()
-    def encode(self, tokenizer: NeuralTokenizer, batch: EEGBatch, keys: list[int]
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(features (B, N, d), codes (B, N))`` of ``batch`` as :meth:`NeuralTokenizer.encode` gives them;
-        ``keys[i]`` identifies window ``i`` (its index in the training set)."""
-        if tokenizer.config.norm_over_padding:
-            return tokenizer.encode(batch)
-        missing = [i for i, k in enumerate(keys) if int(k) not in self.entries]
-        fresh = {}
-        if missing:
-            rows = torch.tensor(missing, device=batch.mask.device)
-            feats, codes = tokenizer.encode(EEGBatch(*(t[rows] for t in batch.__dict__.values())))
-            for j, i in enumerate(missing):
-                n = int(batch.mask[i].sum())
-                entry = (feats[j, :n].clone(), codes[j, :n].clone())
-                fresh[i] = entry
-                size = entry[0].numel() * entry[0].element_size() + entry[1].numel() * entry[1].element_size()
-                if self.used + size <= self.budget:
-                    self.entries[int(keys[i])] = entry
-                    self.used += size
-        first = fresh[missing[0]] if missing else self.entries[int(keys[0])]
-        b, n = batch.mask.shape
-        features = first[0].new_zeros(b, n, first[0].shape[-1])
-        codes = torch.full((b, n), -1, dtype=first[1].dtype, device=first[1].device)
-        for i, k in enumerate(keys):
-            f, c = fresh[i] if i in fresh else self.entries[int(k)]
-            features[i, : f.shape[0]] = f
-            codes[i, : c.shape[0]] = c
-        return features, codes
-
-
 class NeuroLM(nn.Module):
     def __init__(self, config: NeuroLMConfig) -> None:
         super().__init__()
         self.config = config
-        self.tokenizer = NeuralTokenizer(config.tokenizer)
+        self.tokenizer = TokenizerEncoder(config.tokenizer)  # the encoder side only: see the module notes
         self.tokenizer.requires_grad_(False)
         self.tokenizer.eval()
         self.gpt = GPT(config.gpt)
@@ -213,7 +173,7 @@ class NeuroLM(nn.Module):
     def embed_eeg(self, batch: EEGBatch, encoded: tuple[torch.Tensor, torch.Tensor] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """EEG input embeddings ``(B, N, d)`` and the tokens' codes ``(B, N)`` from one encoder pass, or from
-        ``encoded`` = the encoder's ``(features, codes)`` of this batch computed earlier (:class:`EncoderCache`)."""
+        ``encoded`` = the encoder's ``(features, codes)`` of this batch computed earlier (:class:`~neurolm.lm.cache.EncoderCache`)."""
         features, codes = self.tokenizer.encode(batch) if encoded is None else encoded
         features = (features - self.feature_mean) / self.feature_std
         x = self.encode_transform_layer(features) + self.pos_embed(batch.chans) + self.gpt.position(batch.times)
@@ -387,14 +347,6 @@ class NeuroLM(nn.Module):
             position = position + 1
         return torch.stack(tokens, dim=1), torch.stack(scores, dim=1)
 
-    def ask(self, recording: Any, task: str, **kwargs: Any) -> list:
-        """Ask the model about a recording (an ``mne.io.Raw``, any file MNE reads, or a ``(channels, samples)`` array
-        with ``ch_names=``, ``sfreq=``, ``unit=``: :func:`neurolm.data.inputs.as_raw`): see
-        :func:`neurolm.instruct.ask.ask` for the other keyword arguments (``start``, ``every``, ``question``, …)."""
-        from ..instruct.ask import ask  # the instruction stage builds on this module, not the other way round
-
-        return ask(self, recording, task, **kwargs)
-
     # ------------------------------------------------------------------------------------------------ accounting
     def flops_per_token(self, seq_len: int, eeg: bool = True) -> float:
         """Training FLOPs per token (nanoGPT's estimate): 6 × trainable matmul parameters + attention, plus, for
@@ -412,7 +364,7 @@ class NeuroLM(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (the frozen tokenizer included)."""
+        """Write ``config.json`` + ``model.safetensors`` (the frozen encoder and quantizer included)."""
         save_artifacts(directory, self.config.to_dict(), self, "neurolm")
 
     @classmethod
@@ -420,6 +372,8 @@ class NeuroLM(nn.Module):
         """Rebuild a model saved by :meth:`save_pretrained`; returned in eval mode."""
         values, state = read_artifacts(directory, "NeuroLM model")
         model = cls(NeuroLMConfig.from_dict(values))
+        # directories written before the model kept only the encoder side also hold the tokenizer's other parts
+        state = {k: v for k, v in state.items() if not k.startswith(TOKENIZER_ONLY)}
         load_state_exact(model, state, str(Path(directory) / WEIGHTS_FILE))
         return model.to(device).eval()
 
@@ -452,7 +406,7 @@ class NeuroLM(nn.Module):
         else:
             gpt_config = GPTConfig.from_preset(size, n_outputs=n_outputs, gelu=gelu)
         model = cls(NeuroLMConfig(gpt_config, replace(tokenizer.config), ref_text_positions, spectral_input))
-        model.tokenizer.load_state_dict(tokenizer.state_dict())
+        model.tokenizer.copy_encoder_side(tokenizer)
         if gpt is not None:
             model.gpt.load_state_dict(gpt.state_dict())
             return model

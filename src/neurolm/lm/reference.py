@@ -28,7 +28,7 @@ import torch
 from ..artifacts import build_uninitialised, load_state_exact, load_torch_checkpoint, strip_compile_prefix
 from ..errors import NeuroLMError
 from ..text import PADDED_VOCAB
-from ..tokenizer import NeuralTokenizer, TokenizerConfig
+from ..tokenizer import TokenizerConfig, TokenizerEncoder
 from .gpt import GPTConfig
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
     return len(layers)
 
 
-def _reference_configs(path: Path, state: dict[str, torch.Tensor], args: dict, vq: NeuralTokenizer | None
+def _reference_configs(path: Path, state: dict[str, torch.Tensor], args: dict, vq: TokenizerEncoder | None
                        ) -> tuple[GPTConfig, TokenizerConfig]:
     needed = ["GPT2.transformer.wte.weight", "GPT2.transformer.wpe.weight", "GPT2.lm_head.weight",
               "tokenizer.fc_norm.weight", "tokenizer.pos_embed.weight", "tokenizer.time_embed.weight",
@@ -87,7 +87,7 @@ def load_neurolm_checkpoint(cls: type[NeuroLM], path: str | Path, vq_path: str |
         raise NeuroLMError(f"{path}: not a NeuroLM checkpoint (expected a dict with a 'model' state dict)")
     state = strip_compile_prefix(ckpt["model"])
     ours = ckpt.get("neurolm") if isinstance(ckpt.get("neurolm"), dict) else {}
-    vq = NeuralTokenizer.from_reference_checkpoint(vq_path) if vq_path is not None else None
+    vq = TokenizerEncoder.from_reference_checkpoint(vq_path) if vq_path is not None else None
     if "config" in ours:  # written by save_neurolm_checkpoint: our exact config
         config = NeuroLMConfig.from_dict(ours["config"])
     else:

@@ -32,6 +32,7 @@ from ..data.batch import REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, referen
 from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
+from ..hf_gpt2 import gpt2_text_table
 from ..text import TextCorpus, default_corpus
 from ..train import (
     RunOptions,
@@ -69,9 +70,7 @@ DEFAULTS: dict[str, StageDefaults] = {
 def text_table(n_embd: int, seed: int, init_gpt2: str | Path | None) -> tuple[torch.Tensor, str]:
     """The frozen text-embedding table to align with, and a line saying where it came from."""
     if init_gpt2 is not None:
-        from ..lm.gpt import GPT  # imported lazily: only this path needs the LM
-
-        weight = GPT.from_hf_gpt2(init_gpt2).transformer.wte.weight.detach()[:TEXT_VOCAB].clone()
+        weight = gpt2_text_table(init_gpt2)
         if weight.shape[1] != n_embd:
             raise NeuroLMError(f"{init_gpt2}: GPT-2 width {weight.shape[1]} differs from the tokenizer width {n_embd}; "
                                "pick the preset whose width matches (base: 768)")

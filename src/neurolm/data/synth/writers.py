@@ -1,7 +1,7 @@
 """File formats of the synthetic corpus: one :class:`Recording` → the file its extension names.
 
 EDF/BDF go through edfio (as the real corpora's EDF files would be read by MNE or edfio), CNT through
-:mod:`neurolm.data.cnt`, FIF/EEGLAB/BrainVision through MNE's own writers. Side-car text files (``.rec``,
+:mod:`neurolm.data.synth.cnt`, FIF/EEGLAB/BrainVision through MNE's own writers. Side-car text files (``.rec``,
 ``.tse_agg``, sleep scoring) are plain strings written next to the recording.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import savemat
 
-from ..cnt import write_cnt
+from .cnt import write_cnt
 
 
 @dataclass
