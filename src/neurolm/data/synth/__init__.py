@@ -30,7 +30,7 @@ from .datasets import (
     tusl_recordings,
     workload_recordings,
 )
-from .writers import Recording, Window, write_mat, write_recording
+from .writers import Recording, Window, require_writers, write_mat, write_recording
 
 ALL: tuple[str, ...] = ("tuab", "tuev", "seed", "hmc", "workload", "tusl", "pretrain")
 """Dataset names, in the CLI's order."""
@@ -141,10 +141,12 @@ def write_corpus(
     """
     if subjects is not None and subjects < 1:
         raise NeuroLMError(f"--subjects must be at least 1, got {subjects}")
+    names = parse_datasets(datasets)
+    require_writers()
     out = Path(out_dir)
     return {
         name: WRITERS[name](out / name, subjects or DEFAULT_SUBJECTS[name], dataset_rng(name, seed))
-        for name in parse_datasets(datasets)
+        for name in names
     }
 
 
