@@ -15,7 +15,8 @@ from scipy.io import savemat
 
 import neurolm
 from neurolm.data.channels import VOCABULARY
-from neurolm.data.prepare import format_summary, prepare_dataset, process_recording
+from neurolm.data.prepare import format_summary, prepare_dataset
+from neurolm.data.windows import process_recording
 from neurolm.data.preprocess import PreprocessConfig, RepairWarning
 from neurolm.data.readers import Recording, get_reader
 from neurolm.data.readers.base import read_raw

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from neurolm.data import prepare as prep
-from neurolm.data.prepare import cut_windows, prepare_dataset
-from neurolm.data.readers.base import Recording, split_subjects
+from neurolm.data.prepare import prepare_dataset
+from neurolm.data.windows import cut_windows
+from neurolm.data.datasets import split_subjects
+from neurolm.data.readers.base import Recording
 from neurolm.data.readers.tuh import TUH_CHANNELS
 from neurolm.data.store import WindowStore
 from neurolm.errors import NeuroLMError

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data.datasets import TASK_NAMES
 from .data.prepare import prepare_dataset
 from .data.synth import ALL, write_corpus
 
-TASK_NAMES = ("tuab", "tuev", "seed", "hmc", "workload", "tusl")
 
 
 @dataclass(frozen=True)

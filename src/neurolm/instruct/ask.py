@@ -30,12 +30,11 @@ import mne
 import numpy as np
 import torch
 
-from ..data.channels import channel_indices
 from ..data.inputs import as_raw
-from ..data.prepare import cut_windows, drop_bad_channels
-from ..data.preprocess import PreprocessConfig, preprocess_raw
+from ..data.preprocess import PreprocessConfig
 from ..data.provenance import check_task, preprocess_config, read_training
 from ..data.readers import Segment, get_reader
+from ..data.windows import cut_windows, plausible_windows, preprocess_segment
 from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
 from ..text import INSTRUCTION_START, TextTokenizer
@@ -88,11 +87,10 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
             _trained_channel_order(seg, trained)
         else:
             config = PreprocessConfig(mains=reader.mains if mains is None else mains)
-        drop_bad_channels(seg, Path(source), config, fixed=reader.channels is not None)  # as `prepare`
-        data = preprocess_raw(raw, seg.labels, config)
+        data, idx = preprocess_segment(seg, source, config, fixed=reader.channels is not None)  # as `prepare`
     except NeuroLMError as exc:  # prepare's checks name the file already
         raise NeuroLMError(f"{source}: task {task}: {str(exc).removeprefix(f'{source}: ')}") from exc
-    idx = np.array(channel_indices(seg.names), dtype=np.int64)
+    idx = idx.astype(np.int64)
     window_s, rate = reader.window_seconds(len(idx)), config.sfreq  # after preprocessing
     if trained is not None and isinstance(trained.get("window_s"), (int, float)):
         window_s = float(trained["window_s"])
@@ -102,6 +100,8 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
     if not starts:
         raise NeuroLMError(f"{source}: {duration:.1f} s long, no whole {window_s:g} s {task} window from {start:g} s")
     w = round(window_s * rate)
+    keep = plausible_windows(np.stack([data[:, s : s + w] for s in starts]), f"{source}: task {task}", config)
+    starts = [s for s, k in zip(starts, keep) if k]
     items = [{"signal": data[:, s : s + w], "chans": idx, "label": -1} for s in starts]
     return items, [s / rate for s in starts]
 

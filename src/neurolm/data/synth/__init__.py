@@ -19,44 +19,23 @@ import numpy as np
 from tqdm import tqdm
 
 from ...errors import NeuroLMError
-from .datasets import (
-    hmc_recordings,
-    pretrain_recordings,
-    seed_labels,
-    seed_preprocessed,
-    seed_recordings,
-    tuab_recordings,
-    tuev_recordings,
-    tusl_recordings,
-    workload_recordings,
-)
+from ..datasets import DATASETS
+from . import datasets
+from .datasets import seed_labels, seed_preprocessed
 from .writers import Recording, Window, require_writers, write_mat, write_recording
 
-ALL: tuple[str, ...] = ("tuab", "tuev", "seed", "hmc", "workload", "tusl", "pretrain")
+ALL: tuple[str, ...] = tuple(DATASETS)
 """Dataset names, in the CLI's order."""
 
-DEFAULT_SUBJECTS: dict[str, int] = {
-    "tuab": 28,
-    "tuev": 20,
-    "seed": 5,
-    "hmc": 13,
-    "workload": 14,
-    "tusl": 22,
-    "pretrain": 10,
-}
-"""Subjects (recordings for pretraining) per dataset at the default size: every split of every dataset non-empty
-and ~40 test windows per class where the split rule allows, while synth + prepare of everything stays under a minute
-on two cores. ``--subjects N`` replaces all of them (each dataset raises it to its own minimum for non-empty splits)."""
+DEFAULT_SUBJECTS: dict[str, int] = {name: d.synth_subjects for name, d in DATASETS.items()}
+"""Subjects (recordings for pretraining) per dataset at the default size (:attr:`Dataset.synth_subjects
+<neurolm.data.datasets.Dataset.synth_subjects>`). ``--subjects N`` replaces all of them (each dataset raises it to its
+own minimum for non-empty splits)."""
 
 RECORDINGS: dict[str, Callable[[int, np.random.Generator], Iterator[Recording]]] = {
-    "tuab": tuab_recordings,
-    "tuev": tuev_recordings,
-    "seed": seed_recordings,
-    "hmc": hmc_recordings,
-    "workload": workload_recordings,
-    "tusl": tusl_recordings,
-    "pretrain": pretrain_recordings,
+    name: getattr(datasets, f"{name}_recordings") for name in DATASETS
 }
+"""Each dataset's generator: ``neurolm.data.synth.datasets.<name>_recordings``."""
 
 
 def _write_all(name: str, out_dir: Path, n_subjects: int, rng: np.random.Generator) -> Path:
