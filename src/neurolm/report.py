@@ -1,7 +1,9 @@
-"""Reports as ``report.md`` (images linked) and ``report.html`` (self-contained: images embedded as base64).
+"""Every report of the package, rendered from one list of blocks: ``report.md`` (images linked), ``report.html``
+(self-contained: images embedded as base64) and plain text for the terminal (:func:`to_text`: the prepare summary,
+the ``ask`` table, the demo's table).
 
-Both files are rendered from one list of blocks, so they never disagree. The HTML needs no network and no
-JavaScript: it opens from a mail attachment or a CI artifact as well as from disk.
+One list of blocks gives every form, so they never disagree. The HTML needs no network and no JavaScript: it opens
+from a mail attachment or a CI artifact as well as from disk.
 """
 
 from __future__ import annotations
@@ -77,6 +79,25 @@ def to_html(blocks: list[Block], title: str) -> str:
                        f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def to_text(blocks: list[Block]) -> str:
+    """Plain text: tables in aligned columns (the first left-aligned, the others right-aligned), paragraphs as
+    they are, headings underlined; images by caption only."""
+    out = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{b.text}\n{'=-'[min(b.level, 2) - 1] * len(b.text)}")
+        elif isinstance(b, Paragraph):
+            out.append(b.text)
+        elif isinstance(b, Table):
+            widths = [max(len(str(c)) for c in col) for col in zip(b.header, *b.rows)]
+            out.append("\n".join("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                                            for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                                  for r in [b.header, *b.rows]))
+        else:
+            out.append(f"[{b.caption}: {b.path}]")
+    return "\n".join(out)
 
 
 def write_report(blocks: list[Block], out_dir: Path, title: str) -> tuple[Path, Path]:

@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import NeuroLMError
+from ..report import Paragraph, Table, to_text
 from .datasets import DATASETS
 from .preprocess import PreprocessConfig
 from .readers import SPLITS, Recording, get_reader
@@ -302,10 +303,10 @@ def format_summary(manifest: dict) -> str:
     """Per-split, per-class table of a manifest, the files by status, the skipped and repaired files with their
     reasons, and the warnings."""
     classes = manifest["classes"]
-    head = f"{'split':<6}{'windows':>9}{'subjects':>9}" + "".join(f"{c:>11}" for c in classes)
-    lines = [head]
-    for split, s in manifest["splits"].items():
-        lines.append(f"{split:<6}{s['windows']:>9}{s['subjects']:>9}" + "".join(f"{s['classes'][c]:>11}" for c in classes))
+    table = Table(["split", "windows", "subjects", *classes],
+                  [[split, str(s["windows"]), str(s["subjects"]), *(str(s["classes"][c]) for c in classes)]
+                   for split, s in manifest["splits"].items()])
+    lines = []
     for f in manifest["files"]["skipped"]:
         lines.append(f"skipped {f['file']}: {f['reason']}")
     for f in manifest["files"]["repaired"]:
@@ -318,7 +319,7 @@ def format_summary(manifest: dict) -> str:
                      f"skipped; {hours:.2f} h of EEG, {manifest.get('implausible_windows', 0)} implausible window(s) "
                      f"dropped; samples stored as {manifest.get('dtype', 'float32')}")
     lines += [f"warning: {w}" for w in manifest.get("warnings", [])]
-    return "\n".join(lines)
+    return to_text([table, *map(Paragraph, lines)])
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -33,6 +33,7 @@ from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..hf_gpt2 import gpt2_text_table
+from ..plots import figure, plot_rows, save
 from ..text import TextCorpus, default_corpus
 from ..train import (
     RunOptions,
@@ -43,6 +44,7 @@ from ..train import (
     step_generator,
     train,
 )
+from ..train.logs import read_rows
 from .model import NeuralTokenizer, TokenizerConfig, alignment_alpha, spectral_targets
 from .quantizer import code_usage
 
@@ -192,7 +194,7 @@ def fit_tokenizer(stores: list[str | Path], out_dir: str | Path, *, preset: str 
     # The in-memory module of the last save; a resumed run that was already finished saves nothing: reload it.
     model = task.trained.cpu().eval() if task.trained is not None else NeuralTokenizer.from_pretrained(out_dir)
     val = evaluate_tokenizer(model, task.val_batches(), torch.device("cpu"))
-    rows = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_rows(out_dir / "log.jsonl")
     train_rows = [r for r in rows if r["split"] == "train"]
     report = {
         "preset": preset, "steps": summary["step"], "text_embeddings": source,
@@ -209,41 +211,30 @@ def fit_tokenizer(stores: list[str | Path], out_dir: str | Path, *, preset: str 
 
 def write_plots(model: NeuralTokenizer, rows: list[dict], val_batches: list[EEGBatch], out_dir: Path) -> None:
     """``loss_curves.png``, ``code_usage.png`` and ``reconstruction.png`` in ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = figure((11, 4), 1, 2)
     for ax, split in zip(axes, ("train", "val")):
         sel = [r for r in rows if r["split"] == split]
         for key in ("loss_freq", "loss_raw", "loss_commit", "loss_align"):
-            pts = [(r["step"], r[key]) for r in sel if key in r]
-            if pts:
-                ax.plot(*zip(*pts), label=key, marker="o" if split == "val" else None)
+            plot_rows(ax, sel, key, label=key, marker="o" if split == "val" else None)
         ax.set(title=f"{split} losses", xlabel="step", yscale="log")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "loss_curves.png", dpi=100)
-    plt.close(fig)
+    save(fig, out_dir / "loss_curves.png")
 
     counts = torch.zeros(model.config.codebook_size, dtype=torch.long)
     for batch in val_batches:
         counts += torch.bincount(model.tokenize(batch)[batch.mask], minlength=counts.numel())
     utilisation, perplexity = code_usage(counts)
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = figure((8, 3.5))
     ax.bar(np.arange(counts.numel()), counts.numpy(), width=1.0)
     ax.set(title=f"validation code usage: utilisation {utilisation:.1%}, perplexity {perplexity:.1f}",
            xlabel="code", ylabel="tokens")
-    fig.tight_layout()
-    fig.savefig(out_dir / "code_usage.png", dpi=100)
-    plt.close(fig)
+    save(fig, out_dir / "code_usage.png")
 
     batch = val_batches[0]
     freq_pred, raw_pred = model.reconstruct(batch)
     freq_target, raw_target = spectral_targets(batch)
     n = min(3, int(batch.mask[0].sum()))
-    fig, axes = plt.subplots(n, 2, figsize=(11, 2.6 * n), squeeze=False)
+    fig, axes = figure((11, 2.6 * n), n, 2, squeeze=False)
     for k in range(n):
         axes[k, 0].plot(raw_target[0, k].numpy(), label="original")
         axes[k, 0].plot(raw_pred[0, k].numpy(), label="reconstructed")
@@ -252,9 +243,7 @@ def write_plots(model: NeuralTokenizer, rows: list[dict], val_batches: list[EEGB
         axes[k, 1].plot(freq_pred[0, k].numpy(), label="reconstructed")
         axes[k, 1].set(title=f"token {k}: FFT amplitude (z-scored)", xlabel="bin (Hz)")
     axes[0, 0].legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "reconstruction.png", dpi=100)
-    plt.close(fig)
+    save(fig, out_dir / "reconstruction.png")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
