@@ -1,6 +1,6 @@
-"""The package's imports flow one way (data/train → tokenizer → lm → instruct → demo/cli/api): `lint-imports` checks
-the contracts in pyproject.toml, so plain `pytest` (CI) fails on an import that points up the stack or closes a
-circle."""
+"""The package's imports flow one way (data/train → tokenizer → lm → instruct → demo/cli/api): `lint-imports`
+checks the contracts in pyproject.toml, so plain `pytest` (CI) fails on an import that points up the stack or closes
+a circle."""
 
 from __future__ import annotations
 

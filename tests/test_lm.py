@@ -375,7 +375,7 @@ def test_model_keeps_only_the_encoder_side_and_old_directories_load(tmp_path, to
              **{"tokenizer." + k: v for k, v in tokenizer.state_dict().items() if k.startswith(TRAINING_ONLY)}}
     save_file(whole, old / "model.safetensors")
     new_size, old_size = ((d / "model.safetensors").stat().st_size for d in (tmp_path / "new", old))
-    assert new_size < 0.7 * old_size  # tiny: 26 MB instead of 39 MB
+    assert new_size < 0.7 * old_size  # tiny: 27.4 MB instead of 41.0 MB
     again = NeuroLM.from_pretrained(old)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
 

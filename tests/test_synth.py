@@ -258,7 +258,8 @@ def test_without_the_synth_extra_the_error_says_how_to_install_it(tmp_path, caps
     assert extra == {"edfio", "eeglabio", "pybv"}
     assert not extra & {re.split(r"[<>=\[]", d)[0] for d in project["dependencies"]}
     monkeypatch.setitem(sys.modules, "pybv", None)  # `import pybv` now raises ImportError
-    argv = ["synth", str(tmp_path / "out")] if command == "synth" else ["demo", "--quick", "--out", str(tmp_path / "out")]
+    out = str(tmp_path / "out")
+    argv = ["synth", out] if command == "synth" else ["demo", "--quick", "--out", out]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert "needs pybv" in err and "pip install 'neurolm[synth]'" in err

@@ -39,9 +39,8 @@ Decisions where the spec is silent or where we differ from the reference (REF):
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,73 +49,18 @@ from torch import nn
 from ..data.batch import EEGBatch
 from ..artifacts import WEIGHTS_FILE, load_state_exact, read_artifacts, save_artifacts
 from ..errors import NeuroLMError
-from ..text import INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
-from ..tokenizer import NeuralTokenizer, TokenizerConfig, TokenizerEncoder
+from ..text import PADDED_VOCAB, TEXT_VOCAB
+from ..tokenizer import NeuralTokenizer, TokenizerEncoder
 from ..tokenizer.encoder import TRAINING_ONLY
+from .config import NeuroLMConfig
 from .gpt import GPT, GPTConfig, KVCache
-from .mask import build_attention_mask, decode_mask
+from .mask import IGNORE, build_attention_mask, decode_mask, eeg_targets
 from .spectral import BANDS_HZ, band_log_power
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100
-"""Target id that cross-entropy skips."""
-
 TOKENIZER_ONLY = tuple(f"tokenizer.{name}" for name in TRAINING_ONLY)
 """State-dict prefixes of the tokenizer parts a NeuroLM does not keep (found in model directories of older versions)."""
-
-
-@dataclass
-class NeuroLMConfig:
-    """Everything needed to rebuild a NeuroLM; saved as ``config.json`` beside its weights."""
-
-    gpt: GPTConfig = field(default_factory=GPTConfig)
-    """The language model; ``n_outputs`` must be ``50304 + tokenizer.codebook_size``."""
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    """The frozen neural tokenizer (its encoder gives the EEG inputs, its quantizer the EEG targets; the model keeps
-    only these two parts)."""
-    ref_text_positions: bool = False
-    """Text positions start after the batch-wide last second (REF) instead of each sample's own."""
-    spectral_input: bool = False
-    """Add each EEG token's standardised log band power (:mod:`neurolm.lm.spectral`) to its input (not in REF)."""
-
-    def __post_init__(self) -> None:
-        if self.gpt.n_outputs != PADDED_VOCAB + self.tokenizer.codebook_size:
-            raise NeuroLMError(
-                f"NeuroLM config: lm_head has {self.gpt.n_outputs} outputs, expected {PADDED_VOCAB} text + "
-                f"{self.tokenizer.codebook_size} codes = {PADDED_VOCAB + self.tokenizer.codebook_size}"
-            )
-        if self.gpt.vocab_size <= INSTRUCTION_START:
-            raise NeuroLMError(f"NeuroLM config: wte needs a row for the instruction marker {INSTRUCTION_START}")
-        if self.gpt.block_size <= self.tokenizer.max_time:
-            raise NeuroLMError(f"NeuroLM config: block_size {self.gpt.block_size} leaves no position for text after "
-                               f"{self.tokenizer.max_time} s of EEG")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"gpt": asdict(self.gpt), "tokenizer": asdict(self.tokenizer),
-                "ref_text_positions": self.ref_text_positions, "spectral_input": self.spectral_input}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> NeuroLMConfig:
-        try:
-            return cls(GPTConfig(**values["gpt"]), TokenizerConfig.from_dict(values["tokenizer"]),
-                       bool(values.get("ref_text_positions", False)), bool(values.get("spectral_input", False)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise NeuroLMError(f"NeuroLM config: invalid ({exc})") from exc
-
-
-def eeg_targets(codes: torch.Tensor, times: torch.Tensor, chans: torch.Tensor, n_chans: torch.Tensor) -> torch.Tensor:
-    """Next-second targets ``(B, N)``: token ``k = a*C + c`` → code of token ``k + C`` (channel ``c``, second
-    ``a+1``), ``-100`` where that token does not exist (last second, padding). ``codes`` are -1 on padding."""
-    n = codes.shape[1]
-    nxt = torch.arange(n, device=codes.device)[None] + n_chans[:, None]
-    inside = nxt < n
-    nxt = nxt.clamp(max=n - 1)
-    # the layout is time-major, so k + C is the next second of the same channel; checking it costs nothing
-    same_site = (times.gather(1, nxt) == times + 1) & (chans.gather(1, nxt) == chans)
-    target = codes.gather(1, nxt)
-    valid = inside & same_site & (codes >= 0) & (target >= 0)
-    return torch.where(valid, target, torch.full_like(target, IGNORE))
 
 
 class _Moments:
@@ -173,7 +117,8 @@ class NeuroLM(nn.Module):
     def embed_eeg(self, batch: EEGBatch, encoded: tuple[torch.Tensor, torch.Tensor] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """EEG input embeddings ``(B, N, d)`` and the tokens' codes ``(B, N)`` from one encoder pass, or from
-        ``encoded`` = the encoder's ``(features, codes)`` of this batch computed earlier (:class:`~neurolm.lm.cache.EncoderCache`)."""
+        ``encoded`` = the encoder's ``(features, codes)`` of this batch computed earlier
+        (:class:`~neurolm.lm.cache.EncoderCache`)."""
         features, codes = self.tokenizer.encode(batch) if encoded is None else encoded
         features = (features - self.feature_mean) / self.feature_std
         x = self.encode_transform_layer(features) + self.pos_embed(batch.chans) + self.gpt.position(batch.times)

@@ -29,6 +29,7 @@ from ..artifacts import build_uninitialised, load_state_exact, load_torch_checkp
 from ..errors import NeuroLMError
 from ..text import PADDED_VOCAB
 from ..tokenizer import TokenizerConfig, TokenizerEncoder
+from .config import NeuroLMConfig
 from .gpt import GPTConfig
 
 if TYPE_CHECKING:
@@ -79,8 +80,6 @@ def _reference_configs(path: Path, state: dict[str, torch.Tensor], args: dict, v
 def load_neurolm_checkpoint(cls: type[NeuroLM], path: str | Path, vq_path: str | Path | None = None, *,
                             ref_text_positions: bool = False) -> NeuroLM:
     """See :meth:`NeuroLM.from_reference_checkpoint`."""
-    from .model import NeuroLMConfig
-
     path = Path(path)
     ckpt = load_torch_checkpoint(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
