@@ -16,7 +16,7 @@ import numpy as np
 
 from neurolm.data.prepare import prepare_dataset
 from neurolm.data.store import WindowStore
-from neurolm.data.synth import write_tuab
+from neurolm.data.synth import write_dataset
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        write_tuab(tmp / "raw", args.subjects, np.random.default_rng(0))
+        write_dataset("tuab", tmp / "raw", args.subjects, np.random.default_rng(0))
         t0 = time.perf_counter()
         m = prepare_dataset("tuab", tmp / "raw", tmp / "store", progress=False)
         t_prep = time.perf_counter() - t0

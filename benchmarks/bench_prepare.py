@@ -58,13 +58,13 @@ def main() -> None:
         child(Path(args.child[0]), Path(args.child[1]), int(args.child[2]))
         return
 
-    from neurolm.data.synth import write_tuab
+    from neurolm.data.synth import write_dataset
 
     results: dict[tuple[int, int], dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             raw = Path(tmp) / f"raw{size}"
-            write_tuab(raw, args.base_subjects * size, np.random.default_rng(size))
+            write_dataset("tuab", raw, args.base_subjects * size, np.random.default_rng(size))
             for w in args.workers:
                 r = results[size, w] = run(raw, Path(tmp) / f"store{size}w{w}", w)
                 print(f"{size:>3}x  workers {w}: {r['files']:>4} files, {r['hours']:.2f} h of EEG in "

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from neurolm.data.datasets import TASK_NAMES
 from neurolm.data.synth import iter_recordings, write_corpus
 from neurolm.instruct.baseline import band_features, fit_score, store_features
 
-TASKS = ("tuab", "tuev", "seed", "hmc", "workload", "tusl")
+TASKS = TASK_NAMES
 TARGET = (0.60, 0.90)
 
 

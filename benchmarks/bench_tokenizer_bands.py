@@ -20,7 +20,7 @@ from sklearn.linear_model import Ridge
 
 from neurolm.data.batch import collate_windows
 from neurolm.data.store import WindowStore
-from neurolm.data.synth.signals import BANDS
+from neurolm.data.preprocess import BANDS
 from neurolm.tokenizer import NeuralTokenizer
 from neurolm.train import evenly_spaced
 

@@ -15,13 +15,13 @@ from scipy.io import savemat
 
 import neurolm
 from neurolm.data.channels import VOCABULARY
-from neurolm.data.prepare import format_summary, prepare_dataset, process_recording
+from neurolm.data.datasets import SEED_CHANNELS, TUH_CHANNELS
+from neurolm.data.prepare import format_summary, prepare_dataset
 from neurolm.data.preprocess import PreprocessConfig, RepairWarning
 from neurolm.data.readers import Recording, get_reader
 from neurolm.data.readers.base import read_raw
-from neurolm.data.readers.seed import SEED_CHANNELS
-from neurolm.data.readers.tuh import TUH_CHANNELS
 from neurolm.data.store import WindowStore
+from neurolm.data.windows import process_recording
 from neurolm.errors import NeuroLMError
 
 TUH_LABELS = [f"EEG {c}-REF" for c in TUH_CHANNELS]

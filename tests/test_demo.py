@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from neurolm.cli import main
+from neurolm.data.datasets import TASK_NAMES
 
-TASKS = ("tuab", "tuev", "seed", "hmc", "workload", "tusl")
+TASKS = TASK_NAMES
 
 
 class _Images(HTMLParser):

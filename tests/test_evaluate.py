@@ -141,14 +141,16 @@ def _forced(model, text: str):
     return generate
 
 
-def test_garbage_generation_is_counted_unparseable(model, stores, tmp_path, monkeypatch):
+def test_garbage_generation_is_counted_unparseable(model, stores, evaluated, tmp_path, monkeypatch):
     monkeypatch.setattr(model, "generate", _forced(model, " banana split"))
     chosen = [stores["tuab"], stores["hmc"]]
     results = evaluate(model, chosen, tmp_path, progress=False, device="cpu")
     for name, m in results.items():
         assert m["paper"]["unparseable"] == m["n"] == TASKS[name].n_classes
         assert m["paper"]["balanced_accuracy"] == 0.0  # never mapped to a class
-        assert m["scored"]["balanced_accuracy"] >= 0  # scored answers are unaffected by the generation
+        unforced = evaluated[0][name]["scored"]  # scored answers are unaffected by the generation
+        assert m["scored"]["balanced_accuracy"] == unforced["balanced_accuracy"]
+        assert m["scored"]["log_loss"] == pytest.approx(unforced["log_loss"], abs=1e-5)
     with open(tmp_path / "hmc_predictions.csv", newline="") as fh:
         assert {(r["generated"], r["parsed_name"]) for r in csv.DictReader(fh)} == {(" banana split", "unparseable")}
 

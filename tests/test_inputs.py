@@ -6,7 +6,9 @@ import mne
 import numpy as np
 import pytest
 
+from neurolm import api
 from neurolm.data.inputs import as_raw
+from neurolm.data.preprocess import RepairWarning
 from neurolm.data.readers.base import read_raw
 from neurolm.errors import NeuroLMError
 from neurolm.instruct.ask import ask, task_windows
@@ -35,8 +37,10 @@ def test_array_path_and_raw_give_the_same_answers(model, hmc_edf, volts):
     assert len(expected) == 2
     raw = read_raw(hmc_edf)
     assert ask(model, raw, "hmc", every=30) == expected
+    with_ask = api.NeuroLM(model.config).eval()  # the API's NeuroLM: the same model with an ask method
+    with_ask.load_state_dict(model.state_dict())
     for data, unit in ((volts, "V"), (volts * 1e6, "uV"), (volts.astype(np.float32), "V")):
-        got = model.ask(data, "hmc", every=30, ch_names=HMC_LABELS, sfreq=SFREQ, unit=unit)  # NeuroLM.ask too
+        got = with_ask.ask(data, "hmc", every=30, ch_names=HMC_LABELS, sfreq=SFREQ, unit=unit)  # NeuroLM.ask too
         assert [(a.start, a.label) for a in got] == [(a.start, a.label) for a in expected]
         for a, b in zip(got, expected):
             assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
@@ -52,6 +56,19 @@ def test_array_windows_equal_the_file_windows(hmc_edf, volts):
     for a, b in zip(from_array, from_file):
         np.testing.assert_allclose(a["signal"], b["signal"], rtol=0, atol=1e-6)  # µV/100: well below a nanovolt
         np.testing.assert_array_equal(a["chans"], b["chans"])
+
+
+def test_ask_refuses_or_drops_implausible_windows_as_prepare_does(volts):
+    """Windows no scalp records (median channel SD of millivolts: a damaged recording or a wrong gain) are refused,
+    as `prepare` refuses such a file, instead of answered; a single damaged window is dropped with a RepairWarning."""
+    uv = volts * 1e6
+    with pytest.raises(NeuroLMError, match=r"^recording: task hmc: 2 of 2 windows implausible for scalp EEG"):
+        task_windows(uv * 500, "hmc", every=30, ch_names=HMC_LABELS, sfreq=SFREQ, unit="uV")
+    loud = uv.copy()
+    loud[:, int(35 * SFREQ) : int(60 * SFREQ)] *= 500  # inside the second window only
+    with pytest.warns(RepairWarning, match="1 of 2 windows implausible"):
+        items, starts = task_windows(loud, "hmc", every=30, ch_names=HMC_LABELS, sfreq=SFREQ, unit="uV")
+    assert starts == [0.0] and len(items) == 1
 
 
 def test_as_raw_forms(hmc_edf, volts):

@@ -13,7 +13,7 @@ from neurolm.instruct.data import (EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, col
 from neurolm.instruct.tasks import TASKS
 from neurolm.instruct.train import InstructObjective, balanced_order
 from neurolm.lm import IGNORE
-from neurolm.lm.model import EncoderCache
+from neurolm.lm.cache import EncoderCache
 from neurolm.text import EOT, INSTRUCTION_START, TextTokenizer
 
 

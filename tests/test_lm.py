@@ -25,6 +25,7 @@ from neurolm.lm import (
 )
 from neurolm.text import EOT, INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
+from neurolm.tokenizer.encoder import TRAINING_ONLY
 
 # ----------------------------------------------------------------------------------------------------------- helpers
 
@@ -355,6 +356,28 @@ def test_save_and_load_round_trip(tmp_path, model):
     assert again.config == model.config
     with pytest.raises(NeuroLMError, match="missing"):
         NeuroLM.from_pretrained(tmp_path / "nope")
+
+
+def test_model_keeps_only_the_encoder_side_and_old_directories_load(tmp_path, tokenizer, model):
+    """A NeuroLM holds the tokenizer's encoder, task layer and quantizer only (smaller files); a directory written by
+    a version that kept the whole tokenizer still loads to the same model."""
+    from safetensors.torch import load_file, save_file
+
+    assert not any(k.startswith("tokenizer.") and k.removeprefix("tokenizer.").startswith(TRAINING_ONLY)
+                   for k in model.state_dict())
+    assert all(torch.equal(v, tokenizer.state_dict()[k.removeprefix("tokenizer.")])
+               for k, v in model.state_dict().items() if k.startswith("tokenizer."))
+    model.save_pretrained(tmp_path / "new")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text((tmp_path / "new" / "config.json").read_text())
+    whole = {**load_file(tmp_path / "new" / "model.safetensors"),
+             **{"tokenizer." + k: v for k, v in tokenizer.state_dict().items() if k.startswith(TRAINING_ONLY)}}
+    save_file(whole, old / "model.safetensors")
+    new_size, old_size = ((d / "model.safetensors").stat().st_size for d in (tmp_path / "new", old))
+    assert new_size < 0.7 * old_size  # tiny: 27.4 MB instead of 41.0 MB
+    again = NeuroLM.from_pretrained(old)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 # ----------------------------------------------------------------------------------------------- reference checkpoints

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from neurolm.data import prepare as prep
-from neurolm.data.prepare import cut_windows, prepare_dataset
-from neurolm.data.readers.base import Recording, split_subjects
-from neurolm.data.readers.tuh import TUH_CHANNELS
+from neurolm.data.datasets import TUH_CHANNELS, split_subjects
+from neurolm.data.prepare import prepare_dataset
+from neurolm.data.readers.base import Recording
 from neurolm.data.store import WindowStore
+from neurolm.data.windows import cut_windows
 from neurolm.errors import NeuroLMError
 
 TUH_LABELS = [f"EEG {c}-REF" for c in TUH_CHANNELS]

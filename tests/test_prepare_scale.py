@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from neurolm.data.channels import VOCABULARY
+from neurolm.data.datasets import TUH_CHANNELS
 from neurolm.data.prepare import format_summary, prepare_dataset
 from neurolm.data.preprocess import PreprocessConfig, RepairWarning, implausible_windows
-from neurolm.data.readers.tuh import TUH_CHANNELS
 from neurolm.data.store import WindowStore
 from neurolm.data.synth import write_corpus
 

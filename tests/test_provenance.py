@@ -144,6 +144,6 @@ def test_instruction_tuning_adds_the_window_summary_unless_switched_off(model, h
         tuned = NeuroLM.from_pretrained(out)
         assert tuned.config.window_summary is on
         if on:  # its scaler was fitted on the training windows (the identity is what an unfitted one holds)
-            assert not torch.equal(tuned.summary_mean, torch.zeros_like(tuned.summary_mean))
+            assert not torch.equal(tuned.summary.mean, torch.zeros_like(tuned.summary.mean))
         else:
-            assert not any(k.startswith("summary_") for k in tuned.state_dict())
+            assert not any(k.startswith("summary.") for k in tuned.state_dict())

@@ -7,9 +7,10 @@ import pytest
 
 from neurolm.data.prepare import prepare_dataset
 from neurolm.data.store import WindowStore
+from neurolm.data.datasets import TASK_NAMES
 from neurolm.data.synth import iter_recordings, write_corpus
 
-TASKS = ["tuab", "tuev", "seed", "hmc", "workload", "tusl"]
+TASKS = list(TASK_NAMES)
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def test_tokenizer_export_round_trip_is_bit_exact(tmp_path):
 def test_lm_export_round_trip_is_bit_exact(tmp_path):
     model = fitted_lm().add_window_summary([collate_windows(windows([(3, 4), (5, 2)], seed=6))])
     with torch.no_grad():
-        model.summary_embed.weight.normal_()  # a tuned summary, so the outputs depend on it
+        model.summary.embed.weight.normal_()  # a tuned summary, so the outputs depend on it
     with pytest.warns(UserWarning) as caught:  # REF's code would compute what REF's file format cannot say
         model.save_reference_checkpoint(tmp_path / "NeuroLM.pt", vq_path=tmp_path / "VQ.pt")
     messages = [str(w.message) for w in caught]
@@ -134,7 +134,7 @@ def test_lm_export_round_trip_is_bit_exact(tmp_path):
     raw = torch.load(tmp_path / "NeuroLM.pt", weights_only=True)
     assert raw["model_args"] == dict(n_layer=2, n_head=4, n_embd=64, block_size=1024, bias=True, vocab_size=50304,
                                      dropout=0.0)
-    assert not any(k.startswith(("gpt.", "feature_", "spectral_", "summary_")) for k in raw["model"])
+    assert not any(k.startswith(("gpt.", "feature_", "spectral_", "summary.")) for k in raw["model"])
     assert {"GPT2.lm_head.weight", "tokenizer.fc_norm.bias", "pos_embed.weight"} <= set(raw["model"])
     again = NeuroLM.from_reference_checkpoint(tmp_path / "NeuroLM.pt", vq_path=tmp_path / "VQ.pt")
     assert again.config == model.config

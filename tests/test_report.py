@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import numpy as np
@@ -55,3 +56,38 @@ def test_report_markdown_links_and_html_embeds(tmp_path):
     assert "a &lt; b &amp; c" in html and "<td>tuab</td><td>0.800</td>" in html
     (payload,) = re.findall(r"src='data:image/png;base64,([^']+)'", html)
     assert base64.b64decode(payload) == png.read_bytes()  # self-contained: the image itself, not a link
+
+
+def test_text_renderer_aligns_tables():
+    from neurolm.report import to_text
+
+    text = to_text([Heading("Stores"), Table(["split", "windows"], [["train", "120"], ["val", "7"]]),
+                    Paragraph("warning: split 'test' is empty")])
+    assert text.splitlines() == ["Stores", "------", "split  windows", "train      120", "val          7",
+                                 "warning: split 'test' is empty"]
+
+
+def test_plots_leave_pyplot_and_the_backend_alone(tmp_path):
+    """Library plots draw on Figure objects: a notebook's backend stays, pyplot holds no figure of ours."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from neurolm.demo import plot_hypnogram
+    from neurolm.instruct.train import write_plot as instruct_plot
+    from neurolm.lm.pretrain import write_plot as pretrain_plot
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")  # what a notebook would have chosen (any backend other than Agg)
+    try:
+        rows = [{"split": "train", "step": s, "eeg_loss": 3.0 - s / 10, "text_loss": 5.0, "loss_answer": 1.0,
+                 "loss_text": 2.0} for s in range(1, 4)]
+        rows.append({"split": "val", "step": 3, "eeg_loss": 2.9, "unigram_loss": 3.1, "ba_mean": 0.5, "ba_hmc": 0.4})
+        pretrain_plot(rows, tmp_path)
+        (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn')
+        instruct_plot(tmp_path)  # reads log.jsonl through the one log reader: the torn last line is skipped
+        plot_hypnogram([(0.0, 0, 0), (30.0, 2, 1)], ("W", "N1", "N2", "N3", "R"), tmp_path / "night.png", "night")
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
+    finally:
+        matplotlib.use(previous)
+    for name in ("loss_curves.png", "night.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -120,8 +120,8 @@ def test_window_summary_is_a_channel_weighted_map_of_the_window_band_power(token
     """By hand: (1/C) Σ_c (A · z_c) ⊙ W[c], z_c the channel's standardised window band power."""
     lm = _fitted_summary(_summary_model(tokenizer))
     with torch.no_grad():
-        lm.summary_embed.weight.normal_()
-        lm.summary_chan.weight.normal_()
+        lm.summary.embed.weight.normal_()
+        lm.summary.chan.weight.normal_()
     short = _window(4.0, 1)
     short = {**short, "signal": short["signal"][:2], "chans": short["chans"][:2]}
     batch = collate_windows([_window(1.0), short])
@@ -129,8 +129,8 @@ def test_window_summary_is_a_channel_weighted_map_of_the_window_band_power(token
         got = lm.window_summary(batch)
         power, _ = window_band_power(batch.patches, batch.chans, batch.mask, lm.config.tokenizer.max_channels)
     for i, chans in enumerate([_window()["chans"], short["chans"]]):
-        z = (power[i, chans] - lm.summary_mean) / lm.summary_std
-        by_hand = sum(lm.summary_embed.weight @ z[c] * lm.summary_chan.weight[int(ch)]
+        z = (power[i, chans] - lm.summary.mean) / lm.summary.std
+        by_hand = sum(lm.summary.embed.weight @ z[c] * lm.summary.chan.weight[int(ch)]
                       for c, ch in enumerate(chans)) / len(chans)
         torch.testing.assert_close(got[i], by_hand.detach(), atol=1e-5, rtol=1e-4)
 
@@ -145,8 +145,8 @@ def test_window_summary_scaler_is_fitted_on_the_windows_channels(tokenizer):
         rows.append(power[present])
     rows = torch.cat(rows).double()
     assert rows.shape[0] == 12  # 3 windows × 4 channels
-    torch.testing.assert_close(lm.summary_mean, rows.mean(0).float())
-    torch.testing.assert_close(lm.summary_std, rows.std(0).float())
+    torch.testing.assert_close(lm.summary.mean, rows.mean(0).float())
+    torch.testing.assert_close(lm.summary.std, rows.std(0).float())
 
 
 @pytest.mark.parametrize("spectral_input", [True, False])
@@ -158,7 +158,7 @@ def test_window_summary_starts_as_a_no_op_and_shifts_every_text_token(tokenizer,
         before = lm(batch, prompt)["logits"]
         _fitted_summary(lm)
         torch.testing.assert_close(lm(batch, prompt)["logits"], before)  # zero projection: nothing changes
-        lm.summary_embed.weight.normal_(std=0.5)
+        lm.summary.embed.weight.normal_(std=0.5)
         x_eeg, _ = lm.embed_eeg(batch)
         x, _ = lm._sequence(batch, prompt, None)
         plain = lm.gpt.transformer.wte(prompt) + lm.gpt.position(lm.text_start(batch, 2, prompt.device)[:, None]
@@ -176,15 +176,15 @@ def test_window_summary_starts_as_a_no_op_and_shifts_every_text_token(tokenizer,
 def test_window_summary_saves_loads_and_old_configs_have_none(tmp_path, tokenizer):
     lm = _fitted_summary(_summary_model(tokenizer))
     with torch.no_grad():
-        lm.summary_embed.weight.normal_()
+        lm.summary.embed.weight.normal_()
     lm.save_pretrained(tmp_path)
     again = NeuroLM.from_pretrained(tmp_path)
     assert again.config.window_summary
-    for key in ("summary_embed.weight", "summary_chan.weight", "summary_mean", "summary_std"):
+    for key in ("summary.embed.weight", "summary.chan.weight", "summary.mean", "summary.std"):
         assert torch.equal(again.state_dict()[key], lm.state_dict()[key])
     old = lm.config.to_dict()
     del old["window_summary"]  # a config.json written before the summary existed
     assert NeuroLMConfig.from_dict(old).window_summary is False
     plain = NeuroLM.from_tokenizer(tokenizer, "tiny")
     assert plain.window_summary(collate_windows([_window()])) is None
-    assert not any(k.startswith("summary_") for k in plain.state_dict())
+    assert not any(k.startswith("summary.") for k in plain.state_dict())

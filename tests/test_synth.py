@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import re
+import sys
 from itertools import islice
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from scipy.io import loadmat
 from scipy.signal import welch
 
 from neurolm.cli import main as cli_main
-from neurolm.data.cnt import write_cnt
+from neurolm.data.synth.cnt import write_cnt
 from neurolm.data.synth import ALL, iter_recordings, write_corpus
 from neurolm.data.synth.datasets import (
     EEGMAT_LABELS,
@@ -245,6 +246,24 @@ def test_cli(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     with pytest.raises(NeuroLMError):
         write_corpus(tmp_path, ["hmc"], subjects=0)
+
+
+@pytest.mark.parametrize("command", ["synth", "demo"])
+def test_without_the_synth_extra_the_error_says_how_to_install_it(tmp_path, capsys, monkeypatch, command):
+    """The writers' packages are the ``synth`` extra, not default dependencies; without them `neurolm synth` and
+    `neurolm demo` (which writes its corpus first) stop before writing anything, naming the install command."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    extra = {re.split(r"[<>=\[]", d)[0] for d in project["optional-dependencies"]["synth"]}
+    assert extra == {"edfio", "eeglabio", "pybv"}
+    assert not extra & {re.split(r"[<>=\[]", d)[0] for d in project["dependencies"]}
+    monkeypatch.setitem(sys.modules, "pybv", None)  # `import pybv` now raises ImportError
+    out = str(tmp_path / "out")
+    argv = ["synth", out] if command == "synth" else ["demo", "--quick", "--out", out]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "needs pybv" in err and "pip install 'neurolm[synth]'" in err
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
 
 
 # --- physiology ----------------------------------------------------------------------------------------------------

@@ -14,17 +14,32 @@ rate and unit (:func:`neurolm.data.inputs.as_raw`): ``ask("runs/inst", eeg_uv, "
 "C3"], sfreq=256, unit="uV")``.
 """
 
+from typing import Any
+
 from .data.prepare import prepare_dataset as prepare
 from .data.synth import write_corpus as synth
 from .demo import run_demo as demo
 from .instruct.ask import Answer, ask
 from .instruct.evaluate import evaluate
 from .instruct.train import instruct
-from .lm.model import NeuroLM
+from .lm.model import NeuroLM as _NeuroLM
 from .lm.pretrain import pretrain
 from .tokenizer.model import NeuralTokenizer
 from .tokenizer.tokenize import tokenize
 from .tokenizer.train import train_tokenizer
+
+
+
+class NeuroLM(_NeuroLM):
+    """:class:`neurolm.lm.model.NeuroLM` with :meth:`ask`, which needs the instruction stage: the LM layer below it
+    cannot import that stage without an import circle (the layers contract in ``pyproject.toml``)."""
+
+    def ask(self, recording: Any, task: str, **kwargs: Any) -> list[Answer]:
+        """Ask the model about a recording (an ``mne.io.Raw``, any file MNE reads, or a ``(channels, samples)``
+        array with ``ch_names=``, ``sfreq=``, ``unit=``: :func:`neurolm.data.inputs.as_raw`): see
+        :func:`neurolm.instruct.ask.ask` for the other keyword arguments (``start``, ``every``, ``question``, …)."""
+        return ask(self, recording, task, **kwargs)
+
 
 __all__ = ["Answer", "NeuralTokenizer", "NeuroLM", "ask", "demo", "evaluate", "instruct", "prepare", "pretrain",
            "synth", "tokenize", "train_tokenizer"]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
+from . import __version__
 from .errors import NeuroLMError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,12 +28,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_REST = re.compile(r"(:[a-z]+:)?`(`?)(~?)([^`]+)`\2")
+"""reST markup in docstrings: ``literal``, :role:`target` and :role:`~module.name`."""
+
+
+def plain(text: str) -> str:
+    """``text`` without reST markup (what Sphinx would show), for help texts that docstrings feed."""
+    return _REST.sub(lambda m: m.group(4).rsplit(".", 1)[-1] if m.group(3) else m.group(4), text)
+
+
+class PlainHelpFormatter(argparse.HelpFormatter):
+    """Help texts and descriptions come from docstrings, whose reST markup a terminal shows literally."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain(text))
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return plain(super()._expand_help(action))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="neurolm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="neurolm", description=__doc__.splitlines()[0],
+                                     formatter_class=PlainHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"neurolm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=PlainHelpFormatter)
         p.set_defaults(_module=module)
         if argv and argv[0] == name:  # only the chosen command's module is imported
             importlib.import_module(module).add_arguments(p)

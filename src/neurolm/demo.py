@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data.datasets import TASK_NAMES
 from .data.prepare import prepare_dataset
 from .data.synth import ALL, write_corpus
 
-TASK_NAMES = ("tuab", "tuev", "seed", "hmc", "workload", "tusl")
 
 
 @dataclass(frozen=True)
@@ -154,25 +154,20 @@ def ask_example(model_dir: Path, hmc_raw: Path, out_dir: Path) -> dict:
 
 
 def plot_hypnogram(pairs: list[tuple[float, int, int]], classes: tuple[str, ...], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import figure, save
 
     # conventional hypnogram order: wake on top, REM just below, then deepening NREM
     order = ["W", "R", "N1", "N2", "N3"]
     rank = {classes.index(c): i for i, c in enumerate(order) if c in classes}
     hours = [s / 3600 for s, _, _ in pairs]
-    fig, ax = plt.subplots(figsize=(11, 3.2))
+    fig, ax = figure((11, 3.2))
     ax.step(hours, [rank[t] for _, t, _ in pairs], where="post", label="scored (truth)", linewidth=2)
     ax.step(hours, [rank[p] + 0.08 for _, _, p in pairs], where="post", label="NeuroLM", alpha=0.8)
     ax.set_yticks(range(len(order)), order)
     ax.invert_yaxis()
     ax.set(xlabel="hours", title=f"{title}: predicted vs scored hypnogram")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _metric(m: dict, key: str) -> str:
@@ -238,13 +233,12 @@ def build_report(out: Path, summary: dict, example: dict) -> tuple[Path, Path]:
 
 def print_table(summary: dict) -> None:
     from .instruct.evaluate import format_ba
+    from .report import Table, to_text
 
-    print(f"\n{'task':9s} {'chance':>6s} {'paper BA [95% CI]':>30s} {'unparsed':>8s} {'scored BA [95% CI]':>30s} "
-          f"{'band power [95% CI]':>30s}  verdict")
-    for task, m in summary.items():
-        chance = 1.0 / len(m["classes"])
-        print(f"{task:9s} {chance:6.2f} {format_ba(m['paper']):>30s} {m['paper']['unparseable']:8d} "
-              f"{format_ba(m['scored']):>30s} {format_ba(m['baseline']):>30s}  {_verdict(m)}")
+    rows = [[task, f"{1.0 / len(m['classes']):.2f}", format_ba(m["paper"]), str(m["paper"]["unparseable"]),
+             format_ba(m["scored"]), format_ba(m["baseline"]), _verdict(m)] for task, m in summary.items()]
+    print("\n" + to_text([Table(["task", "chance", "paper BA [95% CI]", "unparsed", "scored BA [95% CI]",
+                                 "band power [95% CI]", "verdict"], rows)]))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,9 @@
-"""Reports as ``report.md`` (images linked) and ``report.html`` (self-contained: images embedded as base64).
+"""Every report of the package, rendered from one list of blocks: ``report.md`` (images linked), ``report.html``
+(self-contained: images embedded as base64) and plain text for the terminal (:func:`to_text`: the prepare summary,
+the ``ask`` table, the demo's table).
 
-Both files are rendered from one list of blocks, so they never disagree. The HTML needs no network and no
-JavaScript: it opens from a mail attachment or a CI artifact as well as from disk.
+One list of blocks gives every form, so they never disagree. The HTML needs no network and no JavaScript: it opens
+from a mail attachment or a CI artifact as well as from disk.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -44,39 +47,55 @@ th{background:#eee}td:first-child,th:first-child{text-align:left}figure{margin:1
 img{max-width:100%;border:1px solid #ddd}figcaption{color:#555;font-size:.9em}"""
 
 
+def _render(blocks: list[Block], heading: Callable[[Heading], str], paragraph: Callable[[Paragraph], str],
+            table: Callable[[Table], str], image: Callable[[Image], str]) -> list[str]:
+    """Each block through the renderer's function for its kind."""
+    by_kind: dict[type, Callable] = {Heading: heading, Paragraph: paragraph, Table: table, Image: image}
+    return [by_kind[type(b)](b) for b in blocks]
+
+
 def to_markdown(blocks: list[Block], root: Path) -> str:
-    out = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            out.append(f"{'#' * b.level} {b.text}")
-        elif isinstance(b, Paragraph):
-            out.append(b.text)
-        elif isinstance(b, Table):
-            out.append("\n".join(["| " + " | ".join(b.header) + " |", "|" + "---|" * len(b.header)]
-                                 + ["| " + " | ".join(r) + " |" for r in b.rows]))
-        else:
-            out.append(f"![{b.caption}]({b.path.resolve().relative_to(root.resolve()).as_posix()})\n*{b.caption}*")
+    def table(b: Table) -> str:
+        return "\n".join(["| " + " | ".join(b.header) + " |", "|" + "---|" * len(b.header)]
+                         + ["| " + " | ".join(r) + " |" for r in b.rows])
+
+    def image(b: Image) -> str:
+        return f"![{b.caption}]({b.path.resolve().relative_to(root.resolve()).as_posix()})\n*{b.caption}*"
+
+    out = _render(blocks, lambda b: f"{'#' * b.level} {b.text}", lambda b: b.text, table, image)
     return "\n\n".join(out) + "\n"
 
 
 def to_html(blocks: list[Block], title: str) -> str:
+    def table(b: Table) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def image(b: Image) -> str:
+        data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+        return (f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b.caption)}'>"
+                f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
+
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if isinstance(b, Heading):
-            out.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
-        elif isinstance(b, Paragraph):
-            out.append(f"<p>{html.escape(b.text)}</p>")
-        elif isinstance(b, Table):
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        else:
-            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
-            out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b.caption)}'>"
-                       f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
-    out.append("</body></html>")
+           f"<style>{_CSS}</style></head><body>",
+           *_render(blocks, lambda b: f"<h{b.level}>{html.escape(b.text)}</h{b.level}>",
+                    lambda b: f"<p>{html.escape(b.text)}</p>", table, image),
+           "</body></html>"]
     return "\n".join(out) + "\n"
+
+
+def to_text(blocks: list[Block]) -> str:
+    """Plain text: tables in aligned columns (the first left-aligned, the others right-aligned), paragraphs as
+    they are, headings underlined; images by caption only."""
+    def table(b: Table) -> str:
+        widths = [max(len(str(c)) for c in col) for col in zip(b.header, *b.rows)]
+        return "\n".join("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                         for r in [b.header, *b.rows])
+
+    return "\n".join(_render(blocks, lambda b: f"{b.text}\n{'=-'[min(b.level, 2) - 1] * len(b.text)}",
+                             lambda b: b.text, table, lambda b: f"[{b.caption}: {b.path}]"))
 
 
 def write_report(blocks: list[Block], out_dir: Path, title: str) -> tuple[Path, Path]:

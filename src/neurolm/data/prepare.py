@@ -38,7 +38,6 @@ import shutil
 import signal
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -49,126 +48,16 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import NeuroLMError
-from .channels import channel_indices
-from .preprocess import (PreprocessConfig, RepairWarning, degenerate_rows, flat_rows, implausible_windows,
-                         preprocess_raw)
-from .readers import SPLITS, DatasetReader, Recording, Segment, get_reader
+from ..report import Paragraph, Table, to_text
+from .datasets import DATASETS
+from .preprocess import PreprocessConfig
+from .readers import SPLITS, Recording, get_reader
 from .store import DTYPES, MANIFEST, Group, SplitWriter, atomic_path, atomic_write_bytes
+from .windows import process_recording
 from .workers import available_cpus, ordered_map
 
 SHARDS = ".shards"
 JOURNAL = ".journal.jsonl"
-
-
-def cut_windows(data: np.ndarray, start: float, stop: float, window_s: float, stride_s: float | None,
-                sfreq: float) -> list[int]:
-    """Start samples of the whole windows inside ``[start, stop)`` seconds; none if the stretch leaves the data.
-
-    The count comes from the stretch's length in seconds (with a tolerance), not from rounded sample indices, so a
-    5 s event window at a fractional onset is never lost to rounding.
-    """
-    w = int(round(window_s * sfreq))
-    hop_s = stride_s or window_s
-    hop = int(round(hop_s * sfreq))
-    n = int(np.floor((stop - start - window_s) / hop_s + 1e-6)) + 1
-    a = int(round(start * sfreq))
-    if n <= 0 or a < 0:
-        return []
-    starts = [a + k * hop for k in range(n)]
-    if starts[-1] + w > data.shape[1]:
-        if starts[-1] + w > data.shape[1] + 1:  # one sample of slack for rounding of the recording's end
-            return []
-        starts = [min(s, data.shape[1] - w) for s in starts]
-    return starts
-
-
-def process_recording(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:
-    """All windows of one recording as arrays (the content of its shard), with the notes of any repair made.
-
-    Every :class:`RepairWarning` raised while reading (by the reader or here) is still shown, and its message is kept
-    in ``notes`` for the manifest.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RepairWarning)
-        arrays = _windows(reader, rec, config)
-    notes = []
-    for w in caught:
-        if issubclass(w.category, RepairWarning):
-            notes.append(str(w.message).removeprefix(f"{rec.path}: "))
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return arrays | {"notes": np.array(notes, dtype=str)}
-
-
-def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:
-    signals, labels, starts, splits, dropped, outside, seconds_total = [], [], [], [], 0, 0, 0.0
-    chans = None
-    for seg in reader.read(rec):
-        reader.pick(seg)
-        drop_bad_channels(seg, rec.path, config, fixed=reader.channels is not None)
-        idx = np.array(channel_indices(seg.names), dtype=np.int16)
-        if chans is not None and not np.array_equal(chans, idx):
-            raise NeuroLMError(f"{rec.path}: channel set changes between segments")
-        chans = idx
-        try:
-            data = preprocess_raw(seg.raw, seg.labels, config)
-        except NeuroLMError as exc:
-            raise NeuroLMError(f"{rec.path}: {exc}") from exc
-        w_s = reader.window_seconds(len(idx))
-        seconds = seg.raw.n_times / seg.raw.info["sfreq"]
-        seconds_total += seconds
-        for ev in seg.events:
-            found = cut_windows(data, ev.start, ev.stop, w_s, reader.stride_s, config.sfreq)
-            dropped += not found
-            outside += not found and (ev.start < 0 or ev.stop > seconds + 1 / seg.raw.info["sfreq"])
-            w = int(round(w_s * config.sfreq))
-            for s in found:
-                signals.append(data[:, s : s + w])
-                labels.append(ev.label)
-                starts.append(s / config.sfreq)
-                splits.append(ev.split or "")
-    if not signals:
-        raise NeuroLMError(f"{rec.path}: no complete window (recording shorter than its events or windows)")
-    if outside:
-        warnings.warn(f"{rec.path}: {outside} event(s) reach past the recording's start or end; their windows are "
-                      "dropped", RepairWarning)
-    stacked = np.stack(signals)
-    bad = implausible_windows(stacked, config)
-    if bad.any():
-        what = (f"{int(bad.sum())} of {len(bad)} windows implausible for scalp EEG (median channel standard deviation "
-                f"above {config.max_sd_uv:g} µV: a damaged file or a wrong unit)")
-        if bad.mean() > config.max_implausible:
-            raise NeuroLMError(f"{rec.path}: {what}")
-        warnings.warn(f"{rec.path}: {what}; dropped", RepairWarning)
-    keep = ~bad
-    return {
-        "signals": stacked[keep], "labels": np.array(labels, np.int16)[keep], "starts": np.array(starts)[keep],
-        "splits": np.array(splits, dtype=str)[keep], "chans": chans, "dropped": np.array(dropped),
-        "implausible": np.array(int(bad.sum())), "seconds": np.array(seconds_total),
-    }
-
-
-def drop_bad_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fixed: bool) -> None:
-    """Drop the flat and the degenerate channels of a segment with a :class:`RepairWarning`, or raise where the
-    channel set is fixed."""
-    data = seg.raw.get_data(picks=seg.labels, units="uV")
-    flat = flat_rows(data, config)
-    degenerate = ~flat & degenerate_rows(data, config)
-    faults = []
-    for mask, what in ((flat, f"peak-to-peak below {config.flat_uv:g} µV over the whole recording"),
-                       (degenerate, f"fewer than {config.min_distinct} distinct values (a degenerate export)")):
-        if mask.any():
-            which = ", ".join(f"{n} ({lab})" for n, lab, f in zip(seg.names, seg.labels, mask) if f)
-            faults.append(f"{'flat' if mask is flat else 'degenerate'} channel(s) {which}: {what}")
-    if not faults:
-        return
-    bad, what = flat | degenerate, "; ".join(faults)
-    if fixed:
-        raise NeuroLMError(f"{path}: {what}; the dataset needs every one of its channels")
-    if bad.all():
-        raise NeuroLMError(f"{path}: {what}; no channel is left")
-    warnings.warn(f"{path}: {what}; dropped", RepairWarning)
-    seg.names = [n for n, f in zip(seg.names, bad) if not f]
-    seg.labels = [lab for lab, f in zip(seg.labels, bad) if not f]
 
 
 def _fingerprint(*parts: object) -> str:
@@ -414,10 +303,10 @@ def format_summary(manifest: dict) -> str:
     """Per-split, per-class table of a manifest, the files by status, the skipped and repaired files with their
     reasons, and the warnings."""
     classes = manifest["classes"]
-    head = f"{'split':<6}{'windows':>9}{'subjects':>9}" + "".join(f"{c:>11}" for c in classes)
-    lines = [head]
-    for split, s in manifest["splits"].items():
-        lines.append(f"{split:<6}{s['windows']:>9}{s['subjects']:>9}" + "".join(f"{s['classes'][c]:>11}" for c in classes))
+    table = Table(["split", "windows", "subjects", *classes],
+                  [[split, str(s["windows"]), str(s["subjects"]), *(str(s["classes"][c]) for c in classes)]
+                   for split, s in manifest["splits"].items()])
+    lines = []
     for f in manifest["files"]["skipped"]:
         lines.append(f"skipped {f['file']}: {f['reason']}")
     for f in manifest["files"]["repaired"]:
@@ -430,11 +319,11 @@ def format_summary(manifest: dict) -> str:
                      f"skipped; {hours:.2f} h of EEG, {manifest.get('implausible_windows', 0)} implausible window(s) "
                      f"dropped; samples stored as {manifest.get('dtype', 'float32')}")
     lines += [f"warning: {w}" for w in manifest.get("warnings", [])]
-    return "\n".join(lines)
+    return to_text([table, *map(Paragraph, lines)])
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", choices=["tuab", "tuev", "seed", "hmc", "workload", "tusl", "pretrain"])
+    p.add_argument("dataset", choices=list(DATASETS))
     p.add_argument("raw_dir", type=Path, help="directory holding the dataset's native files")
     p.add_argument("out_dir", type=Path, help="window store to write (resumable)")
     p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=None,

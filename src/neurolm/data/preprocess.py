@@ -24,6 +24,16 @@ from ..errors import NeuroLMError
 
 TARGET_SFREQ = 200.0
 
+BANDS: dict[str, tuple[float, float]] = {
+    "delta": (0.5, 4.0),
+    "theta": (4.0, 8.0),
+    "alpha": (8.0, 13.0),
+    "beta": (13.0, 30.0),
+    "gamma": (30.0, 45.0),
+}
+"""Frequency bands (Hz) of the band-power baseline (:mod:`neurolm.instruct.baseline`), which the synthetic corpus's
+difficulty is calibrated against."""
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:

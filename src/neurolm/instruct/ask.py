@@ -30,14 +30,15 @@ import mne
 import numpy as np
 import torch
 
-from ..data.channels import channel_indices
 from ..data.inputs import as_raw
-from ..data.prepare import cut_windows, drop_bad_channels
-from ..data.preprocess import PreprocessConfig, preprocess_raw
+from ..data.preprocess import PreprocessConfig
 from ..data.provenance import check_task, preprocess_config, read_training
 from ..data.readers import Segment, get_reader
+from ..data.windows import cut_windows, plausible_windows, preprocess_segment
 from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
+from ..plots import figure, save
+from ..report import Table, to_text
 from ..text import INSTRUCTION_START, TextTokenizer
 from .data import collate_eeg, get_task, score_answers
 from .evaluate import decode_answer, load_model
@@ -88,11 +89,10 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
             _trained_channel_order(seg, trained)
         else:
             config = PreprocessConfig(mains=reader.mains if mains is None else mains)
-        drop_bad_channels(seg, Path(source), config, fixed=reader.channels is not None)  # as `prepare`
-        data = preprocess_raw(raw, seg.labels, config)
+        data, idx = preprocess_segment(seg, source, config, fixed=reader.channels is not None)  # as `prepare`
     except NeuroLMError as exc:  # prepare's checks name the file already
         raise NeuroLMError(f"{source}: task {task}: {str(exc).removeprefix(f'{source}: ')}") from exc
-    idx = np.array(channel_indices(seg.names), dtype=np.int64)
+    idx = idx.astype(np.int64)
     window_s, rate = reader.window_seconds(len(idx)), config.sfreq  # after preprocessing
     if trained is not None and isinstance(trained.get("window_s"), (int, float)):
         window_s = float(trained["window_s"])
@@ -102,6 +102,8 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
     if not starts:
         raise NeuroLMError(f"{source}: {duration:.1f} s long, no whole {window_s:g} s {task} window from {start:g} s")
     w = round(window_s * rate)
+    keep = plausible_windows(np.stack([data[:, s : s + w] for s in starts]), f"{source}: task {task}", config)
+    starts = [s for s, k in zip(starts, keep) if k]
     items = [{"signal": data[:, s : s + w], "chans": idx, "label": -1} for s in starts]
     return items, [s / rate for s in starts]
 
@@ -193,23 +195,14 @@ def format_table(answers: list[Answer], task: str) -> str:
     """One row per window: start, end, answer (and class), and with scored answers every option's probability."""
     classes = get_task(task).classes
     free = answers[0].label is None
-    head = f"{'start_s':>9} {'end_s':>9}  " + ("answer" if free else f"{'answer':<14}" + "".join(
-        f"{'p(' + c + ')':>10}" for c in classes))
-    lines = [head]
-    for a in answers:
-        row = f"{a.start:>9.1f} {a.end:>9.1f}  "
-        if free:
-            lines.append(row + repr(a.answer))
-        else:
-            lines.append(row + f"{a.answer + ' ' + a.label_name:<14}" + "".join(
-                f"{p:>10.3f}" for p in a.probabilities.values()))
-    return "\n".join(lines)
+    header = ["start_s", "end_s", "answer", *([] if free else (f"p({c})" for c in classes))]
+    rows = [[f"{a.start:.1f}", f"{a.end:.1f}", repr(a.answer) if free else f"{a.answer} {a.label_name}",
+             *(f"{p:.3f}" for p in a.probabilities.values())] for a in answers]
+    return to_text([Table(header, rows)])
 
 
 def plot_answers(answers: list[Answer], task: str, path: str | Path) -> None:
     """Hypnogram-like PNG: the answer over time as a step line, and the options' probabilities stacked below."""
-    from matplotlib.figure import Figure  # Agg without touching pyplot's global backend
-
     if answers[0].label is None:
         raise NeuroLMError("--plot needs the task's scored answers; it cannot plot free-form text")
     classes = get_task(task).classes
@@ -218,8 +211,7 @@ def plot_answers(answers: list[Answer], task: str, path: str | Path) -> None:
     x = np.array([a.start for a in answers] + [answers[-1].end]) / scale
     labels = [a.label for a in answers]
     probs = np.array([list(a.probabilities.values()) for a in answers])
-    fig = Figure(figsize=(10, 5))
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
+    fig, (top, bottom) = figure((10, 5), 2, 1, sharex=True, height_ratios=(1, 1))
     top.step(x, labels + labels[-1:], where="post", color="black")
     top.set(yticks=range(len(classes)), yticklabels=classes, ylim=(len(classes) - 0.5, -0.5), ylabel="answer",
             title=f"{task}: answers over time ({len(answers)} windows)")
@@ -230,8 +222,7 @@ def plot_answers(answers: list[Answer], task: str, path: str | Path) -> None:
         lower = upper
     bottom.set(ylim=(0, 1), ylabel="probability", xlabel=f"time ({unit})")
     bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save(fig, path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

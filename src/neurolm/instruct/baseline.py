@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..data.store import WindowStore
-from ..data.synth.signals import BANDS
+from ..data.preprocess import BANDS
 from ..errors import NeuroLMError
 
 

@@ -12,9 +12,9 @@ For every task store, on one split:
 Both passes run on the same batches and are timed separately (model time only, after one warm-up call of each).
 With a model directory's ``training.json`` (:mod:`neurolm.data.provenance`), a store prepared differently from the
 model's training windows, or of a task the model was not tuned on, is evaluated with a warning saying so.
-Outputs in ``--out``: ``metrics.json`` (keyed by task), ``report.md``, and per task ``<task>_predictions.csv`` (true
-label, generated text, parsed answer, per-option probabilities of every window), ``<task>_confusion.png`` and
-``<task>_recall.png``.
+Outputs in ``--out``: ``metrics.json`` (keyed by task), ``report.md`` / ``report.html``, and per task
+``<task>_predictions.csv`` (true label, generated text, parsed answer, per-option probabilities of every window),
+``<task>_confusion.png`` and ``<task>_recall.png``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from ..data.provenance import check_store, read_training
 from ..data.store import WindowSplit, WindowStore
 from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
+from ..plots import figure, save
+from ..report import Heading, Image, Paragraph, Table, write_report
 from ..text import EOT, TextTokenizer
 from ..train.distributed import resolve_device
 from .data import collate_eeg, encode_task, get_task, score_answers
@@ -202,7 +204,7 @@ def evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | Windo
         write_predictions(out_dir / f"{name}_predictions.csv", name, res)
         write_plots(out_dir, name, res)
     (out_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out_dir / "report.md").write_text(report_markdown(results))
+    write_report_files(results, out_dir)
     return results
 
 
@@ -233,15 +235,13 @@ def write_predictions(path: Path, name: str, res: dict) -> None:
 def write_plots(out_dir: Path, name: str, res: dict) -> None:
     """``<task>_confusion.png`` (paper and scored, row-normalised, counts written in the cells) and
     ``<task>_recall.png`` (per-class recall of both, with chance)."""
-    from matplotlib.figure import Figure  # Agg without touching pyplot's global backend
-
     task = TASKS[name]
     k, y = task.n_classes, res["labels"]
     scored = res["probs"].argmax(1)
     cms = {"paper protocol (generated)": confusion(y, res["parsed"], k),
            "scored answers (argmax)": confusion(y, scored, k)[:, :k]}
-    fig = Figure(figsize=(5.2 * 2 + 0.6, 4.4))
-    for ax, (title, cm) in zip(fig.subplots(1, 2), cms.items()):
+    fig, axes = figure((5.2 * 2 + 0.6, 4.4), 1, 2)
+    for ax, (title, cm) in zip(axes, cms.items()):
         rows = cm.sum(1, keepdims=True)
         norm = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
         ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
@@ -251,20 +251,17 @@ def write_plots(out_dir: Path, name: str, res: dict) -> None:
         ax.set(xticks=range(cm.shape[1]), xticklabels=cols, yticks=range(k), yticklabels=task.classes,
                xlabel="answer", ylabel="true class", title=title)
     fig.suptitle(f"{name}: confusion (n={len(y)})")
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{name}_confusion.png", dpi=100)
+    save(fig, out_dir / f"{name}_confusion.png")
 
     recall = {"paper": _recalls(y, res["parsed"], k), "scored": _recalls(y, scored, k)}
-    fig = Figure(figsize=(max(5.0, 1.2 * k + 2), 3.8))
-    ax = fig.subplots()
+    fig, ax = figure((max(5.0, 1.2 * k + 2), 3.8))
     x = np.arange(k)
     for off, (label, r) in zip((-0.2, 0.2), recall.items()):
         ax.bar(x + off, np.nan_to_num(r), width=0.4, label=label)
     ax.axhline(task.chance, color="grey", ls="--", lw=1, label="chance")
     ax.set(xticks=x, xticklabels=task.classes, ylim=(0, 1.05), ylabel="recall", title=f"{name}: per-class recall")
     ax.legend(loc="upper right", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{name}_recall.png", dpi=100)
+    save(fig, out_dir / f"{name}_recall.png")
 
 
 def _recalls(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
@@ -284,38 +281,36 @@ def format_ba(m: dict | None) -> str:
     return f"{m['balanced_accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" + (" ≈ chance" if m["includes_chance"] else "")
 
 
-def report_markdown(results: dict) -> str:
-    """Per-task table of both protocols with chance and timings, linking each task's plots."""
-    lines = [
-        "# NeuroLM evaluation", "",
-        ("Paper protocol: greedy 5-token answers, parsed; unparseable answers are counted, never mapped to a class. "
-         "Binary tasks report balanced accuracy (BA), AUC-PR and AUROC (from hard answers, as the paper does); "
-         "multi-class tasks BA, Cohen's κ and weighted F1. Scored: probabilities of the allowed answers from one "
-         "forward pass (AUROC from scores; one-vs-rest macro for multi-class). Brackets: 95 % bootstrap interval "
-         "(subjects resampled when the split has at least five, windows otherwise); ≈ chance: the interval "
-         "includes chance. Band power: log band power + logistic regression fit on the store's train split."), "",
-        "| task | split | n | paper BA | paper metrics | unparseable | scored BA | scored AUROC | band power | chance "
-        "| plots |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def write_report_files(results: dict, out_dir: Path) -> None:
+    """``report.md`` and ``report.html``: per-task table of both protocols with chance, timings, each task's plots."""
+    rows, timing = [], []
     for name, m in results.items():
         p, s = m["paper"], m["scored"]
         if TASKS[name].binary:
             other = f"AUC-PR {_fmt(p, 'auc_pr')}, AUROC {_fmt(p, 'auroc')}"
         else:
             other = f"κ {_fmt(p, 'cohen_kappa')}, W-F1 {_fmt(p, 'weighted_f1')}"
-        lines.append(f"| {name} | {m['split']} | {m['n']} | {format_ba(p)} | {other} | {p['unparseable']} | "
-                     f"{format_ba(s)} | {_fmt(s, 'auroc')} | {format_ba(m.get('baseline'))} | {m['chance']:.3f} | "
-                     f"[confusion]({name}_confusion.png), [recall]({name}_recall.png) |")
-    lines += ["", "## Timing (model time, warm)", "",
-              "| task | generation s | scored s | scored speed-up | device |", "|---|---|---|---|---|"]
-    for name, m in results.items():
+        rows.append([name, m["split"], str(m["n"]), format_ba(p), other, str(p["unparseable"]), format_ba(s),
+                     _fmt(s, "auroc"), format_ba(m.get("baseline")), f"{m['chance']:.3f}"])
         t = m["timing"]
-        lines.append(f"| {name} | {t['generation_s']:.2f} | {t['scored_s']:.2f} | {t['scored_speedup']:.1f}× | "
-                     f"{t['device']} |")
-    lines += [""] + [f"![{name} confusion]({name}_confusion.png)\n![{name} recall]({name}_recall.png)\n"
-                     for name in results]
-    return "\n".join(lines)
+        timing.append([name, f"{t['generation_s']:.2f}", f"{t['scored_s']:.2f}", f"{t['scored_speedup']:.1f}×",
+                       t["device"]])
+    blocks = [
+        Paragraph("Paper protocol: greedy 5-token answers, parsed; unparseable answers are counted, never mapped to a "
+                  "class. Binary tasks report balanced accuracy (BA), AUC-PR and AUROC (from hard answers, as the "
+                  "paper does); multi-class tasks BA, Cohen's κ and weighted F1. Scored: probabilities of the allowed "
+                  "answers from one forward pass (AUROC from scores; one-vs-rest macro for multi-class). Brackets: "
+                  "95 % bootstrap interval (subjects resampled when the split has at least five, windows otherwise); "
+                  "≈ chance: the interval includes chance. Band power: log band power + logistic regression fit on "
+                  "the store's train split."),
+        Table(["task", "split", "n", "paper BA", "paper metrics", "unparseable", "scored BA", "scored AUROC",
+               "band power", "chance"], rows),
+        Heading("Timing (model time, warm)"),
+        Table(["task", "generation s", "scored s", "scored speed-up", "device"], timing),
+        *[Image(out_dir / f"{name}_{kind}.png", f"{name}: {kind}") for name in results
+          for kind in ("confusion", "recall")],
+    ]
+    write_report(blocks, out_dir, "NeuroLM evaluation")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

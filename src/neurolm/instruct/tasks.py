@@ -1,14 +1,15 @@
-"""The task registry: one declarative entry per instruction-tuning task, with the paper's exact text.
+"""The task registry: one instruction-tuning task per dataset record that has one, with the paper's exact text.
 
 A task ties a prepared dataset (its store's ``dataset`` name and label order) to the instruction the model reads and
-the answer words it must produce. Adding a seventh task is one more :class:`Task` in :data:`TASKS`.
+the answer words it must produce. The text lives in the dataset's record (:data:`neurolm.data.datasets.DATASETS`):
+adding a seventh task is an ``instruction`` there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data.readers import READERS
+from ..data.datasets import DATASETS
 
 
 @dataclass(frozen=True)
@@ -39,44 +40,22 @@ class Task:
 
     @property
     def channels(self) -> tuple[str, ...]:
-        return READERS[self.name].channels
+        return DATASETS[self.name].channels
 
     @property
     def window_s(self) -> float:
-        return READERS[self.name].window_s
+        return DATASETS[self.name].window_s
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return READERS[self.name].classes
+        return DATASETS[self.name].classes
 
     def text(self, label: int) -> str:
         """The full training text for a label: instruction, answer, end of text."""
         return f"{self.instruction}{self.answers[label]} <|endoftext|>"
 
 
-def _options(*names: str) -> tuple[str, str]:
-    letters = "ABCDEF"
-    return " Options: " + " ".join(f"({letters[i]}) {n}." for i, n in enumerate(names)), letters[: len(names)]
-
-
-_TUEV_OPTS, _TUEV_LETTERS = _options("spike and slow wave", "generalized periodic epileptiform discharge",
-                                     "periodic lateralized epileptiform discharge", "eye movement", "artifact",
-                                     "background")
-_HMC_OPTS, _HMC_LETTERS = _options("Wake", "NREM-1", "NREM-2", "NREM-3", "REM")
-_TUSL_OPTS, _TUSL_LETTERS = _options("background", "seizure", "slowing")
-
 TASKS: dict[str, Task] = {
-    t.name: t
-    for t in (
-        Task("tuab", "Question: Is this EEG segment abnormal? Answer:", (" No", " Yes")),
-        Task("tuev", f"Question: Which event type does this EEG segment belong to?{_TUEV_OPTS} Answer:",
-             tuple(f" ({x})" for x in _TUEV_LETTERS), ref_open_paren=True),
-        Task("seed", "Question: Which emotion type does this EEG segment belong to? Answer:",
-             (" Positive", " Neutral", " Negative")),
-        Task("hmc", f"Question: Which sleep type does this EEG segment belong to?{_HMC_OPTS} Answer:",
-             tuple(f" ({x})" for x in _HMC_LETTERS), ref_open_paren=True),
-        Task("workload", "Question: Is this EEG segment of high workload? Answer:", (" No", " Yes")),
-        Task("tusl", f"Question: Which type does this EEG segment belong to?{_TUSL_OPTS} Answer:",
-             tuple(f" ({x})" for x in _TUSL_LETTERS)),
-    )
+    name: Task(name, d.instruction.text, d.instruction.answers, d.instruction.ref_open_paren)
+    for name, d in DATASETS.items() if d.instruction is not None
 }

@@ -38,8 +38,10 @@ from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..lm.gpt import GPTConfig
-from ..lm.model import IGNORE, EncoderCache, NeuroLM, NeuroLMConfig
+from ..lm.cache import EncoderCache
+from ..lm.model import IGNORE, NeuroLM, NeuroLMConfig
 from ..text import TextCorpus, open_corpus
+from ..plots import figure, save
 from ..train import (
     RunOptions,
     StepSampler,
@@ -49,6 +51,7 @@ from ..train import (
     step_generator,
     train,
 )
+from ..train.logs import read_rows
 from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, score_answers
 from .tasks import TASKS
 
@@ -249,15 +252,10 @@ def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Pat
 
 def write_plot(out_dir: Path) -> None:
     """``loss_curves.png``: answer and text losses over steps, and the validation balanced accuracy per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_rows(out_dir / "log.jsonl")
     train_rows = [r for r in rows if r["split"] == "train"]
     val_rows = [r for r in rows if r["split"] == "val"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = figure((11, 4), 1, 2)
     for key in ("loss_answer", "loss_text"):
         left.plot([r["step"] for r in train_rows], [r[key] for r in train_rows], label=key)
     left.set(title="instruction tuning: training losses", xlabel="step", yscale="log")
@@ -267,9 +265,7 @@ def write_plot(out_dir: Path) -> None:
                    linewidth=2.5 if key == "ba_mean" else 1)
     right.set(title="validation balanced accuracy (scored answers)", xlabel="step", ylim=(0, 1))
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "loss_curves.png", dpi=100)
-    plt.close(fig)
+    save(fig, out_dir / "loss_curves.png")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,6 @@ Differences from nanoGPT, all needed by NeuroLM:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -24,11 +23,11 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import NeuroLMError
+from ..hf_gpt2 import read_gpt2_sizes, read_hf_state_dict
 from ..text import PADDED_VOCAB, TEXT_VOCAB
 
 log = logging.getLogger(__name__)
@@ -244,24 +243,12 @@ class GPT(nn.Module):
         ``"tanh"`` unless the caller follows the authors' recipe, ``"exact"``).
         """
         directory = Path(directory)
-        try:
-            hf = json.loads((directory / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise NeuroLMError(f"{directory}: no readable Hugging Face config.json ({exc})") from exc
-        if hf.get("model_type", "gpt2") != "gpt2":
-            raise NeuroLMError(f"{directory}: model_type {hf.get('model_type')!r} is not gpt2")
-        if hf.get("activation_function", "gelu_new") != "gelu_new" or hf.get("layer_norm_epsilon", 1e-5) != 1e-5:
-            raise NeuroLMError(f"{directory}: only GPT-2's gelu_new activation and LayerNorm eps 1e-5 are supported")
-        try:
-            sizes = {"n_layer": hf["n_layer"], "n_head": hf["n_head"], "n_embd": hf["n_embd"],
-                     "block_size": hf["n_positions"]}
-        except KeyError as exc:
-            raise NeuroLMError(f"{directory}/config.json: GPT-2 field {exc} missing") from exc
+        sizes = read_gpt2_sizes(directory)
         config = GPTConfig(**{**sizes, **overrides})
-        if hf.get("vocab_size") != TEXT_VOCAB or config.vocab_size < TEXT_VOCAB:
-            raise NeuroLMError(f"{directory}: vocab_size {hf.get('vocab_size')} is not GPT-2's {TEXT_VOCAB}")
+        if config.vocab_size < TEXT_VOCAB:
+            raise NeuroLMError(f"vocab_size {config.vocab_size} has fewer rows than GPT-2's {TEXT_VOCAB}")
         model = cls(config)
-        sd = {k.removeprefix("transformer."): v for k, v in _read_hf_state_dict(directory).items()}
+        sd = {k.removeprefix("transformer."): v for k, v in read_hf_state_dict(directory).items()}
         conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
         ours = model.state_dict()
         with torch.no_grad():
@@ -282,26 +269,3 @@ class GPT(nn.Module):
         log.info("GPT initialised from Hugging Face GPT-2 weights in %s", directory)
         return model
 
-
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _read_hf_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a Hugging Face checkpoint directory, safetensors preferred, shards followed."""
-    for single, index, loader in (
-        ("model.safetensors", "model.safetensors.index.json", load_file),
-        ("pytorch_model.bin", "pytorch_model.bin.index.json", _torch_load),
-    ):
-        if (directory / single).is_file():
-            files = [directory / single]
-        elif (directory / index).is_file():
-            shards = json.loads((directory / index).read_text())["weight_map"].values()
-            files = [directory / f for f in sorted(set(shards))]
-        else:
-            continue
-        sd: dict[str, torch.Tensor] = {}
-        for f in files:
-            sd.update({k: v.float() for k, v in loader(f).items()})
-        return sd
-    raise NeuroLMError(f"{directory}: neither model.safetensors nor pytorch_model.bin (or their shard index) found")

@@ -1,4 +1,5 @@
-"""Attention masks of NeuroLM sequences ``[EEG tokens][text tokens]``, built on the device from per-token times.
+"""Attention masks of NeuroLM sequences ``[EEG tokens][text tokens]``, built on the device from per-token times, and
+the EEG tokens' next-second targets in the same time-major layout (:func:`eeg_targets`).
 
 The "stair-step" mask makes EEG autoregressive over seconds, not over tokens: a token of second ``a`` sees every real
 token of seconds ``<= a`` (all channels of its own second included, so the channels of a second are predicted jointly
@@ -12,6 +13,9 @@ Masks are boolean, True = may attend, shaped ``(B, 1, Q, K)`` for broadcasting o
 from __future__ import annotations
 
 import torch
+
+IGNORE = -100
+"""Target id that cross-entropy skips."""
 
 
 def build_attention_mask(
@@ -45,3 +49,17 @@ def decode_mask(key_valid: torch.Tensor, n_new: int = 1) -> torch.Tensor:
     new = torch.ones(n_new, n_new, dtype=torch.bool, device=key_valid.device).tril()
     past = key_valid.bool()[:, None, :].expand(b, n_new, s)
     return torch.cat([past, new.expand(b, n_new, n_new)], dim=2)[:, None]
+
+
+def eeg_targets(codes: torch.Tensor, times: torch.Tensor, chans: torch.Tensor, n_chans: torch.Tensor) -> torch.Tensor:
+    """Next-second targets ``(B, N)``: token ``k = a*C + c`` → code of token ``k + C`` (channel ``c``, second
+    ``a+1``), ``-100`` where that token does not exist (last second, padding). ``codes`` are -1 on padding."""
+    n = codes.shape[1]
+    nxt = torch.arange(n, device=codes.device)[None] + n_chans[:, None]
+    inside = nxt < n
+    nxt = nxt.clamp(max=n - 1)
+    # the layout is time-major, so k + C is the next second of the same channel; checking it costs nothing
+    same_site = (times.gather(1, nxt) == times + 1) & (chans.gather(1, nxt) == chans)
+    target = codes.gather(1, nxt)
+    valid = inside & same_site & (codes >= 0) & (target >= 0)
+    return torch.where(valid, target, torch.full_like(target, IGNORE))

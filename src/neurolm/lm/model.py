@@ -26,6 +26,10 @@ Decisions where the spec is silent or where we differ from the reference (REF):
 - Without GPT-2 weights, ``wte`` rows 0..50256 and the text rows of ``lm_head`` start from the tokenizer's frozen
   text table (the table its features were aligned to) when the widths match, so EEG features and text start in the
   same space; otherwise they are random (both cases logged).
+- A NeuroLM keeps only the tokenizer's encoder side (:class:`~neurolm.tokenizer.encoder.TokenizerEncoder`: encoder,
+  task layer, quantizer), not its decoders, domain classifier and text table, which only tokenizer training uses
+  (at base size ~95M frozen parameters that every checkpoint and GPU carried for nothing). Model directories written
+  with the whole tokenizer still load (the extra tensors are skipped).
 - :meth:`NeuroLM.from_reference_checkpoint` loads REF's ``NeuroLM-*.pt``. Those files carry only the tokenizer
   **encoder**, so without ``vq_path`` (REF's ``VQ.pt``) the quantizer is random and EEG target codes are meaningless
   (a warning says so); instruction tuning and generation need only the encoder. The encoder's head count is not in
@@ -35,9 +39,8 @@ Decisions where the spec is silent or where we differ from the reference (REF):
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,149 +49,25 @@ from torch import nn
 from ..data.batch import EEGBatch
 from ..artifacts import WEIGHTS_FILE, load_state_exact, read_artifacts, save_artifacts
 from ..errors import NeuroLMError
-from ..text import INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
-from ..tokenizer import NeuralTokenizer, TokenizerConfig
+from ..text import PADDED_VOCAB, TEXT_VOCAB
+from ..tokenizer import NeuralTokenizer, TokenizerEncoder
+from ..tokenizer.encoder import TRAINING_ONLY
+from .config import NeuroLMConfig
 from .gpt import GPT, GPTConfig, KVCache
-from .mask import build_attention_mask, decode_mask
-from .spectral import BANDS_HZ, band_log_power, window_band_power
+from .mask import IGNORE, build_attention_mask, decode_mask, eeg_targets
+from .spectral import BANDS_HZ, Moments, WindowSummary, band_log_power
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100
-"""Target id that cross-entropy skips."""
-
-
-@dataclass
-class NeuroLMConfig:
-    """Everything needed to rebuild a NeuroLM; saved as ``config.json`` beside its weights."""
-
-    gpt: GPTConfig = field(default_factory=GPTConfig)
-    """The language model; ``n_outputs`` must be ``50304 + tokenizer.codebook_size``."""
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    """The frozen neural tokenizer (its encoder gives the EEG inputs, its quantizer the EEG targets)."""
-    ref_text_positions: bool = False
-    """Text positions start after the batch-wide last second (REF) instead of each sample's own."""
-    spectral_input: bool = False
-    """Add each EEG token's standardised log band power (:mod:`neurolm.lm.spectral`) to its input (not in REF)."""
-    window_summary: bool = False
-    """Add a learned linear map of the window's per-channel band power to every text token after the EEG
-    (:meth:`NeuroLM.window_summary`; not in REF)."""
-
-    def __post_init__(self) -> None:
-        if self.gpt.n_outputs != PADDED_VOCAB + self.tokenizer.codebook_size:
-            raise NeuroLMError(
-                f"NeuroLM config: lm_head has {self.gpt.n_outputs} outputs, expected {PADDED_VOCAB} text + "
-                f"{self.tokenizer.codebook_size} codes = {PADDED_VOCAB + self.tokenizer.codebook_size}"
-            )
-        if self.gpt.vocab_size <= INSTRUCTION_START:
-            raise NeuroLMError(f"NeuroLM config: wte needs a row for the instruction marker {INSTRUCTION_START}")
-        if self.gpt.block_size <= self.tokenizer.max_time:
-            raise NeuroLMError(f"NeuroLM config: block_size {self.gpt.block_size} leaves no position for text after "
-                               f"{self.tokenizer.max_time} s of EEG")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"gpt": asdict(self.gpt), "tokenizer": asdict(self.tokenizer),
-                "ref_text_positions": self.ref_text_positions, "spectral_input": self.spectral_input,
-                "window_summary": self.window_summary}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> NeuroLMConfig:
-        try:
-            return cls(GPTConfig(**values["gpt"]), TokenizerConfig.from_dict(values["tokenizer"]),
-                       bool(values.get("ref_text_positions", False)), bool(values.get("spectral_input", False)),
-                       bool(values.get("window_summary", False)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise NeuroLMError(f"NeuroLM config: invalid ({exc})") from exc
-
-
-def eeg_targets(codes: torch.Tensor, times: torch.Tensor, chans: torch.Tensor, n_chans: torch.Tensor) -> torch.Tensor:
-    """Next-second targets ``(B, N)``: token ``k = a*C + c`` → code of token ``k + C`` (channel ``c``, second
-    ``a+1``), ``-100`` where that token does not exist (last second, padding). ``codes`` are -1 on padding."""
-    n = codes.shape[1]
-    nxt = torch.arange(n, device=codes.device)[None] + n_chans[:, None]
-    inside = nxt < n
-    nxt = nxt.clamp(max=n - 1)
-    # the layout is time-major, so k + C is the next second of the same channel; checking it costs nothing
-    same_site = (times.gather(1, nxt) == times + 1) & (chans.gather(1, nxt) == chans)
-    target = codes.gather(1, nxt)
-    valid = inside & same_site & (codes >= 0) & (target >= 0)
-    return torch.where(valid, target, torch.full_like(target, IGNORE))
-
-
-class _Moments:
-    """Running per-feature mean and unbiased standard deviation of row batches, accumulated in float64."""
-
-    def __init__(self) -> None:
-        self.total: torch.Tensor | float = 0.0
-        self.square: torch.Tensor | float = 0.0
-        self.n = 0
-
-    def add(self, rows: torch.Tensor) -> None:
-        self.total = self.total + rows.double().sum(0)
-        self.square = self.square + rows.double().square().sum(0)
-        self.n += rows.shape[0]
-
-    def store(self, mean_out: torch.Tensor, std_out: torch.Tensor) -> None:
-        mean = self.total / self.n
-        std = ((self.square / self.n - mean.square()).clamp_min(0) * self.n / (self.n - 1)).sqrt()
-        mean_out.copy_(mean.float())
-        std_out.copy_(std.clamp_min(1e-6).float())
-
-
-class EncoderCache:
-    """The frozen encoder's features and codes of each training window, kept after the window's first use.
-
-    The tokenizer never changes while the LM trains and every window comes back once per epoch, so from the second
-    epoch on a step skips the encoder (more than half of a tiny instruction-tuning step on CPU). Windows are kept
-    until ``budget_mb`` is used (on the device they were computed on); later ones are encoded every time. Exact only
-    when a window's features do not depend on its batch-mates' padding (``norm_over_padding=False``, all our
-    tokenizers); with REF's setting the cache passes every batch to the encoder.
-    """
-
-    def __init__(self, budget_mb: float = 1024.0) -> None:
-        self.budget = budget_mb * 2**20
-        self.used = 0
-        self.entries: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    @torch.no_grad()
-    def encode(self, tokenizer: NeuralTokenizer, batch: EEGBatch, keys: list[int]
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(features (B, N, d), codes (B, N))`` of ``batch`` as :meth:`NeuralTokenizer.encode` gives them;
-        ``keys[i]`` identifies window ``i`` (its index in the training set)."""
-        if tokenizer.config.norm_over_padding:
-            return tokenizer.encode(batch)
-        missing = [i for i, k in enumerate(keys) if int(k) not in self.entries]
-        fresh = {}
-        if missing:
-            rows = torch.tensor(missing, device=batch.mask.device)
-            feats, codes = tokenizer.encode(EEGBatch(*(t[rows] for t in batch.__dict__.values())))
-            for j, i in enumerate(missing):
-                n = int(batch.mask[i].sum())
-                entry = (feats[j, :n].clone(), codes[j, :n].clone())
-                fresh[i] = entry
-                size = entry[0].numel() * entry[0].element_size() + entry[1].numel() * entry[1].element_size()
-                if self.used + size <= self.budget:
-                    self.entries[int(keys[i])] = entry
-                    self.used += size
-        first = fresh[missing[0]] if missing else self.entries[int(keys[0])]
-        b, n = batch.mask.shape
-        features = first[0].new_zeros(b, n, first[0].shape[-1])
-        codes = torch.full((b, n), -1, dtype=first[1].dtype, device=first[1].device)
-        for i, k in enumerate(keys):
-            f, c = fresh[i] if i in fresh else self.entries[int(k)]
-            features[i, : f.shape[0]] = f
-            codes[i, : c.shape[0]] = c
-        return features, codes
+TOKENIZER_ONLY = tuple(f"tokenizer.{name}" for name in TRAINING_ONLY)
+"""State-dict prefixes of the tokenizer parts a NeuroLM does not keep (found in model directories of older versions)."""
 
 
 class NeuroLM(nn.Module):
     def __init__(self, config: NeuroLMConfig) -> None:
         super().__init__()
         self.config = config
-        self.tokenizer = NeuralTokenizer(config.tokenizer)
+        self.tokenizer = TokenizerEncoder(config.tokenizer)  # the encoder side only: see the module notes
         self.tokenizer.requires_grad_(False)
         self.tokenizer.eval()
         self.gpt = GPT(config.gpt)
@@ -207,36 +86,16 @@ class NeuroLM(nn.Module):
             GPT._init_weights(self.spectral_embed)
             self.register_buffer("spectral_mean", torch.zeros(len(BANDS_HZ)))
             self.register_buffer("spectral_std", torch.ones(len(BANDS_HZ)))
-        self.summary_embed: nn.Linear | None = None
-        self.summary_chan: nn.Embedding | None = None
-        if config.window_summary:
-            self._build_window_summary()
+        self.summary = WindowSummary(d, config.tokenizer.max_channels) if config.window_summary else None
 
-    def _build_window_summary(self) -> None:
-        """Zero projection (so adding it changes no output), channel weights of one, an identity scaler."""
-        d, device = self.config.gpt.n_embd, self.feature_mean.device
-        self.summary_embed = nn.Linear(len(BANDS_HZ), d, bias=False, device=device)
-        nn.init.zeros_(self.summary_embed.weight)
-        self.summary_chan = nn.Embedding(self.config.tokenizer.max_channels, d, device=device)
-        nn.init.ones_(self.summary_chan.weight)
-        self.register_buffer("summary_mean", torch.zeros(len(BANDS_HZ), device=device))
-        self.register_buffer("summary_std", torch.ones(len(BANDS_HZ), device=device))
-
-    @torch.no_grad()
     def add_window_summary(self, batches: list[EEGBatch]) -> NeuroLM:
         """Give the model the window summary (what instruction tuning does by default) with its scaler fitted on
         the windows of ``batches``; its outputs are unchanged until the summary is trained."""
-        if not self.config.window_summary:
+        if self.summary is None:
             self.config = replace(self.config, window_summary=True)
-            self._build_window_summary()
-            moments = _Moments()
-            for batch in batches:
-                power, present = window_band_power(batch.patches, batch.chans, batch.mask,
-                                                   self.config.tokenizer.max_channels)
-                moments.add(power[present].to(self.summary_mean.device))
-            if moments.n < 2:
-                raise NeuroLMError("fitting the window summary's scaler needs at least two channels of EEG")
-            moments.store(self.summary_mean, self.summary_std)
+            self.summary = WindowSummary(self.config.gpt.n_embd, self.config.tokenizer.max_channels
+                                         ).to(self.feature_mean.device)
+            self.summary.fit(batches)
         return self
 
     def train(self, mode: bool = True) -> NeuroLM:
@@ -249,7 +108,8 @@ class NeuroLM(nn.Module):
     def embed_eeg(self, batch: EEGBatch, encoded: tuple[torch.Tensor, torch.Tensor] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """EEG input embeddings ``(B, N, d)`` and the tokens' codes ``(B, N)`` from one encoder pass, or from
-        ``encoded`` = the encoder's ``(features, codes)`` of this batch computed earlier (:class:`EncoderCache`)."""
+        ``encoded`` = the encoder's ``(features, codes)`` of this batch computed earlier
+        (:class:`~neurolm.lm.cache.EncoderCache`)."""
         features, codes = self.tokenizer.encode(batch) if encoded is None else encoded
         features = (features - self.feature_mean) / self.feature_std
         x = self.encode_transform_layer(features) + self.pos_embed(batch.chans) + self.gpt.position(batch.times)
@@ -262,17 +122,9 @@ class NeuroLM(nn.Module):
         return (band_log_power(batch.patches) - self.spectral_mean) / self.spectral_std * batch.mask[..., None]
 
     def window_summary(self, batch: EEGBatch | None) -> torch.Tensor | None:
-        """``(B, d)``: the mean over a window's channels ``c`` of ``summary_embed(z_c) ⊙ summary_chan(c)``, with
-        ``z_c`` the standardised log band power of channel ``c`` over the whole window
-        (:func:`~neurolm.lm.spectral.window_band_power`): a learned linear map of what the band-power baseline
-        reads. Why (issue 14): through attention over up to 276 per-second tokens the answer read it less well than
-        a linear model reads it. None without the summary or without EEG."""
-        if self.summary_embed is None or batch is None:
-            return None
-        power, present = window_band_power(batch.patches, batch.chans, batch.mask, self.config.tokenizer.max_channels)
-        z = (power - self.summary_mean) / self.summary_std * present[..., None]
-        terms = self.summary_embed(z) * self.summary_chan.weight
-        return terms.sum(dim=1) / present.sum(dim=1, keepdim=True).clamp_min(1)
+        """``(B, d)`` added to every text token after the EEG (:class:`~neurolm.lm.spectral.WindowSummary`); None
+        without the summary or without EEG."""
+        return None if self.summary is None or batch is None else self.summary(batch)
 
     @torch.no_grad()
     def fit_feature_scaler(self, batches: list[EEGBatch]) -> list[torch.Tensor]:
@@ -280,7 +132,7 @@ class NeuroLM(nn.Module):
         ``batches`` (done once, before training: the encoder is frozen, so they never change). Returns the codes
         ``(B, N)`` of each batch from the same encoder pass, for callers that also need them."""
         device = self.feature_mean.device
-        features, spectra = _Moments(), _Moments()
+        features, spectra = Moments(), Moments()
         all_codes = []
         for batch in batches:
             batch = batch.to(device)
@@ -445,14 +297,6 @@ class NeuroLM(nn.Module):
             position = position + 1
         return torch.stack(tokens, dim=1), torch.stack(scores, dim=1)
 
-    def ask(self, recording: Any, task: str, **kwargs: Any) -> list:
-        """Ask the model about a recording (an ``mne.io.Raw``, any file MNE reads, or a ``(channels, samples)`` array
-        with ``ch_names=``, ``sfreq=``, ``unit=``: :func:`neurolm.data.inputs.as_raw`): see
-        :func:`neurolm.instruct.ask.ask` for the other keyword arguments (``start``, ``every``, ``question``, …)."""
-        from ..instruct.ask import ask  # the instruction stage builds on this module, not the other way round
-
-        return ask(self, recording, task, **kwargs)
-
     # ------------------------------------------------------------------------------------------------ accounting
     def flops_per_token(self, seq_len: int, eeg: bool = True) -> float:
         """Training FLOPs per token (nanoGPT's estimate): 6 × trainable matmul parameters + attention, plus, for
@@ -470,7 +314,7 @@ class NeuroLM(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (the frozen tokenizer included)."""
+        """Write ``config.json`` + ``model.safetensors`` (the frozen encoder and quantizer included)."""
         save_artifacts(directory, self.config.to_dict(), self, "neurolm")
 
     @classmethod
@@ -478,6 +322,8 @@ class NeuroLM(nn.Module):
         """Rebuild a model saved by :meth:`save_pretrained`; returned in eval mode."""
         values, state = read_artifacts(directory, "NeuroLM model")
         model = cls(NeuroLMConfig.from_dict(values))
+        # directories written before the model kept only the encoder side also hold the tokenizer's other parts
+        state = {k: v for k, v in state.items() if not k.startswith(TOKENIZER_ONLY)}
         load_state_exact(model, state, str(Path(directory) / WEIGHTS_FILE))
         return model.to(device).eval()
 
@@ -510,7 +356,7 @@ class NeuroLM(nn.Module):
         else:
             gpt_config = GPTConfig.from_preset(size, n_outputs=n_outputs, gelu=gelu)
         model = cls(NeuroLMConfig(gpt_config, replace(tokenizer.config), ref_text_positions, spectral_input))
-        model.tokenizer.load_state_dict(tokenizer.state_dict())
+        model.tokenizer.copy_encoder_side(tokenizer)
         if gpt is not None:
             model.gpt.load_state_dict(gpt.state_dict())
             return model

@@ -52,6 +52,7 @@ from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..text import TextCorpus, open_corpus
 from ..tokenizer import NeuralTokenizer
+from ..plots import figure, save
 from ..train import (
     RunOptions,
     StepSampler,
@@ -61,6 +62,7 @@ from ..train import (
     step_generator,
     train,
 )
+from ..train.logs import read_rows
 from .gpt import GPTConfig
 from .model import IGNORE, NeuroLM, eeg_targets
 
@@ -290,7 +292,7 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
 
     # a resumed run that had already finished saves nothing: reload its published weights
     model = task.trained.cpu().eval() if task.trained is not None else NeuroLM.from_pretrained(out_dir)
-    rows = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_rows(out_dir / "log.jsonl")
     train_rows = [r for r in rows if r["split"] == "train"]
     keys = ("loss", "eeg_loss", "eeg_accuracy", "text_loss")
     report = {
@@ -313,14 +315,9 @@ def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str |
 
 def write_plot(rows: list[dict], out_dir: Path) -> None:
     """``loss_curves.png``: EEG loss (train, val) against the unigram line, and the text loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     train_rows = [r for r in rows if r["split"] == "train"]
     val_rows = [r for r in rows if r["split"] == "val"]
-    fig, (eeg, txt) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (eeg, txt) = figure((11, 4), 1, 2)
     eeg.plot([r["step"] for r in train_rows], [r["eeg_loss"] for r in train_rows], label="train EEG loss")
     eeg.plot([r["step"] for r in val_rows], [r["eeg_loss"] for r in val_rows], marker="o", label="val EEG loss")
     if val_rows:
@@ -330,9 +327,7 @@ def write_plot(rows: list[dict], out_dir: Path) -> None:
     txt.plot([r["step"] for r in train_rows], [r["text_loss"] for r in train_rows], label="train text loss")
     txt.set(title="text next-token loss (nats)", xlabel="step")
     txt.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "loss_curves.png", dpi=100)
-    plt.close(fig)
+    save(fig, out_dir / "loss_curves.png")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -28,15 +28,16 @@ import torch
 from ..artifacts import build_uninitialised, load_state_exact, load_torch_checkpoint, strip_compile_prefix
 from ..errors import NeuroLMError
 from ..text import PADDED_VOCAB
-from ..tokenizer import NeuralTokenizer, TokenizerConfig
+from ..tokenizer import TokenizerConfig, TokenizerEncoder
+from .config import NeuroLMConfig
 from .gpt import GPTConfig
 
 if TYPE_CHECKING:
     from .model import NeuroLM
 
 _FC_NORM = ("tokenizer.fc_norm.weight", "tokenizer.fc_norm.bias")
-_SPECTRAL = ("spectral_embed.weight", "spectral_mean", "spectral_std", "summary_embed.weight", "summary_chan.weight",
-             "summary_mean", "summary_std")
+_SPECTRAL = ("spectral_embed.weight", "spectral_mean", "spectral_std", "summary.embed.weight", "summary.chan.weight",
+             "summary.mean", "summary.std")
 """The spectral input and window summary (:mod:`neurolm.lm.spectral`): no REF key, so kept in the ``neurolm`` entry
 only."""
 _UNFOLDED = ("feature_mean", "feature_std", *_FC_NORM, *_SPECTRAL)
@@ -51,7 +52,7 @@ def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
     return len(layers)
 
 
-def _reference_configs(path: Path, state: dict[str, torch.Tensor], args: dict, vq: NeuralTokenizer | None
+def _reference_configs(path: Path, state: dict[str, torch.Tensor], args: dict, vq: TokenizerEncoder | None
                        ) -> tuple[GPTConfig, TokenizerConfig]:
     needed = ["GPT2.transformer.wte.weight", "GPT2.transformer.wpe.weight", "GPT2.lm_head.weight",
               "tokenizer.fc_norm.weight", "tokenizer.pos_embed.weight", "tokenizer.time_embed.weight",
@@ -81,15 +82,13 @@ def _reference_configs(path: Path, state: dict[str, torch.Tensor], args: dict, v
 def load_neurolm_checkpoint(cls: type[NeuroLM], path: str | Path, vq_path: str | Path | None = None, *,
                             ref_text_positions: bool = False) -> NeuroLM:
     """See :meth:`NeuroLM.from_reference_checkpoint`."""
-    from .model import NeuroLMConfig
-
     path = Path(path)
     ckpt = load_torch_checkpoint(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise NeuroLMError(f"{path}: not a NeuroLM checkpoint (expected a dict with a 'model' state dict)")
     state = strip_compile_prefix(ckpt["model"])
     ours = ckpt.get("neurolm") if isinstance(ckpt.get("neurolm"), dict) else {}
-    vq = NeuralTokenizer.from_reference_checkpoint(vq_path) if vq_path is not None else None
+    vq = TokenizerEncoder.from_reference_checkpoint(vq_path) if vq_path is not None else None
     if "config" in ours:  # written by save_neurolm_checkpoint: our exact config
         config = NeuroLMConfig.from_dict(ours["config"])
     else:

@@ -17,6 +17,10 @@ vs 0.69) and matches it on EEGMAT (5-fold mean 0.67 vs 0.67): the log of a mean 
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from ..data.batch import EEGBatch
+from ..errors import NeuroLMError
 
 BANDS_HZ: tuple[tuple[int, int], ...] = ((1, 4), (4, 8), (8, 10), (10, 13), (13, 20), (20, 30), (30, 45), (45, 75))
 """Half-open 1-Hz bin ranges of a 1-s patch at 200 Hz: delta, theta, low/high alpha, low/high beta, gamma, high
@@ -49,3 +53,59 @@ def window_band_power(patches: torch.Tensor, chans: torch.Tensor, mask: torch.Te
     present = count > 0
     mean = total / count.clamp_min(1)[..., None]
     return torch.log(mean + _FLOOR) * present[..., None], present
+
+
+class Moments:
+    """Running per-feature mean and unbiased standard deviation of row batches, accumulated in float64."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | float = 0.0
+        self.square: torch.Tensor | float = 0.0
+        self.n = 0
+
+    def add(self, rows: torch.Tensor) -> None:
+        self.total = self.total + rows.double().sum(0)
+        self.square = self.square + rows.double().square().sum(0)
+        self.n += rows.shape[0]
+
+    def store(self, mean_out: torch.Tensor, std_out: torch.Tensor) -> None:
+        mean = self.total / self.n
+        std = ((self.square / self.n - mean.square()).clamp_min(0) * self.n / (self.n - 1)).sqrt()
+        mean_out.copy_(mean.float())
+        std_out.copy_(std.clamp_min(1e-6).float())
+
+
+class WindowSummary(nn.Module):
+    """A learned linear map of the window's per-channel band power, added to every text token after the EEG.
+
+    ``(B, d)`` = the mean over a window's channels ``c`` of ``embed(z_c) ⊙ chan(c)``, with ``z_c`` channel ``c``'s
+    standardised :func:`window_band_power`: each output dimension is a linear functional of the (channel × band)
+    table that the band-power baseline reads. Why (issue 14): through attention over up to 276 per-second tokens the
+    answer read it less well than a linear model does. Starts as a zero map (channel weights one, identity scaler),
+    so adding it to a model changes none of its outputs until it is trained."""
+
+    def __init__(self, width: int, n_channels: int) -> None:
+        super().__init__()
+        self.n_channels = n_channels
+        self.embed = nn.Linear(len(BANDS_HZ), width, bias=False)
+        nn.init.zeros_(self.embed.weight)
+        self.chan = nn.Embedding(n_channels, width)
+        nn.init.ones_(self.chan.weight)
+        self.register_buffer("mean", torch.zeros(len(BANDS_HZ)))
+        self.register_buffer("std", torch.ones(len(BANDS_HZ)))
+
+    @torch.no_grad()
+    def fit(self, batches: list[EEGBatch]) -> None:
+        """The scaler from every channel of the windows in ``batches``."""
+        moments = Moments()
+        for batch in batches:
+            power, present = window_band_power(batch.patches, batch.chans, batch.mask, self.n_channels)
+            moments.add(power[present].to(self.mean.device))
+        if moments.n < 2:
+            raise NeuroLMError("fitting the window summary's scaler needs at least two channels of EEG")
+        moments.store(self.mean, self.std)
+
+    def forward(self, batch: EEGBatch) -> torch.Tensor:
+        power, present = window_band_power(batch.patches, batch.chans, batch.mask, self.n_channels)
+        z = (power - self.mean) / self.std * present[..., None]
+        return (self.embed(z) * self.chan.weight).sum(dim=1) / present.sum(dim=1, keepdim=True).clamp_min(1)

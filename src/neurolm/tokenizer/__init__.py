@@ -1,16 +1,8 @@
 """The text-aligned neural tokenizer: EEG patches → encoder features and discrete neural tokens."""
 
-from .model import (
-    GradReverse,
-    NeuralTokenizer,
-    NeuralTransformer,
-    TemporalPatchEmbed,
-    TokenizerConfig,
-    alignment_alpha,
-    masked_group_norm,
-    masked_mse,
-    spectral_targets,
-)
+from .config import TokenizerConfig
+from .encoder import NeuralTransformer, TemporalPatchEmbed, TokenizerEncoder, masked_group_norm
+from .model import GradReverse, NeuralTokenizer, alignment_alpha, masked_mse, spectral_targets
 from .quantizer import NormEMAVectorQuantizer, QuantizerOutput, code_usage, kmeans
 
 __all__ = [
@@ -21,6 +13,7 @@ __all__ = [
     "QuantizerOutput",
     "TemporalPatchEmbed",
     "TokenizerConfig",
+    "TokenizerEncoder",
     "alignment_alpha",
     "code_usage",
     "kmeans",

@@ -1,10 +1,13 @@
-"""The authors' ``VQ.pt`` (REF's ``VQ_Align``) in both directions: load it as a :class:`NeuralTokenizer`, write one.
+"""The authors' ``VQ.pt`` (REF's ``VQ_Align``) in both directions: load it as a :class:`NeuralTokenizer` (or its
+encoder side), write one.
 
 Our module names are REF's, so the state dict maps 1:1; what REF's file lacks is our config, which is rebuilt from its
 ``encoder_args`` / ``decoder_args`` and the weight shapes. A file we write carries, beside REF's keys, a ``neurolm``
 entry with our exact config (REF's loaders read only ``model`` and the ``*_args``), so ours → REF → ours is
 bit-exact even for settings REF's code does not have (real-token GroupNorm statistics, dead-code re-seeding, EMA
-decay).
+decay). A file written from a :class:`~neurolm.tokenizer.encoder.TokenizerEncoder` (what a NeuroLM keeps) lacks the
+decoders, the domain classifier and the text table: REF's NeuroLM code needs only the encoder side, REF's tokenizer
+training the whole file.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import torch
 
 from ..artifacts import build_uninitialised, load_state_exact, load_torch_checkpoint, strip_compile_prefix
 from ..errors import NeuroLMError
-from .model import TokenizerConfig
+from .config import TokenizerConfig
+from .encoder import TRAINING_ONLY
 
 if TYPE_CHECKING:
-    from .model import NeuralTokenizer
+    from .encoder import TokenizerEncoder
 
 REF_BLOCK_SIZE = 1024
 """``block_size`` of REF's ``encoder_args``/``decoder_args`` (its pretraining length; no table depends on it)."""
@@ -29,9 +33,9 @@ REF_IN_CHANS_ENCODER = 1
 REF_OUT_CHANS_ENCODER = 16
 
 
-def load_vq_checkpoint(cls: type[NeuralTokenizer], path: str | Path, device: str | torch.device = "cpu"
-                       ) -> NeuralTokenizer:
-    """See :meth:`NeuralTokenizer.from_reference_checkpoint`."""
+def load_vq_checkpoint(cls: type[TokenizerEncoder], path: str | Path, device: str | torch.device = "cpu"
+                       ) -> TokenizerEncoder:
+    """See :meth:`TokenizerEncoder.from_reference_checkpoint`."""
     path = Path(path)
     ckpt = load_torch_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
@@ -43,7 +47,9 @@ def load_vq_checkpoint(cls: type[NeuralTokenizer], path: str | Path, device: str
     else:
         config = _config_from_reference(path, ckpt, state)
     model = build_uninitialised(lambda: cls(config))
-    load_state_exact(model, state, str(path))  # strict: every tensor comes from the file
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(TRAINING_ONLY)}
+    load_state_exact(model, state, str(path))  # strict: every tensor the model has comes from the file
     return model.to(device).eval()
 
 
@@ -51,8 +57,7 @@ def _config_from_reference(path: Path, ckpt: dict, state: dict[str, torch.Tensor
     enc, dec = ckpt.get("encoder_args"), ckpt.get("decoder_args")
     if not isinstance(enc, dict) or not isinstance(dec, dict):
         raise NeuroLMError(f"{path}: 'encoder_args'/'decoder_args' missing; cannot rebuild the tokenizer config")
-    needed = ["VQ.quantize.embedding.weight", "VQ.encoder.pos_embed.weight", "VQ.encoder.time_embed.weight",
-              "wte.weight"]
+    needed = ["VQ.quantize.embedding.weight", "VQ.encoder.pos_embed.weight", "VQ.encoder.time_embed.weight"]
     missing = [k for k in needed if k not in state] + [f"encoder_args[{k!r}]" for k in ("n_layer", "n_head",
                                                        "n_embd") if k not in enc]
     missing += [f"decoder_args[{k!r}]" for k in ("n_layer", "n_head", "n_embd") if k not in dec]
@@ -66,7 +71,8 @@ def _config_from_reference(path: Path, ckpt: dict, state: dict[str, torch.Tensor
         n_layer=int(enc["n_layer"]), n_head=int(enc["n_head"]), n_embd=int(enc["n_embd"]),
         decoder_layers=int(dec["n_layer"]), codebook_size=codebook.shape[0], code_dim=codebook.shape[1],
         max_channels=state["VQ.encoder.pos_embed.weight"].shape[0],
-        max_time=state["VQ.encoder.time_embed.weight"].shape[0], text_vocab=state["wte.weight"].shape[0],
+        max_time=state["VQ.encoder.time_embed.weight"].shape[0],
+        text_vocab=state["wte.weight"].shape[0] if "wte.weight" in state else TokenizerConfig.text_vocab,
         dropout=float(enc.get("dropout", 0.0)), norm_over_padding=True, dead_code_threshold=0.0,
     )
 
@@ -81,8 +87,8 @@ def reference_args(config: TokenizerConfig) -> tuple[dict, dict]:
     return encoder, decoder
 
 
-def save_vq_checkpoint(model: NeuralTokenizer, path: str | Path) -> None:
-    """See :meth:`NeuralTokenizer.save_reference_checkpoint`."""
+def save_vq_checkpoint(model: TokenizerEncoder, path: str | Path) -> None:
+    """See :meth:`TokenizerEncoder.save_reference_checkpoint`."""
     if not model.config.norm_over_padding:
         warnings.warn("this tokenizer takes its GroupNorm statistics over real tokens; the authors' code takes them "
                       "over padding too, so it computes slightly different features for padded windows (our loader "

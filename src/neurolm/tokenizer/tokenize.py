@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from ..data.batch import REF_PRETRAIN_TOKENS, collate_windows, reference_padding
-from ..data.prepare import process_recording
 from ..data.preprocess import PreprocessConfig
 from ..data.readers.base import Recording
 from ..data.readers.pretrain import Pretrain
 from ..data.store import MANIFEST, WindowStore
+from ..data.windows import process_recording
 from ..errors import NeuroLMError
 from .model import NeuralTokenizer
 

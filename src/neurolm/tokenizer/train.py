@@ -32,6 +32,8 @@ from ..data.batch import REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, referen
 from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
+from ..hf_gpt2 import gpt2_text_table
+from ..plots import figure, plot_rows, save
 from ..text import TextCorpus, default_corpus
 from ..train import (
     RunOptions,
@@ -42,6 +44,7 @@ from ..train import (
     step_generator,
     train,
 )
+from ..train.logs import read_rows
 from .model import NeuralTokenizer, TokenizerConfig, alignment_alpha, spectral_targets
 from .quantizer import code_usage
 
@@ -69,9 +72,7 @@ DEFAULTS: dict[str, StageDefaults] = {
 def text_table(n_embd: int, seed: int, init_gpt2: str | Path | None) -> tuple[torch.Tensor, str]:
     """The frozen text-embedding table to align with, and a line saying where it came from."""
     if init_gpt2 is not None:
-        from ..lm.gpt import GPT  # imported lazily: only this path needs the LM
-
-        weight = GPT.from_hf_gpt2(init_gpt2).transformer.wte.weight.detach()[:TEXT_VOCAB].clone()
+        weight = gpt2_text_table(init_gpt2)
         if weight.shape[1] != n_embd:
             raise NeuroLMError(f"{init_gpt2}: GPT-2 width {weight.shape[1]} differs from the tokenizer width {n_embd}; "
                                "pick the preset whose width matches (base: 768)")
@@ -193,7 +194,7 @@ def fit_tokenizer(stores: list[str | Path], out_dir: str | Path, *, preset: str 
     # The in-memory module of the last save; a resumed run that was already finished saves nothing: reload it.
     model = task.trained.cpu().eval() if task.trained is not None else NeuralTokenizer.from_pretrained(out_dir)
     val = evaluate_tokenizer(model, task.val_batches(), torch.device("cpu"))
-    rows = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_rows(out_dir / "log.jsonl")
     train_rows = [r for r in rows if r["split"] == "train"]
     report = {
         "preset": preset, "steps": summary["step"], "text_embeddings": source,
@@ -210,41 +211,30 @@ def fit_tokenizer(stores: list[str | Path], out_dir: str | Path, *, preset: str 
 
 def write_plots(model: NeuralTokenizer, rows: list[dict], val_batches: list[EEGBatch], out_dir: Path) -> None:
     """``loss_curves.png``, ``code_usage.png`` and ``reconstruction.png`` in ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = figure((11, 4), 1, 2)
     for ax, split in zip(axes, ("train", "val")):
         sel = [r for r in rows if r["split"] == split]
         for key in ("loss_freq", "loss_raw", "loss_commit", "loss_align"):
-            pts = [(r["step"], r[key]) for r in sel if key in r]
-            if pts:
-                ax.plot(*zip(*pts), label=key, marker="o" if split == "val" else None)
+            plot_rows(ax, sel, key, label=key, marker="o" if split == "val" else None)
         ax.set(title=f"{split} losses", xlabel="step", yscale="log")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "loss_curves.png", dpi=100)
-    plt.close(fig)
+    save(fig, out_dir / "loss_curves.png")
 
     counts = torch.zeros(model.config.codebook_size, dtype=torch.long)
     for batch in val_batches:
         counts += torch.bincount(model.tokenize(batch)[batch.mask], minlength=counts.numel())
     utilisation, perplexity = code_usage(counts)
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = figure((8, 3.5))
     ax.bar(np.arange(counts.numel()), counts.numpy(), width=1.0)
     ax.set(title=f"validation code usage: utilisation {utilisation:.1%}, perplexity {perplexity:.1f}",
            xlabel="code", ylabel="tokens")
-    fig.tight_layout()
-    fig.savefig(out_dir / "code_usage.png", dpi=100)
-    plt.close(fig)
+    save(fig, out_dir / "code_usage.png")
 
     batch = val_batches[0]
     freq_pred, raw_pred = model.reconstruct(batch)
     freq_target, raw_target = spectral_targets(batch)
     n = min(3, int(batch.mask[0].sum()))
-    fig, axes = plt.subplots(n, 2, figsize=(11, 2.6 * n), squeeze=False)
+    fig, axes = figure((11, 2.6 * n), n, 2, squeeze=False)
     for k in range(n):
         axes[k, 0].plot(raw_target[0, k].numpy(), label="original")
         axes[k, 0].plot(raw_pred[0, k].numpy(), label="reconstructed")
@@ -253,9 +243,7 @@ def write_plots(model: NeuralTokenizer, rows: list[dict], val_batches: list[EEGB
         axes[k, 1].plot(freq_pred[0, k].numpy(), label="reconstructed")
         axes[k, 1].set(title=f"token {k}: FFT amplitude (z-scored)", xlabel="bin (Hz)")
     axes[0, 0].legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "reconstruction.png", dpi=100)
-    plt.close(fig)
+    save(fig, out_dir / "reconstruction.png")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -38,6 +38,7 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .distributed import DistContext, setup_distributed, teardown_distributed
+from .logs import read_rows
 
 
 @dataclass(frozen=True)
@@ -256,17 +257,6 @@ def move_to(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``log.jsonl``; a torn last line (a crash while appending) is skipped."""
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 class MetricLog:
     """``log.jsonl`` (one JSON object per row) and ``log.csv`` (the same rows; the header grows when a key appears).
 
@@ -276,7 +266,7 @@ class MetricLog:
 
     def __init__(self, out_dir: Path, keep_until: int):
         self.jsonl, self.csv = out_dir / "log.jsonl", out_dir / "log.csv"
-        self.rows = [r for r in _read_rows(self.jsonl) if r["step"] <= keep_until]
+        self.rows = [r for r in read_rows(self.jsonl) if r["step"] <= keep_until]
         self.columns: list[str] = []
         self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
         self._rewrite_csv()
@@ -575,7 +565,7 @@ def _verify_once(out_dir: Path, ctx: DistContext) -> None:
 def _summary(out_dir: Path, step: int, ctx: DistContext) -> dict:
     summary = None
     if ctx.is_main:
-        rows = _read_rows(out_dir / "log.jsonl")
+        rows = read_rows(out_dir / "log.jsonl")
         last = {split: next((r for r in reversed(rows) if r["split"] == split), {}) for split in ("train", "val")}
         summary = {"step": step, **last}
     return ctx.broadcast(summary)

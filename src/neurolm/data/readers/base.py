@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mne
-import numpy as np
 
 from ...errors import NeuroLMError
 from ..channels import map_channels, normalize_name
+from ..datasets import DATASETS, SplitRule
 from ..preprocess import RepairWarning
 
 SPLITS = ("train", "val", "test")
@@ -72,7 +72,9 @@ class Segment:
 
 
 class DatasetReader:
-    """Base class: subclasses set the class attributes and implement :meth:`find` and :meth:`read`."""
+    """Base class: subclasses set ``name`` and implement :meth:`find` and :meth:`read`; the dataset's facts
+    (channels, classes, mains, window, stride, split rule) come from its registry record
+    (:data:`neurolm.data.datasets.DATASETS`) as class attributes."""
 
     name: str = ""
     channels: tuple[str, ...] | None = None
@@ -84,6 +86,13 @@ class DatasetReader:
     window_s: float = 0.0
     stride_s: float | None = None
     """Window hop in seconds; None = non-overlapping."""
+    split: SplitRule = SplitRule("subjects")
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = DATASETS[cls.name]
+        cls.channels, cls.classes, cls.mains = spec.channels, spec.classes, spec.mains
+        cls.window_s, cls.stride_s, cls.split = spec.window_s, spec.stride_s, spec.split
 
     def find(self, root: Path) -> list[Recording]:
         raise NotImplementedError
@@ -105,8 +114,8 @@ class DatasetReader:
         return segment
 
     def assign_splits(self, recordings: Sequence[Recording], seed: int) -> dict[Path, str]:
-        """Split of every recording not fixed by the layout; default: seeded 80/20 train/val by subject."""
-        return split_subjects(recordings, seed, val_fraction=0.2)
+        """Split of every recording not fixed by the layout, by the dataset's rule."""
+        return self.split.assign(recordings, seed)
 
 
 def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
@@ -221,42 +230,3 @@ def check_edf_header(path: Path) -> None:
     if declared > have:
         warnings.warn(f"{path}: data truncated: {have} of the {declared} data records the header declares are in "
                       f"the file; the whole records are read", RepairWarning)
-
-
-def split_subjects(recordings: Sequence[Recording], seed: int, val_fraction: float) -> dict[Path, str]:
-    """Seeded subject-wise train/val split of the recordings whose split the layout leaves open.
-
-    Subjects are sorted before the seeded shuffle so the split depends only on the subject set and the seed, not on
-    the file system's listing order (the reference shuffles unseeded).
-    """
-    splits = {r.path: r.split for r in recordings if r.split is not None}
-    subjects = sorted({r.subject for r in recordings if r.split is None})
-    order = np.random.default_rng(seed).permutation(len(subjects))
-    n_val = int(round(len(subjects) * val_fraction)) if len(subjects) > 1 else 0
-    val = {subjects[i] for i in order[:n_val]}
-    for r in recordings:
-        if r.split is None:
-            splits[r.path] = "val" if r.subject in val else "train"
-    return splits
-
-
-def split_in_order(items: Sequence, fractions: Sequence[tuple[str, float]]) -> dict:
-    """Assign sorted items to consecutive blocks (the paper's "first 100 train, next 25 val, rest test" rules).
-
-    Block sizes are the paper's counts as fractions of its dataset size, rounded, so the rule is exact at the paper's
-    size and proportional on smaller corpora (such as the synthetic one) instead of putting everything in train;
-    with at least as many items as blocks, no block is left empty.
-    """
-    n, k = len(items), len(fractions)
-    sizes = [int(round(frac * n)) for _, frac in fractions[:-1]]
-    if n >= k:
-        sizes = [max(1, s) for s in sizes]
-        while sum(sizes) > n - 1:
-            sizes[int(np.argmax(sizes))] -= 1
-    sizes.append(n - sum(sizes))
-    out, start = {}, 0
-    for (name, _), size in zip(fractions, sizes):
-        for item in items[start : start + size]:
-            out[item] = name
-        start += size
-    return out

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import mne
 
 from ...errors import NeuroLMError
-from .base import DatasetReader, Event, Recording, Segment, read_raw, split_in_order
+from .base import DatasetReader, Event, Recording, Segment, read_raw
 
 STAGES = {"Sleep stage W": 0, "Sleep stage N1": 1, "Sleep stage N2": 2, "Sleep stage N3": 3, "Sleep stage R": 4}
 
@@ -18,10 +18,6 @@ class HMC(DatasetReader):
     """30 s scoring epochs of F4-M1, C4-M1, O2-M1, C3-M2; sorted recordings split 100 / 25 / rest (of 151)."""
 
     name = "hmc"
-    channels = ("F4", "C4", "O2", "C3")
-    classes = ("W", "N1", "N2", "N3", "R")
-    mains = 50.0
-    window_s = 30.0
 
     def find(self, root: Path) -> list[Recording]:
         recs = []
@@ -43,10 +39,6 @@ class HMC(DatasetReader):
         if not events:
             raise NeuroLMError(f"{scoring}: no 30 s sleep-stage rows")
         yield Segment(read_raw(rec.path), events)
-
-    def assign_splits(self, recordings: Sequence[Recording], seed: int) -> dict[Path, str]:
-        order = sorted(r.path for r in recordings)
-        return split_in_order(order, [("train", 100 / 151), ("val", 25 / 151), ("test", 26 / 151)])
 
 
 def _read_txt(path: Path) -> list[tuple[float, float, str]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from .base import DatasetReader, Event, Recording, Segment, read_raw, split_subjects
+from .base import DatasetReader, Event, Recording, Segment, read_raw
 
 EXTENSIONS = (".edf", ".bdf", ".fif", ".set", ".vhdr")
 MAX_TOKENS = 1024
@@ -15,9 +15,6 @@ MAX_SECONDS = 64
 
 class Pretrain(DatasetReader):
     name = "pretrain"
-    channels = None
-    classes = ()
-    mains = 60.0  # the paper's corpus is TUEG (US); set --mains for others
 
     def find(self, root: Path) -> list[Recording]:
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS or p.name.endswith(".fif.gz"))
@@ -29,7 +26,3 @@ class Pretrain(DatasetReader):
 
     def window_seconds(self, n_chans: int) -> float:
         return float(max(1, min(MAX_SECONDS, MAX_TOKENS // n_chans)))
-
-    def assign_splits(self, recordings: Sequence[Recording], seed: int) -> dict[Path, str]:
-        """Held-out files: a seeded 10 % of files for validation."""
-        return split_subjects(recordings, seed, val_fraction=0.1)

@@ -19,12 +19,9 @@ import numpy as np
 import scipy.io
 
 from ...errors import NeuroLMError
+from ..datasets import SEED_CHANNELS
 from .base import DatasetReader, Event, Recording, Segment, read_raw
 
-SEED_CHANNELS = tuple(
-    """FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 T7 C5 C3 C1 CZ C2 C4 C6 T8
-    TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 P7 P5 P3 P1 PZ P2 P4 P6 P8 PO7 PO5 PO3 POZ PO4 PO6 PO8 CB1 O1 OZ O2 CB2""".split()
-)
 FILM_ORDER = "H N S S N H S N H H N S N H S".split()
 """Emotion of the 15 clips in presentation order (H positive, N neutral, S negative)."""
 LABEL_OF_FILM = {"H": 0, "N": 1, "S": 2}
@@ -40,11 +37,6 @@ _MAT_KEY = re.compile(r"^[A-Za-z]+_eeg(\d+)$")
 
 class SEED(DatasetReader):
     name = "seed"
-    channels = SEED_CHANNELS
-    classes = ("positive", "neutral", "negative")
-    mains = 50.0
-    window_s = 4.0
-    split_fractions = (("train", 0.6), ("val", 0.2), ("test", 0.2))
 
     def find(self, root: Path) -> list[Recording]:
         """Raw ``.cnt`` sessions when there are any, else the ``.mat`` release (with its ``label.mat``)."""
@@ -100,14 +92,11 @@ class SEED(DatasetReader):
     def trial_events(self, start: float, end: float, label: int) -> list[Event]:
         """Whole 4 s windows of a clip, split by time: the first 60 % of windows train, next 20 % val, rest test."""
         n = int((end - start) // self.window_s)
-        n_train = int(round(n * self.split_fractions[0][1]))
-        n_val = int(round(n * self.split_fractions[1][1]))
+        n_train = int(round(n * self.split.blocks[0][1]))
+        n_val = int(round(n * self.split.blocks[1][1]))
         bounds = [0, n_train, n_train + n_val, n]
         return [Event(start + a * self.window_s, start + b * self.window_s, label, split)
-                for (split, _), a, b in zip(self.split_fractions, bounds, bounds[1:]) if b > a]
-
-    def assign_splits(self, recordings, seed):
-        return {}  # split inside every clip, by time
+                for (split, _), a, b in zip(self.split.blocks, bounds, bounds[1:]) if b > a]
 
 
 def _loadmat(path: Path) -> dict:

@@ -6,15 +6,11 @@ Subjects are the 8-letter TUH patient ids that start every file name (``aaaaamye
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import NeuroLMError
-from .base import DatasetReader, Event, Recording, Segment, read_raw, split_in_order, split_subjects
-
-TUH_CHANNELS = (
-    "FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 A1 A2 FZ CZ PZ T1 T2".split()
-)
+from .base import DatasetReader, Event, Recording, Segment, read_raw
 
 
 def _subject(path: Path) -> str:
@@ -46,10 +42,6 @@ class TUAB(DatasetReader):
     """TUH Abnormal: ``{train,eval}/{normal,abnormal}/01_tcp_ar/*.edf``, one label per recording, 10 s windows."""
 
     name = "tuab"
-    channels = tuple(TUH_CHANNELS)
-    classes = ("normal", "abnormal")
-    mains = 60.0
-    window_s = 10.0
 
     def find(self, root: Path) -> list[Recording]:
         return [Recording(p, _subject(p), _layout_split(p, root)) for p in sorted(root.rglob("*.edf"))]
@@ -75,10 +67,6 @@ class TUEV(DatasetReader):
     """
 
     name = "tuev"
-    channels = tuple(TUH_CHANNELS)
-    classes = ("spsw", "gped", "pled", "eyem", "artf", "bckg")
-    mains = 60.0
-    window_s = 5.0
     context_s = 2.0
 
     def find(self, root: Path) -> list[Recording]:
@@ -102,9 +90,6 @@ class TUEV(DatasetReader):
         c = self.context_s
         yield Segment(raw, [Event(s - c, e + c, lab - 1) for s, e, lab in events])
 
-    def assign_splits(self, recordings: Sequence[Recording], seed: int) -> dict[Path, str]:
-        return split_subjects(recordings, seed, val_fraction=0.2)
-
 
 class TUSL(DatasetReader):
     """TUH Slowing: EDF + ``.tse_agg`` (two header lines, then ``start stop label prob``); 10 s windows per event.
@@ -114,10 +99,6 @@ class TUSL(DatasetReader):
     """
 
     name = "tusl"
-    channels = tuple(TUH_CHANNELS)
-    classes = ("bckg", "seiz", "slow")
-    mains = 60.0
-    window_s = 10.0
 
     def find(self, root: Path) -> list[Recording]:
         return _with_sidecar(root, ".tse_agg")
@@ -136,7 +117,3 @@ class TUSL(DatasetReader):
         if not events:
             raise NeuroLMError(f"{path}: no 'start stop label prob' rows")
         yield Segment(read_raw(rec.path), events)
-
-    def assign_splits(self, recordings: Sequence[Recording], seed: int) -> dict[Path, str]:
-        order = sorted(r.path for r in recordings)
-        return split_in_order(order, [("train", 0.6), ("test", 0.2), ("val", 0.2)])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import NeuroLMError
-from .base import DatasetReader, Event, Recording, Segment, read_raw, split_in_order
+from .base import DatasetReader, Event, Recording, Segment, read_raw
 
 _NAME = re.compile(r"^(Subject\d+)_([12])$", re.IGNORECASE)
 
@@ -16,11 +16,6 @@ class Workload(DatasetReader):
     """The last 60 s of each file in 4 s windows with a 2 s hop (29 windows); sorted subjects split 26 / 5 / rest."""
 
     name = "workload"
-    channels = tuple("FP1 FP2 F3 F4 F7 F8 T3 T4 C3 C4 T5 T6 P3 P4 O1 O2 FZ CZ PZ".split())
-    classes = ("rest", "arithmetic")
-    mains = 50.0
-    window_s = 4.0
-    stride_s = 2.0
     last_s = 60.0
 
     def find(self, root: Path) -> list[Recording]:
@@ -38,8 +33,3 @@ class Workload(DatasetReader):
         if duration < self.last_s:
             raise NeuroLMError(f"{rec.path}: {duration:.1f} s long, shorter than the {self.last_s:g} s used")
         yield Segment(raw, [Event(duration - self.last_s, duration, label)])
-
-    def assign_splits(self, recordings: Sequence[Recording], seed: int) -> dict[Path, str]:
-        subjects = sorted({r.subject for r in recordings})
-        by_subject = split_in_order(subjects, [("train", 26 / 36), ("val", 5 / 36), ("test", 5 / 36)])
-        return {r.path: by_subject[r.subject] for r in recordings}

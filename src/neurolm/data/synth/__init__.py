@@ -19,47 +19,36 @@ import numpy as np
 from tqdm import tqdm
 
 from ...errors import NeuroLMError
-from .datasets import (
-    hmc_recordings,
-    pretrain_recordings,
-    seed_labels,
-    seed_preprocessed,
-    seed_recordings,
-    tuab_recordings,
-    tuev_recordings,
-    tusl_recordings,
-    workload_recordings,
-)
-from .writers import Recording, Window, write_mat, write_recording
+from ..datasets import DATASETS
+from . import datasets
+from .datasets import seed_labels, seed_preprocessed
+from .writers import Recording, Window, require_writers, write_mat, write_recording
 
-ALL: tuple[str, ...] = ("tuab", "tuev", "seed", "hmc", "workload", "tusl", "pretrain")
+ALL: tuple[str, ...] = tuple(DATASETS)
 """Dataset names, in the CLI's order."""
 
-DEFAULT_SUBJECTS: dict[str, int] = {
-    "tuab": 28,
-    "tuev": 20,
-    "seed": 5,
-    "hmc": 13,
-    "workload": 14,
-    "tusl": 22,
-    "pretrain": 10,
-}
-"""Subjects (recordings for pretraining) per dataset at the default size: every split of every dataset non-empty
-and ~40 test windows per class where the split rule allows, while synth + prepare of everything stays under a minute
-on two cores. ``--subjects N`` replaces all of them (each dataset raises it to its own minimum for non-empty splits)."""
+DEFAULT_SUBJECTS: dict[str, int] = {name: d.synth_subjects for name, d in DATASETS.items()}
+"""Subjects (recordings for pretraining) per dataset at the default size (:attr:`Dataset.synth_subjects
+<neurolm.data.datasets.Dataset.synth_subjects>`). ``--subjects N`` replaces all of them (each dataset raises it to its
+own minimum for non-empty splits)."""
 
 RECORDINGS: dict[str, Callable[[int, np.random.Generator], Iterator[Recording]]] = {
-    "tuab": tuab_recordings,
-    "tuev": tuev_recordings,
-    "seed": seed_recordings,
-    "hmc": hmc_recordings,
-    "workload": workload_recordings,
-    "tusl": tusl_recordings,
-    "pretrain": pretrain_recordings,
+    name: getattr(datasets, f"{name}_recordings") for name in DATASETS
 }
+"""Each dataset's generator: ``neurolm.data.synth.datasets.<name>_recordings``."""
 
 
-def _write_all(name: str, out_dir: Path, n_subjects: int, rng: np.random.Generator) -> Path:
+def write_dataset(name: str, out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
+    """One dataset's look-alike in ``out_dir``, in its native layout:
+
+    - tuab: TUH Abnormal look-alike (``edf/{train,eval}/{normal,abnormal}/01_tcp_ar/*.edf``).
+    - tuev: TUH Events look-alike (``edf/{train,eval}/<subj>/<subj>_000000NN.{edf,rec}``).
+    - tusl: TUH Slowing look-alike (``edf/<subj>/s001_2010/01_tcp_ar/*.{edf,tse_agg}``).
+    - hmc: HMC sleep look-alike (``SNxxx.edf`` + ``SNxxx_sleepscoring.{txt,edf}``).
+    - workload: PhysioNet EEGMAT look-alike (``SubjectNN_1.edf`` rest, ``SubjectNN_2.edf`` arithmetic).
+    - seed: SEED look-alike (``SEED_RAW_EEG/*.cnt`` + ``trial_times.json``, ``Preprocessed_EEG/*.mat``).
+    - pretrain: unlabelled recordings in EDF, BDF, FIF, EEGLAB and BrainVision formats.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for rec in tqdm(RECORDINGS[name](n_subjects, rng), desc=f"synth {name}", unit="file", disable=None, leave=False):
@@ -71,52 +60,6 @@ def _write_all(name: str, out_dir: Path, n_subjects: int, rng: np.random.Generat
     if name == "seed":
         write_mat(out_dir / "Preprocessed_EEG" / "label.mat", {"label": seed_labels()})
     return out_dir
-
-
-def write_tuab(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
-    """TUH Abnormal look-alike in ``out_dir`` (``edf/{train,eval}/{normal,abnormal}/01_tcp_ar/*.edf``)."""
-    return _write_all("tuab", out_dir, n_subjects, rng)
-
-
-def write_tuev(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
-    """TUH Events look-alike in ``out_dir`` (``edf/{train,eval}/<subj>/<subj>_000000NN.{edf,rec}``)."""
-    return _write_all("tuev", out_dir, n_subjects, rng)
-
-
-def write_tusl(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
-    """TUH Slowing look-alike in ``out_dir`` (``edf/<subj>/s001_2010/01_tcp_ar/*.{edf,tse_agg}``)."""
-    return _write_all("tusl", out_dir, n_subjects, rng)
-
-
-def write_hmc(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
-    """HMC sleep look-alike in ``out_dir`` (``SNxxx.edf`` + ``SNxxx_sleepscoring.{txt,edf}``)."""
-    return _write_all("hmc", out_dir, n_subjects, rng)
-
-
-def write_workload(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
-    """PhysioNet EEGMAT look-alike in ``out_dir`` (``SubjectNN_1.edf`` rest, ``SubjectNN_2.edf`` arithmetic)."""
-    return _write_all("workload", out_dir, n_subjects, rng)
-
-
-def write_seed(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
-    """SEED look-alike in ``out_dir`` (``SEED_RAW_EEG/*.cnt`` + ``trial_times.json``, ``Preprocessed_EEG/*.mat``)."""
-    return _write_all("seed", out_dir, n_subjects, rng)
-
-
-def write_pretrain(out_dir: str | Path, n_subjects: int, rng: np.random.Generator) -> Path:
-    """Unlabelled recordings in ``out_dir``, in EDF, BDF, FIF, EEGLAB and BrainVision formats."""
-    return _write_all("pretrain", out_dir, n_subjects, rng)
-
-
-WRITERS: dict[str, Callable[[str | Path, int, np.random.Generator], Path]] = {
-    "tuab": write_tuab,
-    "tuev": write_tuev,
-    "seed": write_seed,
-    "hmc": write_hmc,
-    "workload": write_workload,
-    "tusl": write_tusl,
-    "pretrain": write_pretrain,
-}
 
 
 def dataset_rng(name: str, seed: int) -> np.random.Generator:
@@ -141,10 +84,12 @@ def write_corpus(
     """
     if subjects is not None and subjects < 1:
         raise NeuroLMError(f"--subjects must be at least 1, got {subjects}")
+    names = parse_datasets(datasets)
+    require_writers()
     out = Path(out_dir)
     return {
-        name: WRITERS[name](out / name, subjects or DEFAULT_SUBJECTS[name], dataset_rng(name, seed))
-        for name in parse_datasets(datasets)
+        name: write_dataset(name, out / name, subjects or DEFAULT_SUBJECTS[name], dataset_rng(name, seed))
+        for name in names
     }
 
 
@@ -189,11 +134,5 @@ __all__ = [
     "iter_recordings",
     "run",
     "write_corpus",
-    "write_hmc",
-    "write_pretrain",
-    "write_seed",
-    "write_tuab",
-    "write_tuev",
-    "write_tusl",
-    "write_workload",
+    "write_dataset",
 ]

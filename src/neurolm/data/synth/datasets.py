@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..datasets import DATASETS, SEED_CHANNELS, TUH_CHANNELS, in_order_blocks
 from .signals import (
     Scalp,
     Subject,
@@ -32,7 +33,7 @@ from .signals import (
 from .writers import Recording, Window
 
 # --- montages ---------------------------------------------------------------------------------------------------
-TUH_EEG = "FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 A1 A2 FZ CZ PZ T1 T2".split()
+TUH_EEG = list(TUH_CHANNELS)
 TUH_LABELS = [f"EEG {c}-REF" for c in TUH_EEG] + ["EEG EKG1-REF", "PHOTIC-REF"]
 TCP_MONTAGE = [  # TUEV .rec channel index → bipolar pair of the TCP (temporal central parasagittal) montage
     ("FP1", "F7"), ("F7", "T3"), ("T3", "T5"), ("T5", "O1"), ("FP2", "F8"), ("F8", "T4"), ("T4", "T6"), ("T6", "O2"),
@@ -40,11 +41,10 @@ TCP_MONTAGE = [  # TUEV .rec channel index → bipolar pair of the TCP (temporal
     ("C3", "P3"), ("P3", "O1"), ("FP2", "F4"), ("F4", "C4"), ("C4", "P4"), ("P4", "O2"),
 ]  # fmt: skip
 HMC_LABELS = ["EEG F4-M1", "EEG C4-M1", "EEG O2-M1", "EEG C3-M2", "EMG chin", "EOG E1-M2", "EOG E2-M2", "ECG"]
-HMC_STAGES = ["W", "N1", "N2", "N3", "R"]
+HMC_STAGES = list(DATASETS["hmc"].classes)
 EEGMAT_EEG = "Fp1 Fp2 F3 F4 F7 F8 T3 T4 C3 C4 T5 T6 P3 P4 O1 O2 Fz Cz Pz".split()
 EEGMAT_LABELS = [f"EEG {c}" for c in EEGMAT_EEG] + ["EEG A2-A1", "ECG ECG"]
-SEED_EEG = """FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 T7 C5 C3 C1 CZ C2 C4 C6
-T8 TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 P7 P5 P3 P1 PZ P2 P4 P6 P8 PO7 PO5 PO3 POZ PO4 PO6 PO8 CB1 O1 OZ O2 CB2""".split()
+SEED_EEG = list(SEED_CHANNELS)
 # The raw sessions carry five more channels that readers drop: mastoids inside the cap order, EOG and ECG at the end.
 SEED_LABELS = SEED_EEG[:32] + ["M1"] + SEED_EEG[32:41] + ["M2"] + SEED_EEG[41:] + ["HEO", "VEO", "ECG"]
 SEED_FILMS = "H N S S N H S N H H N S N H S".split()
@@ -60,18 +60,13 @@ def tuh_ids(rng: np.random.Generator, n: int) -> list[str]:
     return sorted("aaa" + "".join(chr(97 + (int(c) // 26**k) % 26) for k in range(4, -1, -1)) for c in codes)
 
 
-def split_subjects(rng: np.random.Generator, ids: list[str], val_fraction: float = 0.2) -> dict[str, str]:
-    """Seeded train/val assignment by subject (at least one of each when there are two or more)."""
+def draw_val_subjects(rng: np.random.Generator, ids: list[str], val_fraction: float = 0.2) -> dict[str, str]:
+    """The train/val annotation of the TUH generators' windows (calibration only): the real split is ``prepare``'s
+    own seeded draw (:func:`neurolm.data.datasets.split_subjects`), which the files do not fix; drawn from the
+    generator's stream so the corpus stays what it was."""
     order = list(rng.permutation(len(ids)))
     n_val = min(max(1, round(val_fraction * len(ids))), len(ids) - 1) if len(ids) > 1 else 0
     return {ids[i]: ("val" if rank < n_val else "train") for rank, i in enumerate(order)}
-
-
-def ordered_split(n: int, fractions: tuple[float, float]) -> list[str]:
-    """Split ``n`` sorted recordings into consecutive train / val / test blocks (HMC and Workload rule)."""
-    n_train = min(max(1, round(fractions[0] * n)), n - 2)
-    n_val = min(max(1, round(fractions[1] * n)), n - n_train - 1)
-    return ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
 
 
 def session_start(rng: np.random.Generator, year: int, hour: tuple[int, int] = (8, 17)) -> dt.datetime:
@@ -126,7 +121,7 @@ def tuab_recordings(n_subjects: int, rng: np.random.Generator) -> Iterator[Recor
     for sid in ids:
         classes[sid] = seen[sets[sid]] % 2
         seen[sets[sid]] += 1
-    train_split = split_subjects(rng, [s for s in ids if sets[s] == "train"])
+    train_split = draw_val_subjects(rng, [s for s in ids if sets[s] == "train"])
     for sid in ids:
         srng = np.random.default_rng(rng.integers(2**63))
         abnormal = classes[sid]
@@ -219,7 +214,7 @@ def tuev_recordings(n_subjects: int, rng: np.random.Generator) -> Iterator[Recor
     ids = tuh_ids(rng, n_subjects)
     n_eval = max(1, round(n_subjects / 2))
     sets = {sid: ("eval" if rank < n_eval else "train") for rank, sid in enumerate(rng.permutation(ids))}
-    train_split = split_subjects(rng, [s for s in ids if sets[s] == "train"])
+    train_split = draw_val_subjects(rng, [s for s in ids if sets[s] == "train"])
     for sid in ids:
         srng = np.random.default_rng(rng.integers(2**63))
         subject = Subject.draw(srng)
@@ -258,7 +253,7 @@ def tuev_recordings(n_subjects: int, rng: np.random.Generator) -> Iterator[Recor
 
 
 # --- TUSL ---------------------------------------------------------------------------------------------------------
-TUSL_LABELS = ["bckg", "seiz", "slow"]
+TUSL_LABELS = list(DATASETS["tusl"].classes)
 _TUSL_NEXT = np.array([[0.50, 0.20, 0.30], [0.30, 0.55, 0.15], [0.30, 0.10, 0.60]])  # Markov chain over segments
 
 
@@ -266,9 +261,7 @@ def tusl_recordings(n_subjects: int, rng: np.random.Generator) -> Iterator[Recor
     """TUH Slowing: consecutive 10 s segments of background, seizure (rhythmic, evolving) or slowing."""
     n_subjects = max(n_subjects, 5)
     ids = tuh_ids(rng, n_subjects)
-    n_train, n_test = round(0.6 * n_subjects), max(1, round(0.2 * n_subjects))
-    splits = ["train"] * n_train + ["test"] * n_test + ["val"] * (n_subjects - n_train - n_test)
-    for sid, split in zip(ids, splits):
+    for sid, split in zip(ids, in_order_blocks(n_subjects, DATASETS["tusl"].split.blocks)):
         srng = np.random.default_rng(rng.integers(2**63))
         subject = Subject.draw(srng)
         sfreq = _tuh_rate(srng)
@@ -345,7 +338,7 @@ def hypnogram(rng: np.random.Generator, n_epochs: int) -> list[str]:
 def hmc_recordings(n_subjects: int, rng: np.random.Generator) -> Iterator[Recording]:
     """HMC sleep: 30 s epochs scored W/N1/N2/N3/R; every third night's scoring is an EDF+ annotation file."""
     n_subjects = max(n_subjects, 6)
-    splits = ordered_split(n_subjects, (100 / 151, 25 / 151))
+    splits = in_order_blocks(n_subjects, DATASETS["hmc"].split.blocks)
     sfreq, epoch = 256.0, 30
     for k in range(n_subjects):
         srng = np.random.default_rng(rng.integers(2**63))
@@ -442,7 +435,7 @@ def _place(target: np.ndarray, wave: np.ndarray, t: float, fs: float, amp: float
 def workload_recordings(n_subjects: int, rng: np.random.Generator) -> Iterator[Recording]:
     """EEG during mental arithmetic: frontal-midline theta up and posterior alpha down versus rest."""
     n_subjects = max(n_subjects, 6)
-    splits = ordered_split(n_subjects, (26 / 36, 5 / 36))
+    splits = in_order_blocks(n_subjects, DATASETS["workload"].split.blocks)
     sfreq = 500.0
     for k in range(n_subjects):
         srng = np.random.default_rng(rng.integers(2**63))

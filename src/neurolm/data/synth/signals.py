@@ -23,15 +23,7 @@ import scipy.fft
 from scipy.signal import lfilter
 
 from ..channels import normalize_name
-
-BANDS: dict[str, tuple[float, float]] = {
-    "delta": (0.5, 4.0),
-    "theta": (4.0, 8.0),
-    "alpha": (8.0, 13.0),
-    "beta": (13.0, 30.0),
-    "gamma": (30.0, 45.0),
-}
-"""Frequency bands (Hz) of the band-power features the difficulty calibration uses."""
+from ..preprocess import BANDS
 
 # ---------------------------------------------------------------------------------------------------------------
 # Scalp geometry. Azimuthal projection with Cz at the origin, nose at +y, left at -x; the 10 % ring through

@@ -1,13 +1,15 @@
 """File formats of the synthetic corpus: one :class:`Recording` → the file its extension names.
 
 EDF/BDF go through edfio (as the real corpora's EDF files would be read by MNE or edfio), CNT through
-:mod:`neurolm.data.cnt`, FIF/EEGLAB/BrainVision through MNE's own writers. Side-car text files (``.rec``,
-``.tse_agg``, sleep scoring) are plain strings written next to the recording.
+:mod:`neurolm.data.synth.cnt`, FIF/EEGLAB/BrainVision through MNE's own writers. Side-car text files (``.rec``,
+``.tse_agg``, sleep scoring) are plain strings written next to the recording. edfio, eeglabio and pybv are the
+``synth`` extra (``pip install 'neurolm[synth]'``, part of ``dev``): nothing but these writers needs them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import io
 import math
 import warnings
@@ -17,7 +19,24 @@ from pathlib import Path
 import numpy as np
 from scipy.io import savemat
 
-from ..cnt import write_cnt
+from ...errors import NeuroLMError
+from .cnt import write_cnt
+
+WRITER_PACKAGES = ("edfio", "eeglabio", "pybv")
+"""The ``synth`` extra: EDF/BDF, EEGLAB and BrainVision writers."""
+
+
+def require_writers() -> None:
+    """Fail before anything is written when a writer package is missing, saying how to install it."""
+    missing = []
+    for name in WRITER_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise NeuroLMError(f"writing the synthetic corpus needs {', '.join(missing)}, which a plain install leaves "
+                           "out: pip install 'neurolm[synth]'")
 
 
 @dataclass

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .signals import scalp_xy
+
 SETUP_BYTES = 900
 ELECTLOC_BYTES = 75
 _INT16_MAX = 32767
@@ -31,11 +33,9 @@ def _screen_xy(name: str) -> tuple[float, float]:
     """A head-diagram position for a channel (the reader fits EEG positions to a sphere, so they must not all be zero).
 
     The real files carry the acquisition software's screen coordinates (y grows downwards); any layout with distinct
-    points is accepted, so the 10-10 geometry of :func:`neurolm.data.synth.signals.scalp_xy` is used, and non-scalp
+    points is accepted, so the 10-10 geometry of :func:`~neurolm.data.synth.signals.scalp_xy` is used, and non-scalp
     channels (EOG, ECG) are put outside the head.
     """
-    from .synth.signals import scalp_xy  # local import: the synth package imports this module
-
     xy = scalp_xy(name)
     if xy is None:
         xy = (1.3, 1.3)

@@ -1,0 +1,95 @@
+"""The tokenizer's sizes and switches (:class:`TokenizerConfig`) and its presets.
+
+Its own module because the encoder side (:mod:`neurolm.tokenizer.encoder`, all that NeuroLM keeps) and the whole
+tokenizer (:mod:`neurolm.tokenizer.model`) are both built from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ..data.channels import PAD_INDEX
+from ..errors import NeuroLMError
+
+
+@dataclass
+class TokenizerConfig:
+    """Sizes and switches of the neural tokenizer; saved as ``config.json`` beside every checkpoint."""
+
+    n_layer: int = 12
+    """Encoder transformer blocks."""
+    n_head: int = 12
+    """Attention heads of the encoder and of both decoders."""
+    n_embd: int = 768
+    """Width of the encoder and the decoders (REF uses one width for all three)."""
+    decoder_layers: int = 4
+    """Blocks of each decoder (frequency and temporal)."""
+    codebook_size: int = 8192
+    """Number of neural tokens (codes)."""
+    code_dim: int = 128
+    """Dimension of the unit-norm code vectors."""
+    max_channels: int = 256
+    """Rows of the channel embedding (indexed by the channel vocabulary, padding index included)."""
+    max_time: int = 64
+    """Rows of the time embedding: the longest window in seconds."""
+    text_vocab: int = 50257
+    """Rows of the frozen text-embedding table used for alignment (GPT-2: 50257)."""
+    dropout: float = 0.0
+    """Dropout after the embeddings, in attention and after each residual branch."""
+    norm_over_padding: bool = False
+    """GroupNorm statistics over all tokens incl. padding (REF, to reproduce its outputs) instead of real tokens."""
+    ema_decay: float = 0.99
+    """Decay of the codebook EMA and of the usage EMA."""
+    kmeans_iters: int = 10
+    """Spherical k-means iterations that initialise the codebook on the first training batch."""
+    dead_code_threshold: float = 0.01
+    """Re-seed codes whose EMA usage falls below this fraction of the mean code's usage; 0 disables (REF)."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "decoder_layers", "codebook_size", "code_dim", "max_channels",
+                     "max_time", "text_vocab", "kmeans_iters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise NeuroLMError(f"tokenizer config: {name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise NeuroLMError(f"tokenizer config: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.max_channels <= PAD_INDEX:
+            raise NeuroLMError(f"tokenizer config: max_channels={self.max_channels} must exceed the pad index "
+                               f"{PAD_INDEX}")
+        if not isinstance(self.norm_over_padding, bool):
+            raise NeuroLMError(f"tokenizer config: norm_over_padding must be true/false, got "
+                               f"{self.norm_over_padding!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise NeuroLMError(f"tokenizer config: dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise NeuroLMError(f"tokenizer config: ema_decay must be in (0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.dead_code_threshold < 1.0:
+            raise NeuroLMError(f"tokenizer config: dead_code_threshold must be in [0, 1), got "
+                               f"{self.dead_code_threshold}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TokenizerConfig:
+        """``base`` = the paper's tokenizer; ``tiny`` = a CPU-sized one for tests and the demo."""
+        if name not in PRESETS:
+            raise NeuroLMError(f"unknown tokenizer preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return replace(cls(**PRESETS[name]), **overrides)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TokenizerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise NeuroLMError(f"tokenizer config: unknown field(s) {', '.join(unknown)}")
+        return cls(**values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "base": {},
+    # A tiny run lasts a few hundred steps at lr 1e-3, so the encoder's outputs move far within REF's ~100-step EMA
+    # horizon (decay 0.99) and a 1%-of-mean dead-code threshold would re-seed a code only after ~460 idle steps:
+    # the codebook lagged behind and collapsed to a handful of codes (≈3% used, perplexity ≈7 after 300 steps).
+    # A 10-step EMA and re-seeding after ~22 idle steps (0.9^22 ≈ 0.1) let it follow.
+    "tiny": dict(n_layer=2, n_head=4, n_embd=64, decoder_layers=1, codebook_size=512, code_dim=32, ema_decay=0.9,
+                 dead_code_threshold=0.1),
+}
