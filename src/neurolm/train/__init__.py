@@ -24,21 +24,19 @@ checkpoints in ``out_dir/training_state/`` with the task's artifacts also publis
 resume (``resume=True``), and on SIGINT/SIGTERM: finish the step, checkpoint, raise KeyboardInterrupt.
 """
 
-from .checkpoint import STATE_DIR, read_meta
+from .args import StageArgs
+from .checkpoint import STATE_DIR, read_meta, resumable
+from .config import TrainConfig, TrainTask
 from .distributed import StepSampler, evenly_spaced, is_main_process, step_generator
-from .loop import (
-    RunOptions,
-    TrainConfig,
-    TrainTask,
-    configure_optimizer,
-    lr_at,
-    peak_flops,
-    train,
-)
+from .loop import train
+from .optim import configure_optimizer, lr_at, peak_flops
+from .stage import Stage, StageResult, run_stage
 
 __all__ = [
-    "RunOptions",
     "STATE_DIR",
+    "Stage",
+    "StageArgs",
+    "StageResult",
     "StepSampler",
     "TrainConfig",
     "TrainTask",
@@ -48,6 +46,8 @@ __all__ = [
     "lr_at",
     "peak_flops",
     "read_meta",
+    "resumable",
+    "run_stage",
     "step_generator",
     "train",
 ]
