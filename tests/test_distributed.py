@@ -10,7 +10,7 @@ training losses, which the loop averages over ranks):
   corpus: every stage draws ``text_batch // world`` crops per rank from a rank-seeded generator, so with real text
   the two runs would train on other crops (see :mod:`ddp_stages`);
 - ``tokenizer_ema``: the tokenizer stage with its codebook marked initialised and dead-code re-seeding off. The real
-  ``fit_tokenizer`` initialises the codebook by k-means over rank 0's tokens and re-seeds dead codes with rank 0's
+  ``train_tokenizer`` initialises the codebook by k-means over rank 0's tokens and re-seeds dead codes with rank 0's
   tokens, which cannot equal k-means over the whole batch in one process; the EMA update that remains is all-reduced
   and must match.
 """

@@ -27,7 +27,7 @@ from neurolm.lm.pretrain import (
     unigram_loss,
 )
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
-from neurolm.tokenizer.train import fit_tokenizer
+from neurolm.tokenizer.train import train_tokenizer
 from neurolm.train import evenly_spaced, read_meta
 
 CODES = 16  # a small codebook: k-means on one batch gives codes that every test window uses
@@ -157,8 +157,8 @@ def test_pretraining_beats_the_unigram_baseline(store, tmp_path):
 
     "Clearly below" = at least 2 % below the unigram cross-entropy on held-out windows. On the demo corpus the gap
     after 300 steps is 0.196 nats/token (3.3 %) with a standard error of 0.013 over the 256 validation windows."""
-    fit_tokenizer([store], tmp_path / "tok", steps=60, batch_size=16, progress=False, device="cpu")
-    _, report = pretrain(tmp_path / "tok", [store], tmp_path / "lm", steps=300, progress=False, device="cpu")
+    train_tokenizer([store], tmp_path / "tok", steps=60, batch_size=16, progress=False, device="cpu")
+    report = pretrain(tmp_path / "tok", [store], tmp_path / "lm", steps=300, progress=False, device="cpu").report
     val = report["val"]
     assert val["eeg_loss"] <= 0.98 * val["unigram_loss"], val
 
