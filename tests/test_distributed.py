@@ -49,7 +49,15 @@ def work(tmp_path_factory) -> Path:
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
+    (work / "torchrun.out").write_text(done.stdout)
     return work
+
+
+def test_stage_lines_print_on_rank_zero_only(work):
+    """Each stage names its text sources once per job, not once per rank (the loop's bar is rank 0's already)."""
+    out = (work / "torchrun.out").read_text()
+    assert out.count("text embeddings: random") == 1 and out.count("text: the shipped demo corpus") == 1, out
+    assert out.count("text: token file") == 2, out  # pretraining and instruction tuning
 
 
 def train_losses(out: Path) -> list[float]:

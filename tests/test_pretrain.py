@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,22 @@ def test_resume_after_interruption_gives_identical_weights(run, store, tokenizer
     pretrain(tokenizer_dir, [store], tmp_path, resume=True, **common)
     whole, resumed = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "model.safetensors"))
     assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_resume_with_another_stage_option_names_it(run, tmp_path, capsys):
+    """``--text``, ``--init-gpt2``, ``--no-spectral-input``… define the run: resuming with another value is an error
+    naming each (also once the run has finished), unless ``--allow-changes``."""
+    out, args = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    args = [copy if a == str(out) else a for a in args]
+    corpus = tmp_path / "other.txt"
+    corpus.write_text("another corpus, long enough for a crop or two. " * 200)
+    assert main([*map(str, args), "--resume", "--text", str(corpus), "--no-spectral-input"]) == 2
+    err = capsys.readouterr().err
+    assert "--text None → " in err and "--spectral-input True → False" in err and "--allow-changes" in err
+    assert main([*map(str, args), "--resume", "--steps", "5", "--text", str(corpus), "--allow-changes"]) == 0
+    assert read_meta(copy)["step"] == 5 and read_meta(copy)["options"]["text"] == str(corpus.resolve())
 
 
 def test_encoder_runs_once_per_step(tokenizer_dir, store):
