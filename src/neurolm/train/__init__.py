@@ -22,6 +22,12 @@ accumulation, clipping, bf16 autocast per ``precision``, DDP under ``torchrun`` 
 ``out_dir/log.jsonl`` + ``log.csv`` (rows with ``split`` = ``train`` or ``val``), a tqdm bar, atomic checksummed
 checkpoints in ``out_dir/training_state/`` with the task's artifacts also published to ``out_dir``, bit-identical
 resume (``resume=True``), and on SIGINT/SIGTERM: finish the step, checkpoint, raise KeyboardInterrupt.
+
+A training *command* is a :class:`Stage` (:mod:`neurolm.train.stage`) with an argument dataclass on
+:class:`StageArgs` (:mod:`neurolm.train.args`: its fields are the command's flags and the API function's keyword
+arguments); :func:`run_stage` builds the ``TrainConfig`` and the task, trains, writes the report and returns a
+:class:`StageResult`. Layout: ``config`` (settings, task contract), ``optim`` (AdamW, schedule, peak FLOP/s),
+``log`` (``log.jsonl``/``log.csv``), ``checkpoint``, ``distributed``, ``loop``, ``args``, ``stage``.
 """
 
 from .args import StageArgs
