@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -50,7 +51,7 @@ class StageResult:
     """The content of ``out_dir/report.json``."""
 
 
-class Stage:
+class Stage(ABC):
     """What a training stage provides to :func:`run_stage`; the class attributes are its recipe."""
 
     command: ClassVar[str]
@@ -64,28 +65,31 @@ class Stage:
     """Validations per run by default (``eval_every = steps // evaluations``)."""
     group_by_length: ClassVar[bool] = True
 
+    @abstractmethod
     def preset(self, args: StageArgs) -> Preset:
-        raise NotImplementedError
+        """The row of the preset table that ``args`` select."""
 
+    @abstractmethod
     def task(self, args: StageArgs, cfg: TrainConfig, preset: Preset) -> tuple[TrainTask, dict[str, str]]:
         """The task (with a ``trained`` attribute: the module of its last save, or None) and notes for the log and
         the report (e.g. ``{"text": "text: the shipped demo corpus"}``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load(self, out_dir: Path) -> nn.Module:
         """The published model of a run that had finished already (nothing was trained in this call)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def report(self, args: StageArgs, task: Any, preset: Preset, summary: dict, model: nn.Module,
                rows: list[dict], notes: dict[str, str]) -> dict[str, Any]:
-        raise NotImplementedError
+        """``report.json`` (computed on every rank, written by rank 0); ``rows``: the run's ``log.jsonl``."""
 
+    @abstractmethod
     def plot(self, task: Any, model: nn.Module, rows: list[dict], out_dir: Path) -> None:
-        raise NotImplementedError
+        """The stage's PNGs in ``out_dir`` (rank 0)."""
 
+    @abstractmethod
     def describe(self, result: StageResult) -> str:
         """The command's last line."""
-        raise NotImplementedError
 
     # the CLI, generated from ``args``
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
