@@ -32,7 +32,7 @@ from neurolm.lm.pretrain import PretrainTask, pretrain
 from neurolm.text import TextCorpus
 from neurolm.tokenizer import train as tokenizer_stage
 from neurolm.tokenizer.model import TokenizerConfig
-from neurolm.tokenizer.train import TokenizerTask, fit_tokenizer, text_table
+from neurolm.tokenizer.train import TokenizerTask, text_table, train_tokenizer
 from neurolm.train import TrainConfig, train
 
 STEPS = 3
@@ -73,7 +73,7 @@ SMALL_INSTRUCT = {"write_plot": _no_plot, "VAL_PER_TASK": 8}
 
 def tokenizer(work: Path, out: Path) -> None:
     with mock.patch.multiple(tokenizer_stage, **SMALL_TOKENIZER):
-        fit_tokenizer([work / "store"], out, steps=STEPS, batch_size=8, progress=False, device="cpu")
+        train_tokenizer([work / "store"], out, steps=STEPS, batch_size=8, progress=False, device="cpu")
 
 
 def tokenizer_ema(work: Path, out: Path) -> None:

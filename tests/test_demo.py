@@ -9,10 +9,14 @@ import math
 from html.parser import HTMLParser
 
 import pytest
+from conftest import interrupt_at
 from PIL import Image
 
 from neurolm.cli import main
 from neurolm.data.datasets import TASK_NAMES
+from neurolm.demo import QUICK
+from neurolm.lm.pretrain import PretrainTask
+from neurolm.train import read_meta
 
 TASKS = TASK_NAMES
 
@@ -27,11 +31,27 @@ class _Images(HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
+QUICK_PRETRAIN_STEPS = QUICK.pretrain_steps
+
+
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
+    """A quick demo stopped by Ctrl-C inside pretraining, then run again: it continues that stage's checkpoint."""
     out = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as mp:
+        interrupt_at(mp, PretrainTask, step=4)
+        assert main(["demo", "--quick", "--out", str(out)]) == 130
+    assert read_meta(out / "pretrain")["step"] == 5 and not (out / "pretrain" / "report.json").exists()
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     return out
+
+
+def test_a_training_stage_interrupted_inside_continues(demo_dir):
+    assert read_meta(demo_dir / "pretrain")["step"] == QUICK_PRETRAIN_STEPS
+    rows = [json.loads(line) for line in (demo_dir / "pretrain" / "log.jsonl").read_text().splitlines()]
+    # every step logged exactly once: the rerun resumed after step 5 instead of starting over or failing
+    assert [r["step"] for r in rows if r["split"] == "train"] == list(range(1, QUICK_PRETRAIN_STEPS + 1))
+    assert json.loads((demo_dir / "pretrain" / "report.json").read_text())["steps"] == QUICK_PRETRAIN_STEPS
 
 
 def test_quick_demo_reports_every_task(demo_dir, capsys):
@@ -67,3 +87,10 @@ def test_rerun_continues_from_finished_stages(demo_dir, capsys):
     assert main(["demo", "--quick", "--out", str(demo_dir)]) == 0
     assert (demo_dir / "instruct" / "model.safetensors").stat().st_mtime_ns == before
     assert "tuab" in capsys.readouterr().out
+
+
+def test_api_demo_takes_a_string_path(demo_dir):
+    from neurolm import api
+
+    summary = api.demo(str(demo_dir), quick=True)  # every stage is finished: this only rebuilds the report
+    assert summary == json.loads((demo_dir / "metrics.json").read_text()) and set(summary) == set(TASKS)

@@ -10,7 +10,7 @@ training losses, which the loop averages over ranks):
   corpus: every stage draws ``text_batch // world`` crops per rank from a rank-seeded generator, so with real text
   the two runs would train on other crops (see :mod:`ddp_stages`);
 - ``tokenizer_ema``: the tokenizer stage with its codebook marked initialised and dead-code re-seeding off. The real
-  ``fit_tokenizer`` initialises the codebook by k-means over rank 0's tokens and re-seeds dead codes with rank 0's
+  ``train_tokenizer`` initialises the codebook by k-means over rank 0's tokens and re-seeds dead codes with rank 0's
   tokens, which cannot equal k-means over the whole batch in one process; the EMA update that remains is all-reduced
   and must match.
 """
@@ -49,7 +49,15 @@ def work(tmp_path_factory) -> Path:
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
+    (work / "torchrun.out").write_text(done.stdout)
     return work
+
+
+def test_stage_lines_print_on_rank_zero_only(work):
+    """Each stage names its text sources once per job, not once per rank (the loop's bar is rank 0's already)."""
+    out = (work / "torchrun.out").read_text()
+    assert out.count("text embeddings: random") == 1 and out.count("text: the shipped demo corpus") == 1, out
+    assert out.count("text: token file") == 2, out  # pretraining and instruction tuning
 
 
 def train_losses(out: Path) -> list[float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,6 +182,12 @@ def test_instruct_interrupted_in_process_resumes_bit_identically(lm_dir, task_st
     instruct(lm_dir, [task_store], tmp_path, resume=True, **COMMON)
     _same_weights(uninterrupted, tmp_path)
     assert _train_rows(tmp_path) == _train_rows(uninterrupted)  # each step logged once, with the same loss
+
+
+def test_instruct_resume_with_changed_balance_tasks_is_an_error(lm_dir, task_store, uninterrupted, tmp_path):
+    shutil.copytree(uninterrupted, tmp_path / "run")
+    with pytest.raises(NeuroLMError, match="--balance-tasks True → False"):
+        instruct(lm_dir, [task_store], tmp_path / "run", resume=True, balance_tasks=False, **COMMON)
 
 
 def test_instruct_cli_sigterm_then_resume_equals_uninterrupted(lm_dir, task_store, uninterrupted, tmp_path):

@@ -27,10 +27,10 @@ def test_one_task_beats_chance_by_0_2_in_ci(tmp_path, one_thread, monkeypatch):
     write_corpus(tmp_path / "raw", ["tuab"], seed=0)
     store = tmp_path / "tuab"
     prepare_dataset("tuab", tmp_path / "raw" / "tuab", store, progress=False)
-    train_tokenizer([store], tmp_path / "tok", preset="tiny", steps=80, progress=False, device="cpu")
+    train_tokenizer([store], tmp_path / "tok", size="tiny", steps=80, progress=False, device="cpu")
     pretrain(tmp_path / "tok", [store], tmp_path / "lm", steps=10, eval_every=10, progress=False, device="cpu")
     report = instruct(tmp_path / "lm", [store], tmp_path / "inst", steps=60, batch_size=16, progress=False,
-                      device="cpu")
+                      device="cpu").report
     assert report["val"]["ba_tuab"] >= 0.7, report["val"]
 
 
@@ -44,7 +44,7 @@ def test_six_tasks_beat_chance_by_0_2_with_one_model(tmp_path):
     for name in ALL:
         prepare_dataset(name, tmp_path / "raw" / name, tmp_path / name, progress=False)
     stores = [tmp_path / d for d in ALL]
-    train_tokenizer(stores, tmp_path / "tok", preset="tiny", steps=FULL.tokenizer_steps, progress=False)
+    train_tokenizer(stores, tmp_path / "tok", size="tiny", steps=FULL.tokenizer_steps, progress=False)
     pretrain(tmp_path / "tok", stores, tmp_path / "lm", steps=FULL.pretrain_steps, progress=False)
     instruct(tmp_path / "lm", [tmp_path / t for t in TASK_NAMES], tmp_path / "inst", steps=FULL.instruct_steps,
              balance_tasks=FULL.balance_tasks, progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from neurolm.lm.pretrain import (
     unigram_loss,
 )
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
-from neurolm.tokenizer.train import fit_tokenizer
+from neurolm.tokenizer.train import train_tokenizer
 from neurolm.train import evenly_spaced, read_meta
 
 CODES = 16  # a small codebook: k-means on one batch gives codes that every test window uses
@@ -132,6 +133,22 @@ def test_resume_after_interruption_gives_identical_weights(run, store, tokenizer
     assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_resume_with_another_stage_option_names_it(run, tmp_path, capsys):
+    """``--text``, ``--init-gpt2``, ``--no-spectral-input``… define the run: resuming with another value is an error
+    naming each (also once the run has finished), unless ``--allow-changes``."""
+    out, args = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    args = [copy if a == str(out) else a for a in args]
+    corpus = tmp_path / "other.txt"
+    corpus.write_text("another corpus, long enough for a crop or two. " * 200)
+    assert main([*map(str, args), "--resume", "--text", str(corpus), "--no-spectral-input"]) == 2
+    err = capsys.readouterr().err
+    assert "--text None → " in err and "--spectral-input True → False" in err and "--allow-changes" in err
+    assert main([*map(str, args), "--resume", "--steps", "5", "--text", str(corpus), "--allow-changes"]) == 0
+    assert read_meta(copy)["step"] == 5 and read_meta(copy)["options"]["text"] == str(corpus.resolve())
+
+
 def test_encoder_runs_once_per_step(tokenizer_dir, store):
     lm = NeuroLM.from_tokenizer(NeuralTokenizer.from_pretrained(tokenizer_dir), "tiny")
     calls = []
@@ -157,8 +174,8 @@ def test_pretraining_beats_the_unigram_baseline(store, tmp_path):
 
     "Clearly below" = at least 2 % below the unigram cross-entropy on held-out windows. On the demo corpus the gap
     after 300 steps is 0.196 nats/token (3.3 %) with a standard error of 0.013 over the 256 validation windows."""
-    fit_tokenizer([store], tmp_path / "tok", steps=60, batch_size=16, progress=False, device="cpu")
-    _, report = pretrain(tmp_path / "tok", [store], tmp_path / "lm", steps=300, progress=False, device="cpu")
+    train_tokenizer([store], tmp_path / "tok", steps=60, batch_size=16, progress=False, device="cpu")
+    report = pretrain(tmp_path / "tok", [store], tmp_path / "lm", steps=300, progress=False, device="cpu").report
     val = report["val"]
     assert val["eeg_loss"] <= 0.98 * val["unigram_loss"], val
 

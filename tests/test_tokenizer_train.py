@@ -20,7 +20,7 @@ from neurolm.data.store import WindowStore
 from neurolm.data.synth import write_corpus
 from neurolm.errors import NeuroLMError
 from neurolm.tokenizer import NeuralTokenizer
-from neurolm.tokenizer.train import fit_tokenizer, text_table
+from neurolm.tokenizer.train import text_table, train_tokenizer
 from neurolm.train import STATE_DIR, read_meta
 
 STEPS = 60
@@ -37,8 +37,8 @@ def store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("tok_out")
-    model, report = fit_tokenizer([store], out, steps=STEPS, batch_size=16, progress=False, device="cpu")
-    return out, model, report
+    result = train_tokenizer([store], out, steps=STEPS, batch_size=16, progress=False, device="cpu")
+    return out, result.model, result.report
 
 
 def test_training_learns_and_reports(trained):

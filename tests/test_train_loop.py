@@ -207,6 +207,28 @@ def test_resume_errors_and_finished_run(tmp_path):
     assert not task.built  # a finished run returns without building anything
 
 
+def test_resume_with_changed_stage_options_is_an_error_unless_allowed(tmp_path, capsys):
+    """Stage options saved with the checkpoint define the run: another value on resume names it and stops, also for
+    a finished run; ``allow_changes`` continues (and saves the new values); more steps are still allowed."""
+    cfg = make_cfg(steps=3)
+    options = {"text": "/corpora/a.txt", "balance_tasks": True}
+    train(RegressionTask(cfg), cfg, tmp_path, progress=False, options=options)
+    assert read_meta(tmp_path)["options"] == options
+    changed = {"text": "/corpora/b.txt", "balance_tasks": True}
+    more = replace(cfg, steps=5)
+    for resumed in (cfg, more):
+        with pytest.raises(NeuroLMError, match=r"--text '/corpora/a.txt' → '/corpora/b.txt'") as err:
+            train(RegressionTask(resumed), resumed, tmp_path, resume=True, progress=False, options=changed)
+        assert "balance" not in str(err.value) and "--allow-changes" in str(err.value)
+    assert read_meta(tmp_path)["step"] == 3  # nothing trained
+    train(RegressionTask(more), more, tmp_path, resume=True, progress=False, options=options)  # same options: fine
+    assert read_meta(tmp_path)["step"] == 5
+    longer = replace(cfg, steps=6)
+    train(RegressionTask(longer), longer, tmp_path, resume=True, progress=False, options=changed, allow_changes=True)
+    assert "changed stage options" in capsys.readouterr().err
+    assert read_meta(tmp_path)["options"] == changed and read_meta(tmp_path)["step"] == 6
+
+
 def test_corrupted_or_half_swapped_checkpoint(tmp_path, capsys):
     cfg = make_cfg(steps=3)
     train(RegressionTask(cfg), cfg, tmp_path, progress=False)

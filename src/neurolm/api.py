@@ -1,11 +1,16 @@
 """The Python API: one function per CLI command, same names and arguments, plus the two model classes.
 
+The training stages take the flags of their command as keyword arguments (``batch_size=`` for ``--batch-size``,
+see :class:`~neurolm.tokenizer.train.TokenizerArgs`, :class:`~neurolm.lm.pretrain.PretrainArgs` and
+:class:`~neurolm.instruct.train.InstructArgs`) and all return a :class:`~neurolm.train.StageResult`: ``out_dir``,
+the trained ``model`` and the ``report`` written as ``report.json``.
+
     from neurolm.api import NeuroLM, prepare, train_tokenizer, pretrain, instruct, evaluate
 
     prepare("hmc", "/data/hmc", "stores/hmc")
-    train_tokenizer(["stores/hmc"], "runs/tok", preset="tiny")
+    train_tokenizer(["stores/hmc"], "runs/tok", size="tiny")
     pretrain("runs/tok", ["stores/hmc"], "runs/lm", size="tiny")
-    instruct("runs/lm", ["stores/hmc"], "runs/inst")
+    result = instruct("runs/lm", ["stores/hmc"], "runs/inst", steps=400)   # result.report["val"]["ba_mean"]
     metrics = evaluate("runs/inst", ["stores/hmc"], "runs/eval")
     answers = NeuroLM.from_pretrained("runs/inst").ask("SN001.edf", task="hmc", every=30)
 
@@ -27,6 +32,7 @@ from .lm.pretrain import pretrain
 from .tokenizer.model import NeuralTokenizer
 from .tokenizer.tokenize import tokenize
 from .tokenizer.train import train_tokenizer
+from .train import StageResult
 
 
 
@@ -41,5 +47,6 @@ class NeuroLM(_NeuroLM):
         return ask(self, recording, task, **kwargs)
 
 
-__all__ = ["Answer", "NeuralTokenizer", "NeuroLM", "ask", "demo", "evaluate", "instruct", "prepare", "pretrain",
-           "synth", "tokenize", "train_tokenizer"]
+__all__ = ["Answer", "NeuralTokenizer", "NeuroLM", "StageResult", "ask", "demo", "evaluate", "instruct", "prepare",
+           "pretrain", "synth", "tokenize", "train_tokenizer"]
+

@@ -57,9 +57,10 @@ def _line(stage: str, t0: float, text: str) -> None:
     print(f"{stage:<10s}{time.time() - t0:7.1f} s  {text}", flush=True)
 
 
-def run_demo(out: Path, quick: bool = False) -> dict:
+def run_demo(out: str | Path, quick: bool = False) -> dict:
     """Run (or continue) every stage into ``out``; return ``metrics.json``'s content."""
     plan = QUICK if quick else FULL
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     raw, prep = out / "raw", out / "prep"
 
@@ -78,6 +79,7 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     from .instruct.train import instruct
     from .lm.pretrain import pretrain
     from .tokenizer.train import train_tokenizer
+    from .train import resumable  # a stage interrupted mid-training continues from its checkpoint
 
     stores = [prep / d for d in ALL]
     task_stores = [prep / d for d in TASK_NAMES]
@@ -85,7 +87,7 @@ def run_demo(out: Path, quick: bool = False) -> dict:
 
     t0 = time.time()
     report = _cached(tok_dir / "report.json", lambda: train_tokenizer(
-        stores, tok_dir, preset="tiny", steps=plan.tokenizer_steps, progress=False))
+        stores, tok_dir, size="tiny", steps=plan.tokenizer_steps, progress=False, resume=resumable(tok_dir)).report)
     v = report["val"]
     _line("tokenizer", t0, f"val loss_freq {v['loss_freq']:.3f}, loss_raw {v['loss_raw']:.3f}, "
                            f"codebook utilisation {v['utilisation']:.0%}")
@@ -93,14 +95,15 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     t0 = time.time()
     report = _cached(lm_dir / "report.json", lambda: pretrain(
         tok_dir, stores, lm_dir, size="tiny", steps=plan.pretrain_steps, progress=False,
-        eval_every=plan.pretrain_eval_every)[1])
+        eval_every=plan.pretrain_eval_every, resume=resumable(lm_dir)).report)
     v = report["val"]
     _line("pretrain", t0, f"val EEG loss {v['eeg_loss']:.3f} (unigram baseline {v['unigram_loss']:.3f}), "
                           f"train text loss {report['train_last']['text_loss']:.3f}")
 
     t0 = time.time()
     report = _cached(inst_dir / "report.json", lambda: instruct(
-        lm_dir, task_stores, inst_dir, steps=plan.instruct_steps, balance_tasks=plan.balance_tasks, progress=False))
+        lm_dir, task_stores, inst_dir, steps=plan.instruct_steps, balance_tasks=plan.balance_tasks, progress=False,
+        resume=resumable(inst_dir)).report)
     _line("instruct", t0, f"val balanced accuracy (mean over tasks) {report['val']['ba_mean']:.2f}")
 
     t0 = time.time()

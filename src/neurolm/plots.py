@@ -27,7 +27,7 @@ def save(fig: Figure, path: str | Path) -> Path:
 
 
 def plot_rows(ax: Any, rows: list[dict], key: str, **style: Any) -> None:
-    """``key`` against ``step`` over the log rows that have it (see :func:`neurolm.train.logs.read_rows`)."""
+    """``key`` against ``step`` over the log rows that have it (see :func:`neurolm.train.log.read_rows`)."""
     points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
     if points:
         ax.plot(*zip(*points), **style)

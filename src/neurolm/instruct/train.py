@@ -20,9 +20,7 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
-import argparse
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +41,15 @@ from ..lm.model import IGNORE, NeuroLM, NeuroLMConfig
 from ..text import TextCorpus, open_corpus
 from ..plots import figure, save
 from ..train import (
-    RunOptions,
+    Stage,
+    StageArgs,
+    StageResult,
     StepSampler,
     TrainConfig,
     evenly_spaced,
-    is_main_process,
+    run_stage,
     step_generator,
-    train,
 )
-from ..train.logs import read_rows
 from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, score_answers
 from .tasks import TASKS
 
@@ -193,7 +191,11 @@ def balanced_order(offsets: np.ndarray) -> np.ndarray:
 
 
 def _config(model_dir: Path) -> NeuroLMConfig:
-    return NeuroLMConfig.from_dict(read_config(model_dir, "NeuroLM model"))
+    values = read_config(model_dir, "NeuroLM model")
+    if "gpt" not in values and "codebook_size" in values:
+        raise NeuroLMError(f"{model_dir} is a neural tokenizer directory (neurolm train-tokenizer wrote it), not a "
+                           "NeuroLM: --model needs a pretrained model, the --out directory of neurolm pretrain")
+    return NeuroLMConfig.from_dict(values)
 
 
 def _flops_per_step(config: NeuroLMConfig, cfg: TrainConfig, text_batch: int, text_length: int) -> float:
@@ -210,49 +212,77 @@ def _flops_per_step(config: NeuroLMConfig, cfg: TrainConfig, text_batch: int, te
     return float(cfg.grad_accum * (cfg.batch_size * per_sample + text_batch * text_length * (backbone + head)))
 
 
-def instruct(model_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, steps: int | None = None,
-             batch_size: int | None = None, lr: float | None = None, seed: int = 0, text: str | Path | None = None,
-             text_weight: float | None = None, cache_mb: float = 1024.0, balance_tasks: bool = True,
-             reference_mask: bool = False, window_summary: bool = True, resume: bool = False, progress: bool = True, device: str = "auto",
-             options: RunOptions | None = None) -> dict:
-    """Instruction-tune the NeuroLM in ``model_dir`` on the task stores into ``out_dir``; returns the loop's summary
-    with the final validation balanced accuracies (also written to ``out_dir/report.json``). ``cache_mb``: memory
-    for the frozen encoder's outputs per training window (:class:`~neurolm.lm.model.EncoderCache`; 0 = off).
-    ``balance_tasks`` (default): every task as often as the largest (:func:`balanced_order`); False = REF's plain
-    concatenation, where a task's share of the steps is its share of the windows (TUEV got 8 % of the demo's).
-    ``reference_mask``: the reference's answer-loss mask (the `` (`` of TUSL's lettered answers untrained; :mod:`neurolm.instruct.data`).
-    ``window_summary`` (default): the model gets the window summary (:meth:`~neurolm.lm.model.NeuroLM.window_summary`)
-    before tuning, if it has none; False = the reference's answer path."""
-    if not stores:
-        raise NeuroLMError("instruct needs at least one --data store")
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    d = defaults_for(_config(model_dir))
-    steps = d.steps if steps is None else steps
-    peak = d.lr if lr is None else lr
-    cfg = TrainConfig(steps=steps, batch_size=d.batch_size if batch_size is None else batch_size, lr=peak,
-                      min_lr=peak * d.min_lr / d.lr, warmup_steps=steps // 10, weight_decay=0.1, betas=(0.9, 0.95),
-                      grad_clip=1.0, eval_every=max(1, steps // 4), log_every=max(1, steps // 100),
-                      ckpt_every=max(1, steps // 4), seed=seed, device=device,
-                      # lengths are tasks here: grouped batches would hold one task each (see README)
-                      **({"group_by_length": False} | (options or RunOptions()).config()))
-    corpus, source = open_corpus(text)
-    print(source)
-    task = InstructTask(model_dir, [WindowStore(s) for s in stores], cfg, corpus, d.text_batch, d.text_length,
-                        d.text_weight if text_weight is None else text_weight, cache_mb, balance_tasks,
-                        reference_mask, window_summary)
-    summary = train(task, cfg, out_dir, resume=resume, progress=progress)
-    report = {"base_model": str(model_dir), "steps": summary["step"], "balance_tasks": balance_tasks,
-              "reference_mask": reference_mask, "window_summary": window_summary,
-              "val": summary.get("val", {}), "train_last": summary.get("train", {})}
-    if is_main_process():
-        (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-        write_plot(out_dir)
-    return report
+@dataclass(kw_only=True)
+class InstructArgs(StageArgs):
+    """``neurolm instruct``'s arguments (and :func:`instruct`'s)."""
+
+    model: Path = field(metadata={"metavar": "DIR"})
+    """pretrained NeuroLM directory"""
+    text_weight: float | None = None
+    """weight of the text crops' language-model loss (default: the size's, 1.0)"""
+    cache_mb: float = field(default=1024.0, metadata={"compared": False})
+    """memory (MiB) for the frozen encoder's outputs of training windows, reused every epoch (0 = encode every
+    step)"""
+    balance_tasks: bool = True
+    """show every task as often as the largest one (default: on; --no-balance-tasks = the reference's plain
+    concatenation, where a task's share of the steps is its share of the windows)"""
+    reference_answer_mask: bool = False
+    """train the ' (' that opens a lettered answer only for TUEV and HMC, as the reference does (default: for
+    every lettered task)"""
+    window_summary: bool = True
+    """give the answer a learned linear map of the window's per-channel band power (default: on;
+    --no-window-summary = the reference's answer path: neurolm.lm.spectral.WindowSummary)"""
 
 
-def write_plot(out_dir: Path) -> None:
+class InstructStage(Stage):
+    command = "instruct"
+    args = InstructArgs
+    presets = DEFAULTS
+    weight_decay, betas, grad_clip, evaluations = 0.1, (0.9, 0.95), 1.0, 4
+    group_by_length = False  # lengths are tasks here: grouped batches would hold one task each (see README)
+
+    def preset(self, args: InstructArgs) -> StageDefaults:
+        return defaults_for(_config(args.model))
+
+    def task(self, args: InstructArgs, cfg: TrainConfig, preset: StageDefaults) -> tuple[InstructTask, dict]:
+        corpus, source = open_corpus(args.text)
+        task = InstructTask(args.model, [WindowStore(s) for s in args.data], cfg, corpus, preset.text_batch,
+                            preset.text_length, preset.text_weight if args.text_weight is None else args.text_weight,
+                            args.cache_mb, args.balance_tasks, args.reference_answer_mask, args.window_summary)
+        return task, {"text": source}
+
+    def load(self, out_dir: Path) -> NeuroLM:
+        return NeuroLM.from_pretrained(out_dir)
+
+    def report(self, args: InstructArgs, task: InstructTask, preset: StageDefaults, summary: dict, model: NeuroLM,
+               rows: list[dict], notes: dict[str, str]) -> dict:
+        return {"base_model": str(args.model), "steps": summary["step"], "balance_tasks": args.balance_tasks,
+                "reference_mask": args.reference_answer_mask, "window_summary": args.window_summary,
+                "val": summary.get("val", {}), "train_last": summary.get("train", {})}
+
+    def plot(self, task: InstructTask, model: NeuroLM, rows: list[dict], out_dir: Path) -> None:
+        write_plot(rows, out_dir)
+
+    def describe(self, result: StageResult) -> str:
+        val = result.report["val"]
+        per_task = ", ".join(f"{k[3:]} {v:.2f}" for k, v in val.items() if k.startswith("ba_") and k != "ba_mean")
+        return (f"instruction-tuned for {result.report['steps']} steps → {result.out_dir}: val balanced accuracy "
+                f"{per_task}")
+
+
+STAGE = InstructStage()
+add_arguments, run = STAGE.add_arguments, STAGE.run
+
+
+def instruct(model: str | Path, data: list[str | Path], out: str | Path, **kwargs: Any) -> StageResult:
+    """Instruction-tune the NeuroLM in ``model`` on the task stores ``data`` into ``out``; keyword arguments as
+    :class:`InstructArgs` (the flags of ``neurolm instruct``). The result's ``report`` (also ``out/report.json``)
+    holds the final validation balanced accuracies."""
+    return run_stage(STAGE, InstructArgs(model=model, data=data, out=out, **kwargs))
+
+
+def write_plot(rows: list[dict], out_dir: Path) -> None:
     """``loss_curves.png``: answer and text losses over steps, and the validation balanced accuracy per task."""
-    rows = read_rows(out_dir / "log.jsonl")
     train_rows = [r for r in rows if r["split"] == "train"]
     val_rows = [r for r in rows if r["split"] == "val"]
     fig, (left, right) = figure((11, 4), 1, 2)
@@ -266,42 +296,3 @@ def write_plot(out_dir: Path) -> None:
     right.set(title="validation balanced accuracy (scored answers)", xlabel="step", ylim=(0, 1))
     right.legend(fontsize=8)
     save(fig, out_dir / "loss_curves.png")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, required=True, metavar="DIR", help="pretrained NeuroLM directory")
-    p.add_argument("--data", nargs="+", required=True, metavar="STORE", help="prepared task stores")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (resumable)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tiny 400, others 10000)")
-    p.add_argument("--batch-size", type=int, default=None, help="windows per step (default: tiny 32, others 64)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: tiny 6e-3, others 5e-4)")
-    p.add_argument("--cache-mb", type=float, default=1024.0,
-                   help="memory (MiB) for the frozen encoder's outputs of training windows, reused every epoch "
-                        "(default 1024; 0 = encode every step)")
-    p.add_argument("--text", type=Path, default=None, metavar="CORPUS",
-                   help="plain-text corpus: a .txt file or a flat uint16 token file (default: the embedded corpus)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    p.add_argument("--balance-tasks", action=argparse.BooleanOptionalAction, default=True,
-                   help="show every task as often as the largest one (default: on; --no-balance-tasks = the "
-                        "reference's plain concatenation)")
-    p.add_argument("--reference-answer-mask", action="store_true",
-                   help="train the ' (' that opens a lettered answer only for TUEV and HMC, as the reference does "
-                        "(default: for every lettered task)")
-    p.add_argument("--window-summary", action=argparse.BooleanOptionalAction, default=True,
-                   help="give the answer a learned linear map of the window's per-channel band power (default: on; "
-                        "--no-window-summary = the reference's answer path)")
-    RunOptions.add_arguments(p)
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-
-
-def run(args: argparse.Namespace) -> int:
-    report = instruct(args.model, args.data, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      seed=args.seed, text=args.text, cache_mb=args.cache_mb, balance_tasks=args.balance_tasks,
-                      reference_mask=args.reference_answer_mask, window_summary=args.window_summary,
-                      resume=args.resume, device=args.device,
-                      options=RunOptions.from_args(args))
-    val = report["val"]
-    per_task = ", ".join(f"{k[3:]} {v:.2f}" for k, v in val.items() if k.startswith("ba_") and k != "ba_mean")
-    print(f"instruction-tuned for {report['steps']} steps → {args.out}: val balanced accuracy {per_task}")
-    return 0

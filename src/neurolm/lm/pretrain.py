@@ -35,17 +35,16 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..artifacts import read_config
 from ..data.batch import PATCH, REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, reference_padding
 from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
@@ -54,15 +53,15 @@ from ..text import TextCorpus, open_corpus
 from ..tokenizer import NeuralTokenizer
 from ..plots import figure, save
 from ..train import (
-    RunOptions,
+    Stage,
+    StageArgs,
+    StageResult,
     StepSampler,
     TrainConfig,
     evenly_spaced,
-    is_main_process,
+    run_stage,
     step_generator,
-    train,
 )
-from ..train.logs import read_rows
 from .gpt import GPTConfig
 from .model import IGNORE, NeuroLM, eeg_targets
 
@@ -257,60 +256,85 @@ class PretrainTask:
         self.trained = model.lm  # the last save is the final model
 
 
-def pretrain(tokenizer_dir: str | Path, stores: list[str | Path], out_dir: str | Path, *, size: str = "tiny",
-             steps: int | None = None, batch_size: int | None = None, text: str | Path | None = None,
-             init_gpt2: str | Path | None = None, lr: float | None = None, eval_every: int | None = None,
-             seed: int = 0, spectral_input: bool = True, resume: bool = False, progress: bool = True,
-             device: str = "auto", options: RunOptions | None = None, gelu: str = "tanh") -> tuple[NeuroLM, dict]:
-    """Pretrain a NeuroLM of preset ``size`` around the tokenizer in ``tokenizer_dir`` into ``out_dir``; return the
-    model (last saved weights, eval mode) and the report (also ``out_dir/report.json``).
+@dataclass(kw_only=True)
+class PretrainArgs(StageArgs):
+    """``neurolm pretrain``'s arguments (and :func:`pretrain`'s)."""
 
-    ``lr`` replaces the size's peak learning rate (the floor stays a tenth of it); ``eval_every`` defaults to a
-    fifth of the steps (validation always runs after the last step). ``gelu``: the LM's MLP activation, GPT-2's
-    ``"tanh"`` or the authors' ``"exact"`` (:attr:`~neurolm.lm.gpt.GPTConfig.gelu`). ``spectral_input=False``: the
-    reference's EEG input, encoder features only (:mod:`neurolm.lm.spectral`)."""
-    if size not in DEFAULTS:
-        raise NeuroLMError(f"unknown --size {size!r}; choose one of {', '.join(DEFAULTS)}")
-    if not stores:
-        raise NeuroLMError("pretrain needs at least one --data store")
-    out_dir = Path(out_dir)
-    d = DEFAULTS[size]
-    steps = d.steps if steps is None else steps
-    cfg = TrainConfig(steps=steps, batch_size=d.batch_size if batch_size is None else batch_size,
-                      lr=d.lr if lr is None else lr, min_lr=d.min_lr if lr is None else lr / 10,
-                      warmup_steps=steps // 10, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0,
-                      eval_every=eval_every or max(1, steps // 5), log_every=max(1, steps // 100),
-                      ckpt_every=max(1, steps // 4),
-                      seed=seed, device=device, **(options or RunOptions()).config())
-    tokenizer = NeuralTokenizer.from_pretrained(tokenizer_dir)
-    corpus, source = open_corpus(text)
-    print(source)
-    task = PretrainTask([WindowStore(s) for s in stores], tokenizer, size, cfg, text=corpus,
-                        text_batch=d.text_batch, text_length=d.text_length, init_gpt2=init_gpt2,
-                        codes_only=d.codes_only, gelu=gelu, spectral_input=spectral_input)
-    summary = train(task, cfg, out_dir, resume=resume, progress=progress)
+    tokenizer: Path = field(metadata={"metavar": "DIR"})
+    """trained tokenizer directory (frozen)"""
+    size: Literal["tiny", "B", "L", "XL"] = "tiny"
+    """LM size"""
+    init_gpt2: Path | None = field(default=None, metadata={"metavar": "HF_GPT2_DIR"})
+    """start from Hugging Face GPT-2 weights in this local directory (size must match)"""
+    gelu: Literal["tanh", "exact"] = "tanh"
+    """MLP activation: GPT-2's tanh approximation or the exact GELU of the authors' recipe"""
+    spectral_input: bool = True
+    """add each EEG token's log band power to its LM input (default: on; --no-spectral-input = the reference's
+    input, encoder features only: neurolm.lm.spectral)"""
 
-    # a resumed run that had already finished saves nothing: reload its published weights
-    model = task.trained.cpu().eval() if task.trained is not None else NeuroLM.from_pretrained(out_dir)
-    rows = read_rows(out_dir / "log.jsonl")
-    train_rows = [r for r in rows if r["split"] == "train"]
-    keys = ("loss", "eeg_loss", "eeg_accuracy", "text_loss")
-    report = {
-        "size": size, "steps": summary["step"], "tokenizer": str(tokenizer_dir), "text": source,
-        "init_gpt2": None if init_gpt2 is None else str(init_gpt2),
-        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "val_windows": sum(int(b.mask.shape[0]) for b in task.val_batches()),
-        "val_split": "train (no store has a val split)" if task.val_is_train else "val",
-        "val": {k: v for k, v in summary["val"].items() if k not in ("split", "step", "time")},
-        "train_first": {k: train_rows[0][k] for k in keys} if train_rows else {},
-        "train_last": {k: train_rows[-1][k] for k in keys} if train_rows else {},
-        "eeg_loss_outputs": "codebook only" if d.codes_only else "all text + code outputs (REF)",
-        "caveat": ENCODER_LEAK,
-    }
-    if is_main_process():
-        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+class PretrainStage(Stage):
+    command = "pretrain"
+    args = PretrainArgs
+    presets = DEFAULTS
+    weight_decay, betas, grad_clip, evaluations = 0.1, (0.9, 0.95), 1.0, 5
+
+    def preset(self, args: PretrainArgs) -> StageDefaults:
+        return DEFAULTS[args.size]
+
+    def task(self, args: PretrainArgs, cfg: TrainConfig, preset: StageDefaults) -> tuple[PretrainTask, dict]:
+        values = read_config(args.tokenizer, "neural tokenizer")
+        if "gpt" in values:
+            raise NeuroLMError(f"{args.tokenizer} is a NeuroLM directory (neurolm pretrain or instruct wrote it), not "
+                               "a tokenizer: --tokenizer needs the --out directory of neurolm train-tokenizer")
+        tokenizer = NeuralTokenizer.from_pretrained(args.tokenizer)
+        corpus, source = open_corpus(args.text)
+        task = PretrainTask([WindowStore(s) for s in args.data], tokenizer, args.size, cfg, text=corpus,
+                            text_batch=preset.text_batch, text_length=preset.text_length, init_gpt2=args.init_gpt2,
+                            codes_only=preset.codes_only, gelu=args.gelu, spectral_input=args.spectral_input)
+        return task, {"text": source}
+
+    def load(self, out_dir: Path) -> NeuroLM:
+        return NeuroLM.from_pretrained(out_dir)
+
+    def report(self, args: PretrainArgs, task: PretrainTask, preset: StageDefaults, summary: dict, model: NeuroLM,
+               rows: list[dict], notes: dict[str, str]) -> dict:
+        train_rows = [r for r in rows if r["split"] == "train"]
+        keys = ("loss", "eeg_loss", "eeg_accuracy", "text_loss")
+        return {
+            "size": args.size, "steps": summary["step"], "tokenizer": str(args.tokenizer), **notes,
+            "init_gpt2": None if args.init_gpt2 is None else str(args.init_gpt2),
+            "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "val_windows": sum(int(b.mask.shape[0]) for b in task.val_batches()),
+            "val_split": "train (no store has a val split)" if task.val_is_train else "val",
+            "val": {k: v for k, v in summary["val"].items() if k not in ("split", "step", "time")},
+            "train_first": {k: train_rows[0][k] for k in keys} if train_rows else {},
+            "train_last": {k: train_rows[-1][k] for k in keys} if train_rows else {},
+            "eeg_loss_outputs": "codebook only" if preset.codes_only else "all text + code outputs (REF)",
+            "caveat": ENCODER_LEAK,
+        }
+
+    def plot(self, task: PretrainTask, model: NeuroLM, rows: list[dict], out_dir: Path) -> None:
         write_plot(rows, out_dir)
-    return model, report
+
+    def describe(self, result: StageResult) -> str:
+        r = result.report
+        v, t = r["val"], r["train_last"]
+        return (f"NeuroLM-{r['size']} pretrained for {r['steps']} steps → {result.out_dir}: val EEG loss "
+                f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), "
+                f"accuracy {v['eeg_accuracy']:.1%}, perplexity {v['eeg_perplexity']:.1f}; text loss "
+                f"{t.get('text_loss', math.nan):.3f}")
+
+
+STAGE = PretrainStage()
+add_arguments, run = STAGE.add_arguments, STAGE.run
+
+
+def pretrain(tokenizer: str | Path, data: list[str | Path], out: str | Path, **kwargs: Any) -> StageResult:
+    """Pretrain a NeuroLM around the tokenizer in ``tokenizer`` on the stores ``data`` into ``out``; keyword
+    arguments as :class:`PretrainArgs` (the flags of ``neurolm pretrain``). The result's ``report`` is also
+    ``out/report.json``."""
+    return run_stage(STAGE, PretrainArgs(tokenizer=tokenizer, data=data, out=out, **kwargs))
 
 
 def write_plot(rows: list[dict], out_dir: Path) -> None:
@@ -328,38 +352,3 @@ def write_plot(rows: list[dict], out_dir: Path) -> None:
     txt.set(title="text next-token loss (nats)", xlabel="step")
     txt.legend()
     save(fig, out_dir / "loss_curves.png")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer", type=Path, required=True, metavar="DIR", help="trained tokenizer (frozen)")
-    p.add_argument("--data", nargs="+", required=True, metavar="STORE", help="prepared window stores")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (resumable)")
-    p.add_argument("--size", choices=list(DEFAULTS), default="tiny", help="LM size (default: tiny)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tiny 300, B/L/XL 20000)")
-    p.add_argument("--batch-size", type=int, default=None, help="EEG windows per step (default: tiny 8, B/L/XL 60)")
-    p.add_argument("--text", type=Path, default=None, metavar="CORPUS",
-                   help="plain-text corpus: a .txt file or a flat uint16 token file (default: the demo corpus)")
-    p.add_argument("--init-gpt2", type=Path, default=None, metavar="HF_GPT2_DIR",
-                   help="start from Hugging Face GPT-2 weights in this local directory (size must match)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: tiny 3e-3, B/L/XL 6e-4)")
-    p.add_argument("--gelu", choices=["tanh", "exact"], default="tanh",
-                   help="MLP activation: GPT-2's tanh approximation (default) or the exact GELU of the authors' recipe")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--spectral-input", action=argparse.BooleanOptionalAction, default=True,
-                   help="add each EEG token's log band power to its LM input (default: on; "
-                        "--no-spectral-input = the reference's input)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:N, ...")
-    RunOptions.add_arguments(p)
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-
-
-def run(args: argparse.Namespace) -> int:
-    _, report = pretrain(args.tokenizer, args.data, args.out, size=args.size, steps=args.steps,
-                         batch_size=args.batch_size, text=args.text, init_gpt2=args.init_gpt2, lr=args.lr, seed=args.seed,
-                         spectral_input=args.spectral_input, resume=args.resume, device=args.device,
-                         options=RunOptions.from_args(args), gelu=args.gelu)
-    v, t = report["val"], report["train_last"]
-    print(f"NeuroLM-{args.size} pretrained for {report['steps']} steps → {args.out}: val EEG loss "
-          f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), accuracy "
-          f"{v['eeg_accuracy']:.1%}, perplexity {v['eeg_perplexity']:.1f}; text loss {t.get('text_loss', math.nan):.3f}")
-    return 0

@@ -20,6 +20,7 @@ from ..data.readers.pretrain import Pretrain
 from ..data.store import MANIFEST, WindowStore
 from ..data.windows import process_recording
 from ..errors import NeuroLMError
+from ..train.distributed import resolve_device
 from .model import NeuralTokenizer
 
 
@@ -66,10 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="a window store, or any EEG file MNE reads")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
     p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=60.0, help="notch for EEG files")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N, ...")
 
 
 def run(args: argparse.Namespace) -> int:
-    tok = NeuralTokenizer.from_pretrained(args.tokenizer, "cuda" if torch.cuda.is_available() else "cpu")
+    tok = NeuralTokenizer.from_pretrained(args.tokenizer, resolve_device(args.device))
     out = tokenize(tok, args.input, mains=args.mains)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **out)

@@ -1,7 +1,7 @@
 """``neurolm train-tokenizer``: train the text-aligned neural tokenizer (spec §3) on prepared window stores.
 
 The stage is a :class:`~neurolm.train.TrainTask` for the shared loop: EEG windows from the stores' ``train`` splits,
-text crops of the demo corpus for the domain-adversarial alignment, validation on (up to) 256 ``val`` windows.
+text crops (the shipped demo corpus, or ``--text``) for the domain-adversarial alignment, validation on (up to) 256 ``val`` windows.
 After the loop, ``report.json`` and three plots (loss curves, code usage, reconstructions) are written to ``--out``.
 
 Decisions where the spec is silent:
@@ -18,11 +18,9 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
-import argparse
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,17 +32,17 @@ from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
 from ..hf_gpt2 import gpt2_text_table
 from ..plots import figure, plot_rows, save
-from ..text import TextCorpus, default_corpus
+from ..text import TextCorpus, open_corpus
 from ..train import (
-    RunOptions,
+    Stage,
+    StageArgs,
+    StageResult,
     StepSampler,
     TrainConfig,
     evenly_spaced,
-    is_main_process,
+    run_stage,
     step_generator,
-    train,
 )
-from ..train.logs import read_rows
 from .model import NeuralTokenizer, TokenizerConfig, alignment_alpha, spectral_targets
 from .quantizer import code_usage
 
@@ -163,50 +161,69 @@ class TokenizerTask:
         self.trained = model  # the last save is the final model: the report and plots use it
 
 
-def train_tokenizer(stores: list[str | Path], out_dir: str | Path, **kwargs: Any) -> dict:
-    """Train a tokenizer into ``out_dir``; return the final report (also written as ``out_dir/report.json``).
-    Keyword arguments as :func:`fit_tokenizer`."""
-    return fit_tokenizer(stores, out_dir, **kwargs)[1]
+@dataclass(kw_only=True)
+class TokenizerArgs(StageArgs):
+    """``neurolm train-tokenizer``'s arguments (and :func:`train_tokenizer`'s)."""
+
+    size: Literal["tiny", "base", "B", "L", "XL"] = field(default="tiny", metadata={"flags": ("--size", "--preset")})
+    """tokenizer size: tiny, or base (the paper's; B, L and XL, the LM sizes it serves, mean base)"""
+    init_gpt2: Path | None = field(default=None, metadata={"metavar": "HF_GPT2_DIR"})
+    """align to GPT-2's token embeddings from this local directory (width must match)"""
 
 
-def fit_tokenizer(stores: list[str | Path], out_dir: str | Path, *, preset: str = "tiny", steps: int | None = None,
-                  batch_size: int | None = None, seed: int = 0, resume: bool = False, progress: bool = True,
-                  init_gpt2: str | Path | None = None, device: str = "auto",
-                  options: RunOptions | None = None) -> tuple[NeuralTokenizer, dict]:
-    """Train a tokenizer into ``out_dir``; return the trained module (on the CPU, eval mode) and the report."""
-    if preset not in DEFAULTS:
-        raise NeuroLMError(f"unknown tokenizer preset {preset!r}; choose one of {', '.join(DEFAULTS)}")
-    if not stores:
-        raise NeuroLMError("train-tokenizer needs at least one --data store")
-    out_dir = Path(out_dir)
-    d = DEFAULTS[preset]
-    steps = d.steps if steps is None else steps
-    cfg = TrainConfig(steps=steps, batch_size=d.batch_size if batch_size is None else batch_size, lr=d.lr,
-                      min_lr=d.min_lr, warmup_steps=steps // 10, weight_decay=1e-4, betas=(0.9, 0.999),
-                      grad_clip=None, eval_every=max(1, steps // 5), log_every=max(1, steps // 100),
-                      ckpt_every=max(1, steps // 4), seed=seed, device=device, **(options or RunOptions()).config())
-    config = TokenizerConfig.from_preset(preset)
-    weight, source = text_table(config.n_embd, seed, init_gpt2)
-    print(source)
-    task = TokenizerTask([WindowStore(s) for s in stores], config, cfg, text=default_corpus(), text_weight=weight)
-    summary = train(task, cfg, out_dir, resume=resume, progress=progress)
+def preset_name(size: str) -> str:
+    """The tokenizer preset of a size (see :mod:`neurolm.train.stage`)."""
+    return "tiny" if size == "tiny" else "base"
 
-    # The in-memory module of the last save; a resumed run that was already finished saves nothing: reload it.
-    model = task.trained.cpu().eval() if task.trained is not None else NeuralTokenizer.from_pretrained(out_dir)
-    val = evaluate_tokenizer(model, task.val_batches(), torch.device("cpu"))
-    rows = read_rows(out_dir / "log.jsonl")
-    train_rows = [r for r in rows if r["split"] == "train"]
-    report = {
-        "preset": preset, "steps": summary["step"], "text_embeddings": source,
-        "val_windows": sum(int(b.mask.shape[0]) for b in task.val_batches()),
-        "val": val,
-        "train_first": {k: train_rows[0][k] for k in ("loss", "loss_freq", "loss_raw")} if train_rows else {},
-        "train_last": {k: train_rows[-1][k] for k in ("loss", "loss_freq", "loss_raw")} if train_rows else {},
-    }
-    if is_main_process():
-        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+class TokenizerStage(Stage):
+    command = "train-tokenizer"
+    args = TokenizerArgs
+    presets = DEFAULTS
+    weight_decay, betas, grad_clip, evaluations = 1e-4, (0.9, 0.999), None, 5
+
+    def preset(self, args: TokenizerArgs) -> StageDefaults:
+        return DEFAULTS[preset_name(args.size)]
+
+    def task(self, args: TokenizerArgs, cfg: TrainConfig, preset: StageDefaults) -> tuple[TokenizerTask, dict]:
+        config = TokenizerConfig.from_preset(preset_name(args.size))
+        weight, source = text_table(config.n_embd, args.seed, args.init_gpt2)
+        corpus, text = open_corpus(args.text)
+        task = TokenizerTask([WindowStore(s) for s in args.data], config, cfg, text=corpus, text_weight=weight)
+        return task, {"text_embeddings": source, "text": text}
+
+    def load(self, out_dir: Path) -> NeuralTokenizer:
+        return NeuralTokenizer.from_pretrained(out_dir)
+
+    def report(self, args: TokenizerArgs, task: TokenizerTask, preset: StageDefaults, summary: dict,
+               model: NeuralTokenizer, rows: list[dict], notes: dict[str, str]) -> dict:
+        train_rows = [r for r in rows if r["split"] == "train"]
+        keys = ("loss", "loss_freq", "loss_raw")
+        return {
+            "preset": preset_name(args.size), "steps": summary["step"], **notes,
+            "val_windows": sum(int(b.mask.shape[0]) for b in task.val_batches()),
+            "val": evaluate_tokenizer(model, task.val_batches(), torch.device("cpu")),
+            "train_first": {k: train_rows[0][k] for k in keys} if train_rows else {},
+            "train_last": {k: train_rows[-1][k] for k in keys} if train_rows else {},
+        }
+
+    def plot(self, task: TokenizerTask, model: NeuralTokenizer, rows: list[dict], out_dir: Path) -> None:
         write_plots(model, rows, task.val_batches(), out_dir)
-    return model, report
+
+    def describe(self, result: StageResult) -> str:
+        r, v = result.report, result.report["val"]
+        return (f"tokenizer trained for {r['steps']} steps → {result.out_dir}: val loss_freq {v['loss_freq']:.4f}, "
+                f"loss_raw {v['loss_raw']:.4f}, utilisation {v['utilisation']:.1%}, perplexity {v['perplexity']:.1f}")
+
+
+STAGE = TokenizerStage()
+add_arguments, run = STAGE.add_arguments, STAGE.run
+
+
+def train_tokenizer(data: list[str | Path], out: str | Path, **kwargs: Any) -> StageResult:
+    """Train a tokenizer on the stores ``data`` into ``out``; keyword arguments as :class:`TokenizerArgs` (the
+    flags of ``neurolm train-tokenizer``). The result's ``report`` is also ``out/report.json``."""
+    return run_stage(STAGE, TokenizerArgs(data=data, out=out, **kwargs))
 
 
 def write_plots(model: NeuralTokenizer, rows: list[dict], val_batches: list[EEGBatch], out_dir: Path) -> None:
@@ -244,26 +261,3 @@ def write_plots(model: NeuralTokenizer, rows: list[dict], val_batches: list[EEGB
         axes[k, 1].set(title=f"token {k}: FFT amplitude (z-scored)", xlabel="bin (Hz)")
     axes[0, 0].legend()
     save(fig, out_dir / "reconstruction.png")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", nargs="+", required=True, metavar="STORE", help="prepared window stores")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (resumable)")
-    p.add_argument("--preset", choices=list(DEFAULTS), default="tiny", help="tokenizer size (default: tiny)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tiny 300, base 20000)")
-    p.add_argument("--batch-size", type=int, default=None, help="EEG windows per step (default: tiny 16, base 64)")
-    p.add_argument("--seed", type=int, default=0)
-    RunOptions.add_arguments(p)
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--init-gpt2", type=Path, default=None, metavar="HF_GPT2_DIR",
-                   help="align to GPT-2's token embeddings from this local directory (width must match)")
-
-
-def run(args: argparse.Namespace) -> int:
-    report = train_tokenizer(args.data, args.out, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
-                             seed=args.seed, resume=args.resume, init_gpt2=args.init_gpt2,
-                             options=RunOptions.from_args(args))
-    v = report["val"]
-    print(f"tokenizer trained for {report['steps']} steps → {args.out}: val loss_freq {v['loss_freq']:.4f}, "
-          f"loss_raw {v['loss_raw']:.4f}, utilisation {v['utilisation']:.1%}, perplexity {v['perplexity']:.1f}")
-    return 0

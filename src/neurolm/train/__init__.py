@@ -22,23 +22,27 @@ accumulation, clipping, bf16 autocast per ``precision``, DDP under ``torchrun`` 
 ``out_dir/log.jsonl`` + ``log.csv`` (rows with ``split`` = ``train`` or ``val``), a tqdm bar, atomic checksummed
 checkpoints in ``out_dir/training_state/`` with the task's artifacts also published to ``out_dir``, bit-identical
 resume (``resume=True``), and on SIGINT/SIGTERM: finish the step, checkpoint, raise KeyboardInterrupt.
+
+A training *command* is a :class:`Stage` (:mod:`neurolm.train.stage`) with an argument dataclass on
+:class:`StageArgs` (:mod:`neurolm.train.args`: its fields are the command's flags and the API function's keyword
+arguments); :func:`run_stage` builds the ``TrainConfig`` and the task, trains, writes the report and returns a
+:class:`StageResult`. Layout: ``config`` (settings, task contract), ``optim`` (AdamW, schedule, peak FLOP/s),
+``log`` (``log.jsonl``/``log.csv``), ``checkpoint``, ``distributed``, ``loop``, ``args``, ``stage``.
 """
 
-from .checkpoint import STATE_DIR, read_meta
+from .args import StageArgs
+from .checkpoint import STATE_DIR, read_meta, resumable
+from .config import TrainConfig, TrainTask
 from .distributed import StepSampler, evenly_spaced, is_main_process, step_generator
-from .loop import (
-    RunOptions,
-    TrainConfig,
-    TrainTask,
-    configure_optimizer,
-    lr_at,
-    peak_flops,
-    train,
-)
+from .loop import train
+from .optim import configure_optimizer, lr_at, peak_flops
+from .stage import Stage, StageResult, run_stage
 
 __all__ = [
-    "RunOptions",
     "STATE_DIR",
+    "Stage",
+    "StageArgs",
+    "StageResult",
     "StepSampler",
     "TrainConfig",
     "TrainTask",
@@ -48,6 +52,8 @@ __all__ = [
     "lr_at",
     "peak_flops",
     "read_meta",
+    "resumable",
+    "run_stage",
     "step_generator",
     "train",
 ]

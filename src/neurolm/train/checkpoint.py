@@ -5,6 +5,7 @@ Layout of ``out_dir/training_state/``::
     state.pt           model + optimizer state dicts and every rank's RNG states (torch.save, loaded weights_only)
     meta.json          step, elapsed seconds, world size: enough to tell whether a run is finished without state.pt
     train_config.json  the TrainConfig of the run
+    stage_options.json the stage's own options (what its task was built from), compared on resume
     artifacts/         what the stage's ``task.save`` wrote (config.json + model.safetensors), also published to
                        ``out_dir`` itself so that it always holds a loadable model
     SHA256SUMS         ``sha256sum -c`` format, one line per file above; verified before anything is loaded
@@ -35,6 +36,7 @@ STATE_DIR = "training_state"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 CONFIG_FILE = "train_config.json"
+OPTIONS_FILE = "stage_options.json"
 ARTIFACTS_DIR = "artifacts"
 SUMS_FILE = "SHA256SUMS"
 
@@ -104,6 +106,13 @@ def recover(out_dir: Path) -> None:
         shutil.rmtree(tmp)
 
 
+def resumable(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a checkpoint to resume (finishing an interrupted swap first; one process only)."""
+    if Path(out_dir).is_dir():
+        recover(Path(out_dir))
+    return has_checkpoint(out_dir)
+
+
 def has_checkpoint(out_dir: Path) -> bool:
     """Whether ``out_dir`` holds a checkpoint (call :func:`recover` first, on one process)."""
     return (Path(out_dir) / STATE_DIR / SUMS_FILE).exists()
@@ -113,10 +122,11 @@ def write_checkpoint(
     out_dir: Path,
     state: dict[str, Any],
     meta: dict[str, Any],
-    config_json: str,
+    files: dict[str, str],
     save_artifacts: Callable[[Path], None],
 ) -> Path:
     """Write a checkpoint atomically and publish its artifacts into ``out_dir``; returns ``out_dir/training_state``.
+    ``files``: text files of the checkpoint by name (the run's configs).
 
     Artifact files are hard-linked (copied where links are impossible) into ``out_dir`` one ``os.replace`` each, so
     a reader never sees a half-written ``model.safetensors``; files are never modified in place, which makes the
@@ -128,7 +138,8 @@ def write_checkpoint(
     (tmp / ARTIFACTS_DIR).mkdir(parents=True)
     torch.save(state, tmp / STATE_FILE)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    (tmp / CONFIG_FILE).write_text(config_json)
+    for name, text in files.items():
+        (tmp / name).write_text(text)
     save_artifacts(tmp / ARTIFACTS_DIR)
     lines = []
     for path in _files(tmp):
@@ -181,11 +192,14 @@ def _verify(state_dir: Path, only: set[str] | None = None) -> None:
 
 
 def read_meta(out_dir: Path) -> dict[str, Any]:
-    """Step, elapsed time and world size of the checkpoint in ``out_dir`` (checksum-verified, cheap)."""
+    """Step, elapsed time and world size of the checkpoint in ``out_dir``, with its ``config`` and stage
+    ``options`` (None in checkpoints written before they were saved); checksum-verified, cheap."""
     state_dir = Path(out_dir) / STATE_DIR
-    _verify(state_dir, {META_FILE, CONFIG_FILE})
+    _verify(state_dir, {META_FILE, CONFIG_FILE, OPTIONS_FILE})
     meta = json.loads((state_dir / META_FILE).read_text())
     meta["config"] = json.loads((state_dir / CONFIG_FILE).read_text())
+    options = state_dir / OPTIONS_FILE
+    meta["options"] = json.loads(options.read_text()) if options.is_file() else None
     return meta
 
 

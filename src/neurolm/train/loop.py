@@ -5,8 +5,6 @@ See :mod:`neurolm.train` for the contract between the loop and a stage (:class:`
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import math
 import random
@@ -15,9 +13,9 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +25,8 @@ from tqdm.auto import tqdm
 
 from ..errors import NeuroLMError
 from .checkpoint import (
+    CONFIG_FILE,
+    OPTIONS_FILE,
     capture_rng,
     has_checkpoint,
     preserved_rng,
@@ -37,209 +37,10 @@ from .checkpoint import (
     verify_checkpoint,
     write_checkpoint,
 )
+from .config import TrainConfig, TrainTask
 from .distributed import DistContext, setup_distributed, teardown_distributed
-from .logs import read_rows
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a stage runs: the same flags on every training command (``--precision``, ``--compile``, ``--grad-accum``,
-    ``--activation-checkpointing``, ``--no-group-by-length``)."""
-
-    precision: str = "auto"
-    compile: bool = False
-    grad_accum: int = 1
-    activation_checkpointing: bool = False
-    group_by_length: bool | None = None
-    """None: the stage's default."""
-
-    @staticmethod
-    def add_arguments(p: Any) -> None:
-        p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                       help="bf16 autocast (auto: on CUDA GPUs that support it)")
-        p.add_argument("--compile", action="store_true", help="run the training step through torch.compile")
-        p.add_argument("--grad-accum", type=int, default=1, metavar="N",
-                       help="micro-batches per optimizer step (the step sees N × --batch-size samples)")
-        p.add_argument("--activation-checkpointing", action="store_true",
-                       help="recompute transformer blocks in the backward pass (less memory, ~1/3 more compute)")
-        p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=None,
-                       help="batch windows of similar length together, so batches pad less (default: on for "
-                            "train-tokenizer and pretrain; off for instruct, where it makes one-task batches)")
-
-    @classmethod
-    def from_args(cls, args: Any) -> RunOptions:
-        return cls(args.precision, args.compile, args.grad_accum, args.activation_checkpointing, args.group_by_length)
-
-    def config(self) -> dict[str, Any]:
-        """The :class:`TrainConfig` fields these options set."""
-        chosen = {} if self.group_by_length is None else {"group_by_length": self.group_by_length}
-        return {"precision": self.precision, "compile": self.compile, "grad_accum": self.grad_accum,
-                "activation_checkpointing": self.activation_checkpointing} | chosen
-
-
-@dataclass(kw_only=True)
-class TrainConfig:
-    """Optimisation and bookkeeping settings of one run; saved as ``train_config.json`` in every checkpoint so a run
-    can be resumed and audited without the command line that started it."""
-
-    steps: int
-    """Optimizer steps of the whole run; the cosine schedule reaches ``min_lr`` at the last one."""
-    batch_size: int
-    """Samples per micro-step summed over all processes: each of ``world`` ranks gets ``batch_size // world``, so
-    the global batch, and hence the run, does not depend on the number of GPUs."""
-    grad_accum: int = 1
-    """Micro-steps per optimizer step; one step sees ``batch_size * grad_accum`` samples."""
-    lr: float
-    """Peak learning rate, reached at the end of warm-up."""
-    min_lr: float
-    """Learning rate of the last step (floor of the cosine)."""
-    warmup_steps: int
-    """Steps of linear warm-up; 0 starts at ``lr``."""
-    weight_decay: float
-    """AdamW decoupled weight decay, applied to parameters with ≥ 2 dimensions only."""
-    betas: tuple[float, float]
-    """AdamW (β1, β2)."""
-    grad_clip: float | None
-    """Clip the global gradient norm to this value; None: no clipping (the norm is still logged)."""
-    eval_every: int
-    """Validate every this many steps (and always after the last step)."""
-    log_every: int
-    """Write a training row to the logs every this many steps (and after the last step)."""
-    ckpt_every: int
-    """Checkpoint every this many steps (and after the last step, and on SIGINT/SIGTERM)."""
-    seed: int = 0
-    """Seeds model initialisation (``seed``), per-rank RNG streams (``seed + rank``) and the samplers."""
-    device: str = "auto"
-    """``auto``: this process's CUDA GPU if there is one, else the CPU; or any torch device string."""
-    precision: str = "auto"
-    """``auto``: bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere; ``bf16`` forces autocast (also on
-    CPU); ``fp32`` disables it. Parameters and optimizer state stay fp32 in every case."""
-    compile: bool = False
-    """Run the training forward/backward through ``torch.compile``."""
-    fused_adamw: bool | None = None
-    """Fused AdamW kernel; None: on when the parameters live on CUDA."""
-    activation_checkpointing: bool = False
-    """Recompute each transformer block in the backward pass (every submodule with an ``activation_checkpointing``
-    attribute, e.g. :class:`neurolm.lm.gpt.GPT`): less memory for about one extra forward; same result."""
-    num_workers: int = 0
-    """Processes that build batches ahead of the step (``task.batch`` runs in them); 0: in the training process."""
-    group_by_length: bool = True
-    """Stages whose windows differ in length draw batches of similar lengths (``StepSampler(lengths=...)``):
-    1.9× faster tokenizer steps on the demo corpus; each epoch still shows every window once. Instruction tuning
-    turns it off by default: there a length is a task, and one-task batches lowered the demo's test accuracy."""
-
-    def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        ints = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "eval_every": 1, "log_every": 1,
-                "ckpt_every": 1, "seed": 0, "num_workers": 0}
-        for name, low in ints.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise NeuroLMError(f"training setting {name} must be an integer ≥ {low} (got {value!r})")
-        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
-            raise NeuroLMError(f"need 0 < lr and 0 ≤ min_lr ≤ lr (got lr {self.lr}, min_lr {self.min_lr})")
-        if self.warmup_steps > self.steps:
-            raise NeuroLMError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
-        if self.weight_decay < 0 or not all(0 <= b < 1 for b in self.betas):
-            raise NeuroLMError(f"need weight_decay ≥ 0 and betas in [0, 1) (got {self.weight_decay}, {self.betas})")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise NeuroLMError(f"grad_clip must be positive or None (got {self.grad_clip})")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise NeuroLMError(f"precision must be auto, bf16 or fp32 (got {self.precision!r})")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        return cls(**json.loads(text))
-
-
-class TrainTask(Protocol):
-    """What a stage gives the loop. ``flops_per_step`` is optional (read with ``getattr``)."""
-
-    flops_per_step: float | None
-    """Model FLOPs of one optimizer step over the global batch (``batch_size * grad_accum`` samples, forward and
-    backward), e.g. ``6 * n_params * tokens``; enables the ``mfu`` log column."""
-
-    def model(self) -> nn.Module:
-        """A fresh module to optimise, called once after seeding; frozen parts have ``requires_grad=False``."""
-        ...
-
-    def batch(self, step: int, micro: int, rank: int, world: int) -> Any:
-        """This rank's share of micro-batch ``(step, micro)``, a pure function of its arguments and the task's seed
-        (see :class:`StepSampler`). The loop moves tensors, dicts/lists/tuples of them and objects with a
-        ``.to(device)`` method to the device. Runs in a worker process when ``num_workers > 0``."""
-        ...
-
-    def loss(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar mean loss of the micro-batch and float metrics to log (the same keys on every rank, none of the
-        loop's own column names). ``model`` may be wrapped (DDP, compile): call it (its ``forward``), not its
-        submodules, so that DDP synchronises gradients; every trainable parameter must get a gradient."""
-        ...
-
-    def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
-        """Validation metrics; called on rank 0 only, with the unwrapped module in eval mode under ``no_grad``."""
-        ...
-
-    def save(self, model: nn.Module, out_dir: Path) -> None:
-        """Write the stage's loadable artifacts (``config.json`` + ``model.safetensors``) into ``out_dir``."""
-        ...
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up then cosine decay.
-
-    Warm-up step ``s < warmup_steps`` uses ``lr * (s + 1) / warmup_steps``, so the first step is never wasted at
-    lr 0 and the last warm-up step reaches ``lr``; the cosine then runs from ``lr`` at ``warmup_steps`` to exactly
-    ``min_lr`` at the last step ``steps - 1``.
-    """
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - 1 - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
-
-
-def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on trainable parameters of ≥ 2 dimensions (matrices, conv kernels, embeddings,
-    codebooks) and none on biases and norm gains.
-
-    Embeddings decay, as in nanoGPT: GPT-2 ties ``wte`` to ``lm_head``, so exempting embeddings would also exempt
-    the output projection. Frozen parameters are left out of the optimizer entirely.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise NeuroLMError("the model has no trainable parameters")
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = cfg.fused_adamw if cfg.fused_adamw is not None else params[0].device.type == "cuda"
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, fused=fused)
-
-
-# Dense bf16 tensor-core peaks (FLOP/s) from NVIDIA's datasheets, matched in order against the device name.
-GPU_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H200", 989e12),
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),
-    ("A100", 312e12),
-    ("L40S", 362e12),
-    ("L4", 121e12),
-)
-CPU_PEAK_FLOPS_PER_THREAD = 1e11
-"""Nominal CPU peak per torch thread (≈ 3 GHz × 32 fp32 FLOP/cycle with AVX2 FMA): a yardstick, not a measurement."""
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """Peak FLOP/s of one device for MFU; None for GPUs not in :data:`GPU_PEAK_FLOPS` (no MFU rather than a guess)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((peak for key, peak in GPU_PEAK_FLOPS if key in name), None)
-    if device.type == "cpu":
-        return CPU_PEAK_FLOPS_PER_THREAD * torch.get_num_threads()
-    return None
+from .log import MetricLog, read_rows
+from .optim import configure_optimizer, lr_at, peak_flops
 
 
 def move_to(obj: Any, device: torch.device) -> Any:
@@ -255,39 +56,6 @@ def move_to(obj: Any, device: torch.device) -> Any:
     if callable(getattr(obj, "to", None)):
         return obj.to(device)
     return obj
-
-
-class MetricLog:
-    """``log.jsonl`` (one JSON object per row) and ``log.csv`` (the same rows; the header grows when a key appears).
-
-    Opening it for a run resumed at step ``s`` drops rows after ``s``: they were logged after the checkpoint and the
-    resumed run logs them again.
-    """
-
-    def __init__(self, out_dir: Path, keep_until: int):
-        self.jsonl, self.csv = out_dir / "log.jsonl", out_dir / "log.csv"
-        self.rows = [r for r in read_rows(self.jsonl) if r["step"] <= keep_until]
-        self.columns: list[str] = []
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-        self._rewrite_csv()
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if any(k not in self.columns for k in row):
-            self._rewrite_csv()
-        else:
-            with open(self.csv, "a", newline="") as f:
-                csv.DictWriter(f, self.columns, restval="").writerow(row)
-
-    def _rewrite_csv(self) -> None:
-        for row in self.rows:
-            self.columns += [k for k in row if k not in self.columns]
-        with open(self.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, self.columns, restval="")
-            writer.writeheader()
-            writer.writerows(self.rows)
 
 
 _TRAIN_COLUMNS = {"split", "step", "lr", "loss", "grad_norm", "time", "steps_per_s", "samples_per_s", "mfu"}
@@ -349,8 +117,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(task: TrainTask, config: TrainConfig, out_dir: Path, *, resume: bool = False, progress: bool = True) -> dict:
+def train(task: TrainTask, config: TrainConfig, out_dir: Path, *, resume: bool = False, progress: bool = True,
+          options: dict[str, Any] | None = None, allow_changes: bool = False) -> dict:
     """Train ``task`` for ``config.steps`` steps, logging and checkpointing into ``out_dir``.
+
+    ``options``: the stage's own settings (JSON values; what the task was built from, beyond ``config``), saved in
+    every checkpoint. Resuming with other ``options`` raises NeuroLMError naming each changed one, unless
+    ``allow_changes``: they define the run as much as its weights do. Changed ``config`` settings (e.g. more steps)
+    are allowed and reported.
 
     Returns ``{"step": ..., "train": last training log row, "val": last validation row}`` (the same on every rank).
     Raises NeuroLMError for a missing or corrupted checkpoint on ``resume``, for a fresh start over an existing run,
@@ -362,12 +136,14 @@ def train(task: TrainTask, config: TrainConfig, out_dir: Path, *, resume: bool =
     out_dir = Path(out_dir)
     ctx = setup_distributed(config.device)
     try:
-        return _train(task, config, out_dir, ctx, resume=resume, progress=progress)
+        return _train(task, config, out_dir, ctx, resume=resume, progress=progress, options=options,
+                      allow_changes=allow_changes)
     finally:
         teardown_distributed(ctx)
 
 
-def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *, resume: bool, progress: bool) -> dict:
+def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *, resume: bool, progress: bool,
+           options: dict[str, Any] | None, allow_changes: bool) -> dict:
     if cfg.batch_size % ctx.world:
         raise NeuroLMError(f"batch size {cfg.batch_size} does not split evenly over {ctx.world} processes")
     if ctx.is_main:
@@ -383,6 +159,7 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
     start, elapsed = 0, 0.0
     if resume:
         meta = read_meta(out_dir)
+        _check_options(meta["options"], options, out_dir, allow_changes, ctx)  # the same error on every rank
         if meta["step"] >= cfg.steps:  # finished already: nothing to load
             return _summary(out_dir, meta["step"], ctx)
         if ctx.is_main:
@@ -481,7 +258,8 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
                                     **val})
                     ctx.barrier()
                 if done % cfg.ckpt_every == 0 or done == cfg.steps or stopping:
-                    _checkpoint(task, raw, optimizer, cfg, ctx, out_dir, done, time.perf_counter() - t_origin)
+                    _checkpoint(task, raw, optimizer, cfg, options, ctx, out_dir, done,
+                                time.perf_counter() - t_origin)
                 if stopping:
                     if ctx.is_main:
                         tqdm.write(f"stopped by signal after step {done}; checkpoint in {out_dir}", file=sys.stderr)
@@ -539,14 +317,17 @@ def _evaluate(task: TrainTask, raw: nn.Module, step: int, autocast: Any, device:
 
 
 def _checkpoint(task: TrainTask, raw: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                ctx: DistContext, out_dir: Path, step: int, elapsed: float) -> None:
+                options: dict[str, Any] | None, ctx: DistContext, out_dir: Path, step: int, elapsed: float) -> None:
     rngs = ctx.gather(capture_rng(ctx.device))
     if ctx.is_main:
         state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "rng": rngs, "step": step,
                  "elapsed": elapsed}
         meta = {"step": step, "elapsed": round(elapsed, 3), "world_size": ctx.world}
         with preserved_rng(ctx.device):
-            write_checkpoint(out_dir, state, meta, cfg.to_json(), lambda d: task.save(raw, d))
+            files = {CONFIG_FILE: cfg.to_json()}
+            if options is not None:
+                files[OPTIONS_FILE] = json.dumps(options, indent=2) + "\n"
+            write_checkpoint(out_dir, state, meta, files, lambda d: task.save(raw, d))
     ctx.barrier()
 
 
@@ -577,3 +358,22 @@ def _report_changes(saved: dict[str, Any], cfg: TrainConfig) -> None:
                if json.loads(json.dumps(getattr(cfg, f.name))) != saved.get(f.name)]
     if changed:
         print(f"resuming with changed training settings: {', '.join(changed)}", file=sys.stderr)
+
+
+def _check_options(saved: dict[str, Any] | None, now: dict[str, Any] | None, out_dir: Path, allow: bool,
+                   ctx: DistContext) -> None:
+    """Stage options that differ from the checkpoint's: an error unless ``allow`` (then a warning). Checkpoints
+    written before options were saved (``saved`` None) have nothing to compare."""
+    if saved is None or now is None:
+        return
+    changed = [f"--{k.replace('_', '-')} {saved.get(k)!r} → {now.get(k)!r}" for k in sorted(saved.keys() | now.keys())
+               if saved.get(k) != now.get(k)]
+    if not changed:
+        return
+    listed = "; ".join(changed)
+    if not allow:
+        raise NeuroLMError(f"{out_dir} was trained with other stage options: {listed}. Resume with the saved values, "
+                           "train into another directory, or pass --allow-changes (allow_changes=True) to continue "
+                           "this run with the new ones")
+    if ctx.is_main:
+        print(f"resuming with changed stage options (--allow-changes): {listed}", file=sys.stderr)
