@@ -131,7 +131,7 @@ def test_instruction_tuning_writes_the_record(model, hmc, tmp_path):
     assert record["datasets"]["hmc"] == dataset_entry(hmc[1])
 
 
-def test_instruction_tuning_adds_the_window_summary_unless_switched_off(model, hmc, tmp_path):
+def test_instruction_tuning_adds_the_window_summary_when_asked(model, hmc, tmp_path):
     from neurolm.instruct.train import instruct
     from neurolm.lm import NeuroLM
 

@@ -75,6 +75,7 @@ def test_plots_leave_pyplot_and_the_backend_alone(tmp_path):
     from neurolm.demo import plot_hypnogram
     from neurolm.instruct.train import write_plot as instruct_plot
     from neurolm.lm.pretrain import write_plot as pretrain_plot
+    from neurolm.train.log import read_rows
 
     previous = matplotlib.get_backend()
     matplotlib.use("svg")  # what a notebook would have chosen (any backend other than Agg)
@@ -84,7 +85,8 @@ def test_plots_leave_pyplot_and_the_backend_alone(tmp_path):
         rows.append({"split": "val", "step": 3, "eeg_loss": 2.9, "unigram_loss": 3.1, "ba_mean": 0.5, "ba_hmc": 0.4})
         pretrain_plot(rows, tmp_path)
         (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn')
-        instruct_plot(tmp_path)  # reads log.jsonl through the one log reader: the torn last line is skipped
+        assert read_rows(tmp_path / "log.jsonl") == rows  # the one log reader skips a torn last line
+        instruct_plot(read_rows(tmp_path / "log.jsonl"), tmp_path)
         plot_hypnogram([(0.0, 0, 0), (30.0, 2, 1)], ("W", "N1", "N2", "N3", "R"), tmp_path / "night.png", "night")
         assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
     finally:
