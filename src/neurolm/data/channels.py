@@ -23,7 +23,7 @@ INDEX: dict[str, int] = {name.upper(): i for i, name in enumerate(VOCABULARY)}
 """Upper-cased name → vocabulary index (labels are matched case-insensitively)."""
 PAD_INDEX: int = INDEX["PAD"]
 """Channel index of padded tokens. The list has 139 entries and ``pad`` is at 136; the spec's prose says "128 entries,
-pad = 125", which contradicts its own list and the reference code, so the list wins (see README, decisions)."""
+pad = 125", which contradicts its own list and the reference code, so the list wins (docs/data.md, decisions)."""
 
 # Old (10-20) and new (10-10) names of the same temporal/parietal sites. The reference keeps both as separate
 # vocabulary entries and does not alias them, so aliasing is opt-in.

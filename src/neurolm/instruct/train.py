@@ -239,7 +239,7 @@ class InstructStage(Stage):
     args = InstructArgs
     presets = DEFAULTS
     weight_decay, betas, grad_clip, evaluations = 0.1, (0.9, 0.95), 1.0, 4
-    group_by_length = False  # lengths are tasks here: grouped batches would hold one task each (see README)
+    group_by_length = False  # lengths are tasks here: grouped batches would hold one task each (docs/training.md)
 
     def preset(self, args: InstructArgs) -> StageDefaults:
         return defaults_for(_config(args.model))
