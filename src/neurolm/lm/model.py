@@ -89,7 +89,7 @@ class NeuroLM(nn.Module):
         self.summary = WindowSummary(d, config.tokenizer.max_channels) if config.window_summary else None
 
     def add_window_summary(self, batches: list[EEGBatch]) -> NeuroLM:
-        """Give the model the window summary (what instruction tuning does by default) with its scaler fitted on
+        """Give the model the window summary (what ``instruct --window-summary`` does) with its scaler fitted on
         the windows of ``batches``; its outputs are unchanged until the summary is trained."""
         if self.summary is None:
             self.config = replace(self.config, window_summary=True)
