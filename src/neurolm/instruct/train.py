@@ -231,7 +231,7 @@ class InstructArgs(StageArgs):
     every lettered task)"""
     window_summary: bool = False
     """give the answer a learned linear map of the window's per-channel band power
-    (neurolm.lm.spectral.WindowSummary; off by default: it did not carry a gain, see docs/accuracy.md)"""
+    (neurolm.lm.spectral.WindowSummary; off by default until its EEGMAT gain is confirmed on validation: docs/accuracy.md)"""
 
 
 class InstructStage(Stage):
