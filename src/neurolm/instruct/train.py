@@ -230,8 +230,8 @@ class InstructArgs(StageArgs):
     """train the ' (' that opens a lettered answer only for TUEV and HMC, as the reference does (default: for
     every lettered task)"""
     window_summary: bool = False
-    """give the answer a learned linear map of the window's per-channel band power
-    (neurolm.lm.spectral.WindowSummary; off by default until its EEGMAT gain is confirmed on validation: docs/accuracy.md)"""
+    """give the answer a learned linear map of the window's per-channel band power (neurolm.lm.spectral.WindowSummary;
+    off by default until its EEGMAT gain is confirmed on validation: docs/accuracy.md)"""
 
 
 class InstructStage(Stage):
