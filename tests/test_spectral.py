@@ -11,7 +11,7 @@ import torch
 
 from neurolm.data.batch import collate_windows
 from neurolm.lm import NeuroLM, NeuroLMConfig
-from neurolm.lm.spectral import BANDS_HZ, band_log_power, window_band_power
+from neurolm.lm.spectral import BANDS_HZ, SUMMARY_SCALE, band_log_power, window_band_power
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 
 
@@ -117,7 +117,7 @@ def test_window_band_power_is_the_log_mean_tapered_power_per_channel():
 
 
 def test_window_summary_is_a_channel_weighted_map_of_the_window_band_power(tokenizer):
-    """By hand: (1/C) Σ_c (A · z_c) ⊙ W[c], z_c the channel's standardised window band power."""
+    """By hand: (s/C) Σ_c (A · z_c) ⊙ W[c], z_c the channel's standardised window band power, s the fixed scale."""
     lm = _fitted_summary(_summary_model(tokenizer))
     with torch.no_grad():
         lm.summary.embed.weight.normal_()
@@ -131,7 +131,7 @@ def test_window_summary_is_a_channel_weighted_map_of_the_window_band_power(token
     for i, chans in enumerate([_window()["chans"], short["chans"]]):
         z = (power[i, chans] - lm.summary.mean) / lm.summary.std
         by_hand = sum(lm.summary.embed.weight @ z[c] * lm.summary.chan.weight[int(ch)]
-                      for c, ch in enumerate(chans)) / len(chans)
+                      for c, ch in enumerate(chans)) / len(chans) * SUMMARY_SCALE
         torch.testing.assert_close(got[i], by_hand.detach(), atol=1e-5, rtol=1e-4)
 
 
