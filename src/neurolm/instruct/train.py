@@ -229,9 +229,9 @@ class InstructArgs(StageArgs):
     reference_answer_mask: bool = False
     """train the ' (' that opens a lettered answer only for TUEV and HMC, as the reference does (default: for
     every lettered task)"""
-    window_summary: bool = False
+    window_summary: bool = True
     """give the answer a learned linear map of the window's per-channel band power (neurolm.lm.spectral.WindowSummary;
-    off by default until its EEGMAT gain is confirmed on validation: docs/accuracy.md)"""
+    default: on; --no-window-summary = the reference's model, docs/accuracy.md)"""
 
 
 class InstructStage(Stage):
