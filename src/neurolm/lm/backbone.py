@@ -3,8 +3,8 @@
 NeuroLM talks to its backbone through a small interface that :class:`~neurolm.lm.gpt.GPT` and :class:`HFBackbone`
 both offer: ``embed_tokens(ids)``, ``add_position(x, positions)``, ``forward(x, attn_mask, kv_cache, positions)`` →
 final hidden states, ``lm_head`` (text + EEG outputs), ``new_cache()`` and ``lookup_weights()`` (for FLOP counts).
-NeuroLM's token layout becomes a property of the backbone (:class:`Vocab`): GPT-2's is fixed
-(:data:`GPT2_VOCAB`), a Hugging Face model's is derived from its tokenizer and embedding table.
+NeuroLM's token layout becomes a property of the backbone (:class:`~neurolm.text.Vocab`): GPT-2's is fixed
+(:data:`~neurolm.text.GPT2_VOCAB`), a Hugging Face model's is derived from its tokenizer and embedding table.
 
 How a Hugging Face model is adapted (decisions where the issue is silent):
 - Only its decoder (``base_model``) is kept; its output layer is replaced by NeuroLM's untied ``lm_head`` whose text
@@ -24,6 +24,7 @@ How a Hugging Face model is adapted (decisions where the issue is silent):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import NeuroLMError
-from ..text import EOT, INSTRUCTION_START, PADDED_VOCAB, TEXT_VOCAB
+from ..text import TextTokenizer, Vocab
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +54,6 @@ def require_transformers():
     except ImportError as exc:
         raise NeuroLMError(f"Hugging Face backbones need transformers: {HF_INSTALL}") from exc
     return transformers
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """Where a backbone's ids live: text ids ``0..text_vocab-1``, the end-of-text id, the instruction marker and the
-    first EEG output (code ``i`` is LM output ``code_offset + i``)."""
-
-    text_vocab: int
-    eot: int
-    instruction_start: int
-    code_offset: int
-
-
-GPT2_VOCAB = Vocab(TEXT_VOCAB, EOT, INSTRUCTION_START, PADDED_VOCAB)
 
 
 @dataclass
@@ -176,6 +163,9 @@ class HFBackbone(nn.Module):
         nn.init.normal_(self.lm_head.weight, std=0.02)
         self.activation_checkpointing = False
         """Recompute each decoder layer in the backward pass (the model's own gradient checkpointing)."""
+        self._checkpointing = False
+        # transformers 5 renamed `past_key_values` to `cache`
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     @property
     def vocab(self) -> Vocab:
@@ -211,16 +201,17 @@ class HFBackbone(nn.Module):
             past = 0 if kv_cache is None else kv_cache.get_seq_length()
             positions = torch.arange(past, past + x.shape[1], device=x.device)[None].expand(x.shape[0], -1)
         out = self.model(inputs_embeds=x, attention_mask=attn_mask, position_ids=positions,
-                         past_key_values=kv_cache, use_cache=kv_cache is not None)
+                         use_cache=kv_cache is not None, **{self._cache_arg: kv_cache})
         return out.last_hidden_state
 
     def _set_checkpointing(self) -> None:
         on = self.activation_checkpointing and self.training
-        if on != bool(getattr(self.model, "is_gradient_checkpointing", False)):
+        if on != self._checkpointing:
             if on:
                 self.model.gradient_checkpointing_enable({"use_reentrant": False})
             else:
                 self.model.gradient_checkpointing_disable()
+            self._checkpointing = on
 
     # ----------------------------------------------------------------------------------------------- importing
     def load_from(self, full) -> None:
@@ -245,30 +236,49 @@ class HFBackbone(nn.Module):
             self.lm_head.weight[: table.shape[0]] = table.to(self.lm_head.weight.dtype)
 
 
-def import_backbone(directory: str | Path, n_codes: int) -> tuple[BackboneConfig, HFBackbone, Any]:
-    """Read the causal LM and tokenizer in ``directory`` (any model ``AutoModelForCausalLM`` loads) and build the
-    NeuroLM backbone around them: ``(spec, backbone, tokenizer)``. ``n_codes``: the EEG codebook size."""
+def read_backbone(directory: str | Path, n_codes: int) -> tuple[BackboneConfig, HFTextTokenizer]:
+    """The NeuroLM layout of the causal LM in ``directory`` and its tokenizer, from its config and tokenizer files
+    only (no weights: for shapes, FLOP counts and text corpora before the model is built)."""
     transformers = require_transformers()
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise NeuroLMError(f"{directory}: no config.json; --backbone needs a local Hugging Face model directory")
     try:
+        hf_config = transformers.AutoConfig.from_pretrained(str(directory))
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
-        full = transformers.AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        raise NeuroLMError(f"{directory}: transformers cannot load it as a causal LM with a tokenizer ({exc})") from exc
+        raise NeuroLMError(f"{directory}: transformers cannot read its config and tokenizer ({exc})") from exc
     if tokenizer.eos_token_id is None:
         raise NeuroLMError(f"{directory}: the tokenizer has no end-of-sequence token (NeuroLM ends answers with it)")
-    rows = max(int(full.get_input_embeddings().weight.shape[0]), len(tokenizer))
+    rows = max(int(hf_config.vocab_size), len(tokenizer))
     padded = math.ceil((rows + 1) / 64) * 64
-    values = full.config.to_dict()
+    values = hf_config.to_dict()
     values["vocab_size"] = padded
     for key in ("architectures", "auto_map", "_name_or_path", "transformers_version", "torch_dtype", "dtype"):
         values.pop(key, None)
     spec = BackboneConfig(values, text_vocab=len(tokenizer), eot=int(tokenizer.eos_token_id),
                           instruction_start=rows, code_offset=padded, source=str(directory))
-    backbone = HFBackbone(spec, padded + n_codes)
+    return spec, HFTextTokenizer(tokenizer, spec.vocab)
+
+
+def import_backbone(directory: str | Path, n_codes: int) -> tuple[BackboneConfig, HFBackbone, HFTextTokenizer]:
+    """Read the causal LM and tokenizer in ``directory`` (any model ``AutoModelForCausalLM`` loads) and build the
+    NeuroLM backbone around them: ``(spec, backbone, tokenizer)``. ``n_codes``: the EEG codebook size."""
+    transformers = require_transformers()
+    spec, tokenizer = read_backbone(directory, n_codes)
+    try:
+        full = transformers.AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise NeuroLMError(f"{directory}: transformers cannot load it as a causal LM ({exc})") from exc
+    backbone = HFBackbone(spec, spec.code_offset + n_codes)
     backbone.load_from(full)
     log.info("backbone %s (%s) from %s: %d text ids, marker %d, EEG codes from output %d", spec.family,
              type(full).__name__, directory, spec.text_vocab, spec.instruction_start, spec.code_offset)
     return spec, backbone, tokenizer
+
+
+def load_text_tokenizer(directory: str | Path, backbone: BackboneConfig | None) -> TextTokenizer | HFTextTokenizer:
+    """The text tokenizer of the model saved in ``directory``: GPT-2's, or its backbone's from ``backbone/``."""
+    if backbone is None:
+        return TextTokenizer()
+    return HFTextTokenizer.load(Path(directory) / TOKENIZER_DIR, backbone.vocab)

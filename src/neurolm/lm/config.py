@@ -8,7 +8,8 @@ from typing import Any
 
 from ..errors import NeuroLMError
 from ..tokenizer import TokenizerConfig
-from .backbone import GPT2_VOCAB, BackboneConfig, Vocab
+from ..text import GPT2_VOCAB, Vocab
+from .backbone import BackboneConfig
 from .gpt import GPTConfig
 from .lora import LoraSpec
 

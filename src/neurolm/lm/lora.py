@@ -124,6 +124,13 @@ def trainable_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+def parameter_report(lm: nn.Module) -> dict:
+    """A stage report's ``params`` (trainable), ``total_params`` (the frozen encoder included) and ``lora`` (the
+    adapters, or None)."""
+    return {"params": trainable_parameters(lm), "total_params": sum(p.numel() for p in lm.parameters()),
+            "lora": None if lm.config.lora is None else lm.config.lora.to_dict()}
+
+
 def merge_lora(lm: nn.Module) -> None:
     """Fold the adapters into the base weights and remove them (outputs unchanged); everything trains again."""
     from peft.tuners.lora import LoraLayer

@@ -50,11 +50,11 @@ from ..data.batch import EEGBatch
 from ..artifacts import WEIGHTS_FILE, load_state_exact, read_artifacts, save_artifacts, save_state
 from ..errors import NeuroLMError
 from ..text import PADDED_VOCAB, TEXT_VOCAB, TextTokenizer
-from ..tokenizer import NeuralTokenizer, TokenizerEncoder
+from ..tokenizer import NeuralTokenizer, TokenizerConfig, TokenizerEncoder
 from ..tokenizer.encoder import TRAINING_ONLY
 from .config import NeuroLMConfig
 from . import lora
-from .backbone import TOKENIZER_DIR, HFBackbone, HFTextTokenizer, import_backbone
+from .backbone import TOKENIZER_DIR, BackboneConfig, HFBackbone, import_backbone, load_text_tokenizer
 from .gpt import GPT, GPTConfig, KVCache
 from .mask import IGNORE, build_attention_mask, decode_mask, eeg_targets
 from .spectral import BANDS_HZ, Moments, WindowSummary, band_log_power
@@ -343,7 +343,7 @@ class NeuroLM(nn.Module):
         config = NeuroLMConfig.from_dict(values)
         model = cls(config)
         if config.backbone is not None:
-            model.text_tokenizer = HFTextTokenizer.load(directory / TOKENIZER_DIR, config.vocab)
+            model.text_tokenizer = load_text_tokenizer(directory, config.backbone)
         # directories written before the model kept only the encoder side also hold the tokenizer's other parts
         state = {k: v for k, v in state.items() if not k.startswith(TOKENIZER_ONLY)}
         if config.lora is not None:  # base weights under plain names + the adapters beside them
@@ -358,13 +358,10 @@ class NeuroLM(nn.Module):
                       ) -> NeuroLM:
         """A new NeuroLM around a trained tokenizer (copied and frozen) with the Hugging Face causal LM in
         ``directory`` as its backbone (:mod:`neurolm.lm.backbone`)."""
-        n_codes = tokenizer.config.codebook_size
-        spec, backbone, hf_tokenizer = import_backbone(directory, n_codes)
-        gpt_config = GPTConfig(**spec.sizes(), n_outputs=spec.code_offset + n_codes)
-        config = NeuroLMConfig(gpt_config, replace(tokenizer.config), False, spectral_input, backbone=spec)
-        model = cls(config, backbone)
+        spec, backbone, text_tokenizer = import_backbone(directory, tokenizer.config.codebook_size)
+        model = cls(backbone_config(tokenizer.config, spec, spectral_input), backbone)
         model.tokenizer.copy_encoder_side(tokenizer)
-        model.text_tokenizer = HFTextTokenizer(hf_tokenizer, config.vocab)
+        model.text_tokenizer = text_tokenizer
         return model
 
     @classmethod
@@ -428,3 +425,11 @@ class NeuroLM(nn.Module):
         from .reference import save_neurolm_checkpoint
 
         save_neurolm_checkpoint(self, path, vq_path)
+
+
+def backbone_config(tokenizer: TokenizerConfig, spec: BackboneConfig, spectral_input: bool = True) -> NeuroLMConfig:
+    """The config of a NeuroLM around ``tokenizer`` with the Hugging Face backbone ``spec`` (``gpt`` mirrors its
+    shape)."""
+    n_codes = tokenizer.codebook_size
+    gpt_config = GPTConfig(**spec.sizes(), n_outputs=spec.code_offset + n_codes)
+    return NeuroLMConfig(gpt_config, replace(tokenizer), False, spectral_input, backbone=spec)
