@@ -1,0 +1,224 @@
+"""Hugging Face backbones and LoRA: tiny random Llama, Qwen2 and GPT-2 models built from config objects (no
+download) with an offline BPE tokenizer; the HF GPT-2 path against the native GPT, the 4-D mask, positions, the KV
+cache, save/load without the source directory, LoRA save/load/merge."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_backbones import write_backbone  # skips this module without transformers
+from neurolm.data.batch import collate_windows
+from neurolm.instruct.data import encode_task, score_answers
+from neurolm.lm import NeuroLM, build_attention_mask
+from neurolm.lm import lora
+from neurolm.text import GPT2_VOCAB
+from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> NeuralTokenizer:
+    torch.manual_seed(0)
+    return NeuralTokenizer(TokenizerConfig.from_preset("tiny", codebook_size=32)).eval()
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    return {f: write_backbone(root / f, f, vocab_size=50257 if f == "gpt2" else None)
+            for f in ("llama", "qwen2", "gpt2")}
+
+
+@pytest.fixture(scope="module")
+def models(dirs, tokenizer):
+    torch.manual_seed(1)
+    return {f: NeuroLM.from_backbone(tokenizer, d).eval() for f, d in dirs.items() if f != "gpt2"}
+
+
+def eeg(seed: int = 0, spec=((3, 4), (2, 3))):
+    rng = np.random.default_rng(seed)
+    return collate_windows([{"signal": rng.normal(0, 0.2, (c, s * 200)).astype(np.float32),
+                             "chans": rng.choice(90, size=c, replace=False), "label": 0} for c, s in spec])
+
+
+def prompt(lm: NeuroLM, name: str = "hmc") -> torch.Tensor:
+    return torch.tensor(encode_task(name, tokenizer=lm.text_tokenizer).prompt)
+
+
+def test_layout_follows_the_tokenizer(models, dirs):
+    lm = models["llama"]
+    vocab = lm.config.vocab
+    tok = lm.text_tokenizer.tokenizer
+    assert vocab.text_vocab == len(tok) and vocab.eot == tok.eos_token_id
+    assert vocab.instruction_start == len(tok) and vocab.code_offset % 64 == 0 and vocab.code_offset > len(tok)
+    assert lm.gpt.lm_head.out_features == vocab.code_offset + 32
+    assert lm.gpt.embed_tokens(torch.tensor([vocab.instruction_start])).shape == (1, 64)
+    # answers end with the backbone's end-of-sequence id, and the tokenizer round-trips text
+    assert encode_task("hmc", tokenizer=lm.text_tokenizer).answers[0][-1] == vocab.eot
+    assert lm.text_tokenizer.decode(lm.text_tokenizer.encode("Answer: (W)")) == "Answer: (W)"
+
+
+def test_hf_gpt2_equals_the_native_gpt_on_the_same_weights(dirs, tokenizer):
+    torch.manual_seed(2)
+    native = NeuroLM.from_tokenizer(tokenizer, "tiny", dirs["gpt2"]).eval()
+    hf = NeuroLM.from_backbone(tokenizer, dirs["gpt2"]).eval()
+    # marker 50257, codes from 50304: the native layout (text ids are the tiny tokenizer's)
+    assert (hf.config.vocab.instruction_start, hf.config.vocab.code_offset) == (
+        GPT2_VOCAB.instruction_start, GPT2_VOCAB.code_offset)
+    # the blocks come from the same directory; copy what each side initialised on its own
+    own = {k: v for k, v in native.state_dict().items() if not k.startswith("gpt.")}
+    hf.load_state_dict(own, strict=False)
+    with torch.no_grad():
+        hf.gpt.lm_head.weight.copy_(native.gpt.lm_head.weight)
+        hf.gpt.model.get_input_embeddings().weight.copy_(native.gpt.transformer.wte.weight)
+    batch = eeg()
+    ids = torch.tensor([[50257, 464, 2068, 318, 50256], [50257, 40, 716, 50256, 50256]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=torch.bool)
+    a, b = native(batch, ids, mask)["logits"], hf(batch, ids, mask)["logits"]
+    assert (a - b).abs().max() <= 1e-5
+    a, b = native.eeg_forward(batch), hf.eeg_forward(batch)
+    assert abs(float(a["loss"].detach()) - float(b["loss"].detach())) <= 1e-5
+    a, b = native.text_forward(ids), hf.text_forward(ids)
+    assert (a["logits"] - b["logits"]).abs().max() <= 1e-5
+    # the first generated step is read from the prompt's pass through each cache (later tokens differ: the HF side
+    # only picks among its tiny tokenizer's 400 ids)
+    _, sa = native.generate(batch, ids[:, :3], None, 1)
+    _, sb = hf.generate(batch, ids[:, :3], None, 1)
+    assert (sa - sb).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_the_4d_mask_reaches_attention_as_the_stair_step(models, family, monkeypatch):
+    lm = models[family]
+    batch = eeg()
+    ids = prompt(lm)[None].expand(2, -1)
+    text_mask = torch.ones_like(ids, dtype=torch.bool)
+    text_mask[1, -3:] = False
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, *args, **kwargs):
+        seen.append(attn_mask)
+        return sdpa(q, k, v, attn_mask, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    lm.text_hidden(batch, ids, text_mask)
+    want = build_attention_mask(batch.times, batch.mask, text_mask)
+    seen = [m for m in seen if m is not None and m.is_floating_point()]  # the encoder's own masks are boolean
+    assert len(seen) == lm.config.gpt.n_layer
+    for got in seen:  # additive: 0 where the stair-step mask allows, the dtype's minimum where it does not
+        assert torch.equal(got.expand_as(want) == 0, want)
+        assert bool((got[~want.expand_as(got)] == torch.finfo(got.dtype).min).all())
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_visibility_and_positions(models, family, monkeypatch):
+    lm = models[family]
+    batch = eeg(spec=((3, 4),))
+    ids = prompt(lm)[None]
+    positions = []
+    forward = lm.gpt.model.forward
+    monkeypatch.setattr(lm.gpt.model, "forward", lambda **kw: positions.append(kw["position_ids"]) or forward(**kw))
+    h = lm.text_hidden(batch, ids)
+    # EEG tokens take their second as position, text continues after the last second
+    assert torch.equal(positions[0][0, :12], batch.times[0])
+    assert torch.equal(positions[0][0, 12:], 4 + torch.arange(ids.shape[1]))
+    # a later second never changes an earlier one; the text sees all of it
+    x, _ = lm.embed_eeg(batch)
+    mask = build_attention_mask(batch.times, batch.mask)
+    base = lm.gpt(x, mask, positions=batch.times)
+    x2 = x.clone()
+    x2[0, batch.times[0] == 3] += 1.0
+    moved = lm.gpt(x2, mask, positions=batch.times)
+    earlier = batch.times[0] < 3
+    assert torch.allclose(base[0, earlier], moved[0, earlier], atol=1e-6)
+    assert not torch.allclose(base[0, ~earlier], moved[0, ~earlier], atol=1e-3)
+    assert h.shape == (1, ids.shape[1], 64)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_cached_generation_equals_full_forwards(models, family):
+    lm = models[family]
+    batch = eeg()
+    p = prompt(lm)
+    ids = torch.full((2, len(p)), lm.config.vocab.eot)
+    ids[0], ids[1, :-2] = p, p[:-2]
+    mask = ids != lm.config.vocab.eot
+    mask[0] = True
+    tokens, scores = lm.generate(batch, ids, mask, 4)
+    for i in range(2):  # greedy without the cache, one full forward per new token
+        n = int(mask[i].sum())
+        seq = ids[i, :n]
+        sub = type(batch)(**{k: v[i : i + 1] for k, v in vars(batch).items()})
+        for t in range(4):
+            logits = lm(sub, seq[None])["logits"][0, -1]
+            assert torch.allclose(logits, scores[i, t], atol=1e-4)
+            token = logits[: lm.config.vocab.text_vocab].argmax()
+            assert int(token) == int(tokens[i, t])
+            seq = torch.cat([seq, token[None]])
+
+
+def test_saved_model_loads_without_the_backbone_directory(dirs, tokenizer, tmp_path):
+    src = shutil.copytree(dirs["qwen2"], tmp_path / "src")
+    lm = NeuroLM.from_backbone(tokenizer, src).eval()
+    lm.save_pretrained(tmp_path / "model")
+    shutil.rmtree(src)
+    back = NeuroLM.from_pretrained(tmp_path / "model")
+    batch, ids = eeg(), prompt(lm)[None].expand(2, -1)
+    assert torch.equal(lm(batch, ids)["logits"], back(batch, ids)["logits"])
+    assert back.config.backbone.family == "qwen2" and back.text_tokenizer.vocab == lm.text_tokenizer.vocab
+    assert (tmp_path / "model" / "backbone" / "tokenizer.json").is_file()
+
+
+def test_multi_token_answers_are_scored_by_their_summed_log_probability(models):
+    lm = models["llama"]
+    batch = eeg()
+    enc = encode_task("hmc", tokenizer=lm.text_tokenizer)
+    fast = score_answers(lm, batch, ["hmc", "hmc"])
+    slow = __import__("neurolm.instruct.data", fromlist=["_score_sequences"])._score_sequences(lm, batch,
+                                                                                              ["hmc", "hmc"])
+    # answers told apart by their first token: both ways give the same probabilities
+    assert enc.single
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, atol=1e-5) and abs(float(a.sum()) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["llama", "native"])
+def test_lora_adapters_save_load_and_merge_to_the_same_outputs(models, tokenizer, family, tmp_path):
+    torch.manual_seed(3)
+    lm = NeuroLM.from_tokenizer(tokenizer, "tiny") if family == "native" else models["llama"]
+    lm = NeuroLM.from_pretrained(_save(lm, tmp_path / "base")).eval()
+    batch, ids = eeg(), torch.tensor([[lm.config.vocab.instruction_start, 5, 6, 7]] * 2)
+    before = lm(batch, ids)["logits"]
+    spec = lora.add_lora(lm, 4)
+    assert spec.targets == lora.TARGETS["neurolm" if family == "native" else "llama"]
+    assert torch.allclose(lm(batch, ids)["logits"], before)  # LoRA's B starts at zero
+    with torch.no_grad():  # as if trained
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    tuned = lm(batch, ids)["logits"]
+    assert not torch.allclose(tuned, before, atol=1e-4)
+    n_trainable = lora.trainable_parameters(lm)
+    assert 0 < n_trainable < sum(p.numel() for p in lm.parameters() if not p.is_meta)
+    out = _save(lm, tmp_path / "lora")
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert not any(".lora_" in k or "base_layer" in k
+                   for k in __import__("safetensors.torch", fromlist=["load_file"]).load_file(out / "model.safetensors"))
+    back = NeuroLM.from_pretrained(out).eval()
+    assert back.config.lora == spec and lora.trainable_parameters(back) == n_trainable
+    assert torch.allclose(back(batch, ids)["logits"], tuned, atol=1e-6)
+    lora.merge_lora(back)
+    assert back.config.lora is None and not any(".lora_" in k for k in back.state_dict())
+    assert torch.allclose(back(batch, ids)["logits"], tuned, atol=1e-5)
+
+
+def _save(lm: NeuroLM, path):
+    lm.save_pretrained(path)
+    return path
