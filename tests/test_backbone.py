@@ -222,3 +222,66 @@ def test_lora_adapters_save_load_and_merge_to_the_same_outputs(models, tokenizer
 def _save(lm: NeuroLM, path):
     lm.save_pretrained(path)
     return path
+
+
+# ------------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def pipeline_inputs(tmp_path_factory):
+    """A synthetic HMC store (train/val/test) and an EDF night of the same montage."""
+    from neurolm.data.prepare import prepare_dataset
+    from neurolm.data.synth import write_corpus
+    from neurolm.instruct import train as instruct_stage
+    from neurolm.lm import pretrain as pretrain_stage
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    write_corpus(tmp, datasets=["hmc"], seed=0)
+    prepare_dataset("hmc", tmp / "hmc", tmp / "store", progress=False)
+    edf = next((tmp / "hmc").rglob("*.edf"))
+    with pytest.MonkeyPatch.context() as mp:  # a few validation windows: every evaluation is a few forwards
+        mp.setattr(pretrain_stage, "VAL_WINDOWS", 8)
+        mp.setattr(pretrain_stage, "UNIGRAM_WINDOWS", 16)
+        mp.setattr(instruct_stage, "VAL_PER_TASK", 8)
+        yield tmp / "store", edf
+
+
+@pytest.mark.parametrize("family,pretrain_rank,instruct_rank", [("llama", 0, 4), ("qwen2", 4, 0)])
+def test_pretrain_instruct_evaluate_ask_end_to_end(dirs, tokenizer, pipeline_inputs, family, pretrain_rank,
+                                                   instruct_rank, tmp_path, capsys):
+    import json
+
+    from neurolm.cli import main
+
+    store, edf = pipeline_inputs
+    tokenizer.save_pretrained(tmp_path / "tok")
+    common = ["--steps", "2", "--batch-size", "2", "--device", "cpu"]
+    assert main(["pretrain", "--tokenizer", str(tmp_path / "tok"), "--data", str(store), "--out",
+                 str(tmp_path / "pre"), "--backbone", str(dirs[family]), "--lora-rank", str(pretrain_rank),
+                 *common]) == 0
+    report = json.loads((tmp_path / "pre" / "report.json").read_text())
+    assert report["backbone"].startswith(family) and report["steps"] == 2 and math_finite(report["val"]["eeg_loss"])
+    assert (report["lora"] is None) == (pretrain_rank == 0)
+    assert 0 < report["params"] < report["total_params"]
+    assert main(["instruct", "--model", str(tmp_path / "pre"), "--data", str(store), "--out", str(tmp_path / "ins"),
+                 "--lora-rank", str(instruct_rank), *common]) == 0
+    report = json.loads((tmp_path / "ins" / "report.json").read_text())
+    assert report["steps"] == 2 and 0 <= report["val"]["ba_hmc"] <= 1
+    assert (report["lora"] is not None) == (instruct_rank > 0)
+    assert (tmp_path / "ins" / "adapter").is_dir() == (instruct_rank > 0)
+    tuned = NeuroLM.from_pretrained(tmp_path / "ins")
+    assert tuned.config.backbone.family == family
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "ins"), "--data", str(store), "--out", str(tmp_path / "ev"),
+                 "--split", "test", "--batch-size", "4", "--device", "cpu"]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert list(metrics) == ["hmc"] and metrics["hmc"]["n"] > 0
+    assert main(["ask", str(tmp_path / "ins"), str(edf), "--task", "hmc", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith(f"asked hmc about {edf}: 1 window(s)")
+    from neurolm.instruct.ask import ask
+
+    (free,) = ask(tuned, edf, "hmc", question="Which sleep stage is this?", max_new_tokens=3)
+    assert isinstance(free.answer, str) and free.label is None
+
+
+def math_finite(x: float) -> bool:
+    return bool(np.isfinite(x))

@@ -151,6 +151,8 @@ class InstructTask:
                                    for s in range(0, len(items), 64)])
         if self.lora_rank:
             lora.add_lora(lm, self.lora_rank)
+        elif lm.config.lora is not None:  # --lora-rank 0 means full training: fold the pretraining adapters in
+            lora.merge_lora(lm)
         return InstructObjective(lm.train(), self.text_weight, cache)
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:

@@ -345,7 +345,8 @@ class PretrainStage(Stage):
     def describe(self, result: StageResult) -> str:
         r = result.report
         v, t = r["val"], r["train_last"]
-        return (f"NeuroLM-{r['size']} pretrained for {r['steps']} steps → {result.out_dir}: val EEG loss "
+        name = f"NeuroLM-{r['size']}" if r.get("backbone") is None else f"NeuroLM ({r['backbone']})"
+        return (f"{name} pretrained for {r['steps']} steps → {result.out_dir}: val EEG loss "
                 f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), "
                 f"accuracy {v['eeg_accuracy']:.1%}, perplexity {v['eeg_perplexity']:.1f}; text loss "
                 f"{t.get('text_loss', math.nan):.3f}")
