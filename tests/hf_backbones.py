@@ -31,14 +31,21 @@ def config(family: str, vocab_size: int, width: int = 64, layers: int = 2):
         return transformers.GPT2Config(vocab_size=vocab_size, n_embd=width, n_layer=layers, n_head=4,
                                        n_positions=512, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
     common = dict(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
-    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[family]
-    return cls(**common)
+                  num_attention_heads=4, max_position_embeddings=512, tie_word_embeddings=False, bos_token_id=0,
+                  eos_token_id=0)
+    if family == "phi":
+        return transformers.PhiConfig(**common)
+    if family == "phi3":
+        return transformers.Phi3Config(**common, pad_token_id=0)
+    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
+           "mistral": transformers.MistralConfig}[family]
+    return cls(**common, num_key_value_heads=2)
 
 
 def write_backbone(directory: Path, family: str, *, vocab_size: int | None = None, width: int = 64,
                    seed: int = 0) -> Path:
-    """A random tiny ``family`` (``llama``, ``qwen2``, ``gpt2``) with the tiny tokenizer in ``directory``."""
+    """A random tiny ``family`` (``llama``, ``qwen2``, ``mistral``, ``phi``, ``phi3``, ``gpt2``) with the tiny
+    tokenizer in ``directory``."""
     tokenizer = train_tokenizer()
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config(family, vocab_size or len(tokenizer), width))

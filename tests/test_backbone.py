@@ -164,6 +164,24 @@ def test_cached_generation_equals_full_forwards(models, family):
             seq = torch.cat([seq, token[None]])
 
 
+@pytest.mark.parametrize("family", ["mistral", "phi", "phi3"])
+def test_other_families_keep_the_stair_step_and_the_cache(family, tokenizer, tmp_path):
+    lm = NeuroLM.from_backbone(tokenizer, write_backbone(tmp_path / family, family)).eval()
+    batch = eeg()
+    x, _ = lm.embed_eeg(batch)
+    mask = build_attention_mask(batch.times, batch.mask)
+    x2 = x.clone()
+    x2[0, batch.times[0] == 2] += 1.0
+    base, moved = lm.gpt(x, mask, positions=batch.times), lm.gpt(x2, mask, positions=batch.times)
+    earlier = (batch.times[0] < 2) & batch.mask[0]
+    assert torch.allclose(base[0, earlier], moved[0, earlier], atol=1e-6)
+    ids = prompt(lm)[None].expand(2, -1)
+    tokens, scores = lm.generate(batch, ids, None, 3)
+    full = lm(batch, torch.cat([ids, tokens[:, :2]], 1))["logits"][:, -1]
+    assert torch.allclose(full, scores[:, 2], atol=1e-4)
+    assert lora.add_lora(lm, 2).targets == lora.TARGETS[family]
+
+
 def test_saved_model_loads_without_the_backbone_directory(dirs, tokenizer, tmp_path):
     src = shutil.copytree(dirs["qwen2"], tmp_path / "src")
     lm = NeuroLM.from_backbone(tokenizer, src).eval()
