@@ -303,3 +303,34 @@ def test_pretrain_instruct_evaluate_ask_end_to_end(dirs, tokenizer, pipeline_inp
 
 def math_finite(x: float) -> bool:
     return bool(np.isfinite(x))
+
+
+def test_activation_checkpointing_gives_the_same_gradients(dirs, tokenizer):
+    torch.manual_seed(4)
+    lm = NeuroLM.from_backbone(tokenizer, dirs["llama"]).train()
+    batch = eeg()
+    grads = []
+    for on in (False, True):
+        lm.gpt.activation_checkpointing = on
+        lm.zero_grad()
+        lm.eeg_forward(batch)["loss"].backward()
+        grads.append({n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-6), name
+
+
+def test_errors_name_the_problem(models, tokenizer, tmp_path):
+    from neurolm.errors import NeuroLMError
+    from neurolm.text import open_corpus
+
+    with pytest.raises(NeuroLMError, match="no config.json"):
+        NeuroLM.from_backbone(tokenizer, tmp_path)
+    token_file = tmp_path / "text.bin"
+    np.zeros(64, np.uint16).tofile(token_file)
+    with pytest.raises(NeuroLMError, match="GPT-2 ids"):
+        open_corpus(token_file, models["llama"].text_tokenizer)
+    corpus, _ = open_corpus(None, models["llama"].text_tokenizer)  # the shipped corpus in the backbone's ids
+    assert int(corpus.data.max()) < models["llama"].config.vocab.text_vocab
+    with pytest.raises(NeuroLMError, match="Hugging Face backbone or LoRA"):
+        models["llama"].save_reference_checkpoint(tmp_path / "NeuroLM-B.pt")

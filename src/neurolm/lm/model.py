@@ -26,6 +26,9 @@ Decisions where the spec is silent or where we differ from the reference (REF):
 - Without GPT-2 weights, ``wte`` rows 0..50256 and the text rows of ``lm_head`` start from the tokenizer's frozen
   text table (the table its features were aligned to) when the widths match, so EEG features and text start in the
   same space; otherwise they are random (both cases logged).
+- The LM sits behind a small backbone interface (:mod:`neurolm.lm.backbone`): the native GPT or any Hugging Face
+  causal LM; token ids follow ``config.vocab`` (GPT-2's unless a backbone brings its tokenizer). LoRA adapters:
+  :mod:`neurolm.lm.lora`.
 - A NeuroLM keeps only the tokenizer's encoder side (:class:`~neurolm.tokenizer.encoder.TokenizerEncoder`: encoder,
   task layer, quantizer), not its decoders, domain classifier and text table, which only tokenizer training uses
   (at base size ~95M frozen parameters that every checkpoint and GPU carried for nothing). Model directories written
