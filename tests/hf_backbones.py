@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
-transformers = __import__("pytest").importorskip("transformers", reason="Hugging Face backbones need neurolm[hf]")
+transformers = pytest.importorskip("transformers", reason="Hugging Face backbones need neurolm[hf]")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 from neurolm.instruct.tasks import TASKS  # noqa: E402
@@ -43,10 +44,10 @@ def config(family: str, vocab_size: int, width: int = 64, layers: int = 2):
 
 
 def write_backbone(directory: Path, family: str, *, vocab_size: int | None = None, width: int = 64,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, tokenizer_vocab: int = 400) -> Path:
     """A random tiny ``family`` (``llama``, ``qwen2``, ``mistral``, ``phi``, ``phi3``, ``gpt2``) with the tiny
-    tokenizer in ``directory``."""
-    tokenizer = train_tokenizer()
+    tokenizer in ``directory`` (``tokenizer_vocab`` 257: bytes only, no merges)."""
+    tokenizer = train_tokenizer(tokenizer_vocab)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config(family, vocab_size or len(tokenizer), width))
     model.save_pretrained(directory)

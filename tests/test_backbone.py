@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from hf_backbones import write_backbone  # skips this module without transformers
+from safetensors.torch import load_file
+
 from neurolm.data.batch import collate_windows
-from neurolm.instruct.data import encode_task, score_answers
+from neurolm.instruct.data import _score_sequences, encode_task, score_answers
 from neurolm.lm import NeuroLM, build_attention_mask
 from neurolm.lm import lora
 from neurolm.text import GPT2_VOCAB
@@ -199,12 +201,30 @@ def test_multi_token_answers_are_scored_by_their_summed_log_probability(models):
     batch = eeg()
     enc = encode_task("hmc", tokenizer=lm.text_tokenizer)
     fast = score_answers(lm, batch, ["hmc", "hmc"])
-    slow = __import__("neurolm.instruct.data", fromlist=["_score_sequences"])._score_sequences(lm, batch,
-                                                                                              ["hmc", "hmc"])
+    slow = _score_sequences(lm, batch, ["hmc", "hmc"])
     # answers told apart by their first token: both ways give the same probabilities
     assert enc.single
     for a, b in zip(fast, slow):
         assert torch.allclose(a, b, atol=1e-5) and abs(float(a.sum()) - 1) < 1e-5
+
+
+def test_answers_sharing_their_first_token_are_scored_over_all_their_tokens(tokenizer, tmp_path):
+    # a bytes-only tokenizer: " Neutral" and " Negative" both continue with "N" after the shared " "
+    lm = NeuroLM.from_backbone(tokenizer, write_backbone(tmp_path / "bytes", "llama", tokenizer_vocab=257)).eval()
+    enc = encode_task("seed", tokenizer=lm.text_tokenizer)
+    assert not enc.single and len({t[0] for t in enc.option_tokens}) < len(enc.option_tokens)
+    batch = eeg(spec=((3, 4), (3, 4)))
+    probs = score_answers(lm, batch, ["seed", "seed"])
+    with torch.no_grad():
+        for i, p in enumerate(probs):  # brute force: one full forward per answer, log-probabilities of its tokens
+            sub = type(batch)(**{k: v[i : i + 1] for k, v in vars(batch).items()})
+            logp = []
+            for option in enc.option_tokens:
+                seq = torch.tensor(enc.prompt + enc.prefix + option)
+                lp = torch.log_softmax(lm(sub, seq[None])["logits"][0], -1)
+                start = len(enc.prompt) + len(enc.prefix) - 1
+                logp.append(sum(float(lp[start + j, t]) for j, t in enumerate(option)))
+            assert torch.allclose(p, torch.softmax(torch.tensor(logp), 0), atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llama", "native"])
@@ -227,8 +247,7 @@ def test_lora_adapters_save_load_and_merge_to_the_same_outputs(models, tokenizer
     assert 0 < n_trainable < sum(p.numel() for p in lm.parameters() if not p.is_meta)
     out = _save(lm, tmp_path / "lora")
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
-    assert not any(".lora_" in k or "base_layer" in k
-                   for k in __import__("safetensors.torch", fromlist=["load_file"]).load_file(out / "model.safetensors"))
+    assert not any(".lora_" in k or "base_layer" in k for k in load_file(out / "model.safetensors"))
     back = NeuroLM.from_pretrained(out).eval()
     assert back.config.lora == spec and lora.trainable_parameters(back) == n_trainable
     assert torch.allclose(back(batch, ids)["logits"], tuned, atol=1e-6)

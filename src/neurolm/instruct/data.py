@@ -28,7 +28,7 @@ import torch
 from ..data.batch import PATCH, REF_INSTRUCT_TOKENS, EEGBatch, collate_windows, reference_padding
 from ..errors import NeuroLMError
 from ..lm.model import IGNORE, NeuroLM
-from ..text import TextTokenizer
+from ..text import GPT2_VOCAB, TextTokenizer
 from .tasks import TASKS, Task
 
 EEG_MAX_TOKENS = REF_INSTRUCT_TOKENS
@@ -91,7 +91,7 @@ def encode_task(name: str, reference_mask: bool = False, tokenizer: TextTokenize
     option_tokens = tuple(a[n_prefix : len(a) - n_suffix] for a in answers)
     if len(set(option_tokens)) != len(option_tokens):
         raise NeuroLMError(f"task {name}: answers {task.answers} tokenise the same")
-    if len(prompt) + max(map(len, answers)) > TEXT_LENGTH:
+    if len(prompt) + max(map(len, answers)) > TEXT_LENGTH and tok.vocab == GPT2_VOCAB:
         raise NeuroLMError(f"task {name}: prompt + answer exceed {TEXT_LENGTH} text tokens")
     trained_from = n_prefix if reference_mask and not task.ref_open_paren else 0
     return EncodedTask(prompt, answers, answers[0][:n_prefix], tuple(a[0] for a in option_tokens), option_tokens,
@@ -107,17 +107,19 @@ def get_task(name: str) -> Task:
 
 def training_text(name: str, label: int, reference_mask: bool = False, tokenizer: TextTokenizer | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(ids, targets, mask)`` of length 80 for one labelled window: padded ids, answer-only targets, real tokens."""
+    """``(ids, targets, mask)`` of length 80 for one labelled window: padded ids, answer-only targets, real tokens
+    (longer where a backbone's tokenizer needs more than 80 tokens for the text)."""
     enc = encode_task(name, reference_mask, tokenizer)
     if not 0 <= label < len(enc.answers):
         raise NeuroLMError(f"task {name}: label {label} outside 0..{len(enc.answers) - 1}")
     seq = enc.prompt + enc.answers[label]
-    ids = torch.full((TEXT_LENGTH,), _tokenizer(tokenizer).vocab.eot, dtype=torch.long)
+    length = max(TEXT_LENGTH, len(seq))
+    ids = torch.full((length,), _tokenizer(tokenizer).vocab.eot, dtype=torch.long)
     ids[: len(seq)] = torch.tensor(seq)
-    targets = torch.full((TEXT_LENGTH,), IGNORE, dtype=torch.long)
+    targets = torch.full((length,), IGNORE, dtype=torch.long)
     first = len(enc.prompt) + enc.trained_from  # first trained token; position first-1 predicts it
     targets[first - 1 : len(seq) - 1] = ids[first : len(seq)]
-    mask = torch.zeros(TEXT_LENGTH, dtype=torch.bool)
+    mask = torch.zeros(length, dtype=torch.bool)
     mask[: len(seq)] = True
     return ids, targets, mask
 
@@ -135,9 +137,14 @@ def collate_eeg(items: list[dict], source: object = "a window", norm_over_paddin
 
 def collate_texts(names: list[str], labels: list[int], reference_mask: bool = False,
                   tokenizer: TextTokenizer | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack :func:`training_text` of a batch: ``(B, 80)`` ids, targets and mask."""
+    """Stack :func:`training_text` of a batch: ``(B, 80)`` ids, targets and mask (right-padded to the longest)."""
     ids, targets, mask = zip(*(training_text(n, int(y), reference_mask, tokenizer) for n, y in zip(names, labels)))
-    return torch.stack(ids), torch.stack(targets), torch.stack(mask)
+    longest = max(len(i) for i in ids)
+
+    def stack(parts: tuple[torch.Tensor, ...], value: int | bool) -> torch.Tensor:
+        return torch.stack([torch.cat([t, t.new_full((longest - len(t),), value)]) for t in parts])
+
+    return stack(ids, _tokenizer(tokenizer).vocab.eot), stack(targets, IGNORE), stack(mask, False)
 
 
 def scoring_prompts(names: list[str], tokenizer: TextTokenizer | None = None,

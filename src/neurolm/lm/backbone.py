@@ -206,11 +206,12 @@ class HFBackbone(nn.Module):
 
     def _set_checkpointing(self) -> None:
         on = self.activation_checkpointing and self.training
-        if on != self._checkpointing:
+        if on != self._checkpointing:  # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_*
+            name = "activation" if hasattr(self.model, "activation_checkpointing_enable") else "gradient"
             if on:
-                self.model.gradient_checkpointing_enable({"use_reentrant": False})
+                getattr(self.model, f"{name}_checkpointing_enable")({"use_reentrant": False})
             else:
-                self.model.gradient_checkpointing_disable()
+                getattr(self.model, f"{name}_checkpointing_disable")()
             self._checkpointing = on
 
     # ----------------------------------------------------------------------------------------------- importing
