@@ -353,3 +353,16 @@ def test_errors_name_the_problem(models, tokenizer, tmp_path):
     assert int(corpus.data.max()) < models["llama"].config.vocab.text_vocab
     with pytest.raises(NeuroLMError, match="Hugging Face backbone or LoRA"):
         models["llama"].save_reference_checkpoint(tmp_path / "NeuroLM-B.pt")
+
+
+def test_missing_extra_says_how_to_install(monkeypatch, tokenizer, dirs):
+    import sys
+
+    from neurolm.errors import NeuroLMError
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # what `import transformers` sees when it is absent
+    with pytest.raises(NeuroLMError, match=r"pip install 'neurolm\[hf\]'"):
+        NeuroLM.from_backbone(tokenizer, dirs["llama"])
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(NeuroLMError, match=r"pip install 'neurolm\[hf\]'"):
+        lora.add_lora(NeuroLM.from_tokenizer(tokenizer, "tiny"), 2)
