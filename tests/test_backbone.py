@@ -264,21 +264,21 @@ def _save(lm: NeuroLM, path):
 # ------------------------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def pipeline_inputs(tmp_path_factory):
-    """A synthetic HMC store (train/val/test) and an EDF night of the same montage."""
-    from neurolm.data.prepare import prepare_dataset
-    from neurolm.data.synth import write_corpus
+    """A hand-built HMC store (train/val/test) and a 30-s EDF of the HMC montage."""
+    from conftest import write_edf
+    from test_evaluate import make_store
+
     from neurolm.instruct import train as instruct_stage
     from neurolm.lm import pretrain as pretrain_stage
 
     tmp = tmp_path_factory.mktemp("e2e")
-    write_corpus(tmp, datasets=["hmc"], seed=0)
-    prepare_dataset("hmc", tmp / "hmc", tmp / "store", progress=False)
-    edf = next((tmp / "hmc").rglob("*.edf"))
+    store = make_store(tmp / "store", "hmc", 10, splits=("train", "val", "test"))
+    edf = write_edf(tmp / "night.edf", ["EEG F4-M1", "EEG C4-M1", "EEG O2-M1", "EEG C3-M2", "EOG E1-M2"], 256.0, 30.0)
     with pytest.MonkeyPatch.context() as mp:  # a few validation windows: every evaluation is a few forwards
         mp.setattr(pretrain_stage, "VAL_WINDOWS", 8)
         mp.setattr(pretrain_stage, "UNIGRAM_WINDOWS", 16)
         mp.setattr(instruct_stage, "VAL_PER_TASK", 8)
-        yield tmp / "store", edf
+        yield store, edf
 
 
 @pytest.mark.parametrize("family,pretrain_rank,instruct_rank", [("llama", 0, 4), ("qwen2", 4, 0)])
