@@ -63,9 +63,13 @@ class BackboneConfig:
     hf_config: dict[str, Any]
     """The model's Hugging Face config (``to_dict()``), with ``vocab_size`` = the grown token table."""
     text_vocab: int
+    """Text ids ``0..text_vocab-1`` (the tokenizer's length)."""
     eot: int
+    """The tokenizer's end-of-sequence id: ends answers and documents, pads text."""
     instruction_start: int
+    """The marker before every instruction: the row added to the token table."""
     code_offset: int
+    """LM output of EEG code 0 (the token table's rows, padded to a multiple of 64)."""
     source: str = ""
     """The directory it was imported from (a record only: loading never reads it)."""
 
@@ -143,8 +147,8 @@ class HFTextTokenizer:
 
     def corpus_ids(self, docs: list[str]) -> np.ndarray:
         """Ids (int64) of documents, each followed by the end-of-text id (as :func:`neurolm.text.corpus_ids`)."""
-        ids = [t for doc in docs for t in (*self._ordinary(doc), self.vocab.eot)]
-        return np.asarray(ids, dtype=np.int64)
+        encoded = self.tokenizer(docs, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return np.asarray([t for doc in encoded for t in (*doc, self.vocab.eot)], dtype=np.int64)
 
 
 class HFBackbone(nn.Module):
@@ -158,18 +162,13 @@ class HFBackbone(nn.Module):
         config.use_cache = False
         full = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
         self.model = full.base_model
-        self.lm_head = nn.Linear(config.hidden_size if hasattr(config, "hidden_size") else config.n_embd, n_outputs,
-                                 bias=False)
+        self.lm_head = nn.Linear(spec.sizes()["n_embd"], n_outputs, bias=False)
         nn.init.normal_(self.lm_head.weight, std=0.02)
         self.activation_checkpointing = False
         """Recompute each decoder layer in the backward pass (the model's own gradient checkpointing)."""
         self._checkpointing = False
         # transformers 5 renamed `past_key_values` to `cache`
         self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-
-    @property
-    def vocab(self) -> Vocab:
-        return self.spec.vocab
 
     # -------------------------------------------------------------------------------------------- the interface
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
@@ -237,7 +236,7 @@ class HFBackbone(nn.Module):
             self.lm_head.weight[: table.shape[0]] = table.to(self.lm_head.weight.dtype)
 
 
-def read_backbone(directory: str | Path, n_codes: int) -> tuple[BackboneConfig, HFTextTokenizer]:
+def read_backbone(directory: str | Path) -> tuple[BackboneConfig, HFTextTokenizer]:
     """The NeuroLM layout of the causal LM in ``directory`` and its tokenizer, from its config and tokenizer files
     only (no weights: for shapes, FLOP counts and text corpora before the model is built)."""
     transformers = require_transformers()
@@ -266,7 +265,7 @@ def import_backbone(directory: str | Path, n_codes: int) -> tuple[BackboneConfig
     """Read the causal LM and tokenizer in ``directory`` (any model ``AutoModelForCausalLM`` loads) and build the
     NeuroLM backbone around them: ``(spec, backbone, tokenizer)``. ``n_codes``: the EEG codebook size."""
     transformers = require_transformers()
-    spec, tokenizer = read_backbone(directory, n_codes)
+    spec, tokenizer = read_backbone(directory)
     try:
         full = transformers.AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
     except (OSError, ValueError) as exc:

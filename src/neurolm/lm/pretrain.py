@@ -168,7 +168,7 @@ class PretrainTask:
         self.backbone, self.lora_rank = backbone, lora_rank
         if backbone is not None and init_gpt2 is not None:
             raise NeuroLMError("--backbone and --init-gpt2 both name the LM's weights: give one")
-        self._spec = None if backbone is None else read_backbone(backbone, tokenizer.config.codebook_size)[0]
+        self._spec = None if backbone is None else read_backbone(backbone)[0]
         self.gelu, self.spectral_input = gelu, spectral_input
         self.codes_only = codes_only
         self._pad = reference_padding(tokenizer.config.norm_over_padding, REF_PRETRAIN_TOKENS)
@@ -310,7 +310,7 @@ class PretrainStage(Stage):
         tokenizer = NeuralTokenizer.from_pretrained(args.tokenizer)
         if args.lora_rank < 0:
             raise NeuroLMError(f"--lora-rank must be 0 (off) or positive, got {args.lora_rank}")
-        text_tok = None if args.backbone is None else read_backbone(args.backbone, tokenizer.config.codebook_size)[1]
+        text_tok = None if args.backbone is None else read_backbone(args.backbone)[1]
         corpus, source = open_corpus(args.text, text_tok)
         task = PretrainTask([WindowStore(s) for s in args.data], tokenizer, args.size, cfg, text=corpus,
                             text_batch=preset.text_batch, text_length=preset.text_length, init_gpt2=args.init_gpt2,
