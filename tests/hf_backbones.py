@@ -38,8 +38,9 @@ def config(family: str, vocab_size: int, width: int = 64, layers: int = 2):
         return transformers.PhiConfig(**common)
     if family == "phi3":
         return transformers.Phi3Config(**common, pad_token_id=0)
-    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
-           "mistral": transformers.MistralConfig}[family]
+    if family == "qwen2":  # tied input and output embeddings, as the small Qwen2 checkpoints
+        return transformers.Qwen2Config(**{**common, "tie_word_embeddings": True}, num_key_value_heads=2)
+    cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig}[family]
     return cls(**common, num_key_value_heads=2)
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_backbones import write_backbone  # skips this module without transformers
+from hf_backbones import transformers, write_backbone  # skips this module without transformers
 from safetensors.torch import load_file
 
 from neurolm.data.batch import collate_windows
@@ -64,6 +64,11 @@ def test_layout_follows_the_tokenizer(models, dirs):
     # answers end with the backbone's end-of-sequence id, and the tokenizer round-trips text
     assert encode_task("hmc", tokenizer=lm.text_tokenizer).answers[0][-1] == vocab.eot
     assert lm.text_tokenizer.decode(lm.text_tokenizer.encode("Answer: (W)")) == "Answer: (W)"
+    # the model's weights: its table plus mean rows, its output rows at the head's text outputs
+    source = transformers.AutoModelForCausalLM.from_pretrained(str(dirs["llama"]))
+    table, old = lm.gpt.model.get_input_embeddings().weight, source.get_input_embeddings().weight
+    assert torch.equal(table[: len(old)], old) and torch.allclose(table[len(old) :], old.mean(0).expand(48, -1))
+    assert torch.equal(lm.gpt.lm_head.weight[: len(old)], source.get_output_embeddings().weight)
 
 
 def test_hf_gpt2_equals_the_native_gpt_on_the_same_weights(dirs, tokenizer):

@@ -154,16 +154,21 @@ class HFTextTokenizer:
 class HFBackbone(nn.Module):
     """A Hugging Face decoder behind NeuroLM's backbone interface (module notes)."""
 
-    def __init__(self, spec: BackboneConfig, n_outputs: int) -> None:
+    def __init__(self, spec: BackboneConfig, n_outputs: int, loaded=None) -> None:
+        """``loaded``: the ``AutoModelForCausalLM`` read from the backbone's directory, adopted with its weights
+        (its token table grown to ``spec.code_offset`` rows); without it one is built at random from ``spec``."""
         super().__init__()
         transformers = require_transformers()
         self.spec = spec
-        config = hf_config_object(spec.hf_config)
-        config.use_cache = False
-        full = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-        self.model = full.base_model
         self.lm_head = nn.Linear(spec.sizes()["n_embd"], n_outputs, bias=False)
         nn.init.normal_(self.lm_head.weight, std=0.02)
+        if loaded is None:
+            config = hf_config_object(spec.hf_config)
+            config.use_cache = False
+            loaded = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+        else:
+            self._adopt(loaded)
+        self.model = loaded.base_model
         self.activation_checkpointing = False
         """Recompute each decoder layer in the backward pass (the model's own gradient checkpointing)."""
         self._checkpointing = False
@@ -214,26 +219,21 @@ class HFBackbone(nn.Module):
             self._checkpointing = on
 
     # ----------------------------------------------------------------------------------------------- importing
-    def load_from(self, full) -> None:
-        """Copy a loaded ``AutoModelForCausalLM``'s decoder and output rows into this (freshly built) backbone."""
-        own = self.model.state_dict()
-        theirs = full.base_model.state_dict()
-        table = self.model.get_input_embeddings().weight
-        emb_key = next(k for k, v in self.model.named_parameters() if v is table)
+    def _adopt(self, loaded) -> None:
+        """Grow ``loaded``'s token table to ``code_offset`` rows (the new rows at the mean of the old ones: module
+        notes) and start ``lm_head``'s text rows as its output embeddings."""
+        embedding = loaded.get_input_embeddings()
+        old = embedding.weight.detach()
+        out = loaded.get_output_embeddings()
         with torch.no_grad():
-            for key, p in own.items():
-                if key not in theirs:
-                    raise NeuroLMError(f"backbone weights lack {key!r}")
-                src = theirs[key].to(p.dtype)
-                if key == emb_key:
-                    rows = src.shape[0]
-                    p[:rows] = src
-                    p[rows:] = src.mean(dim=0)  # the marker and padding rows: see the module notes
-                else:
-                    p.copy_(src)
-            out = full.get_output_embeddings()
-            table = out.weight if out is not None else theirs[emb_key]
-            self.lm_head.weight[: table.shape[0]] = table.to(self.lm_head.weight.dtype)
+            grown = torch.cat([old, old.mean(dim=0).expand(self.spec.code_offset - old.shape[0], -1)])
+            head = old if out is None else out.weight
+            self.lm_head.weight[: head.shape[0]] = head.to(self.lm_head.weight.dtype)
+        # the weight is replaced, not the module: some families' embeddings are subclasses (e.g. scaled)
+        embedding.weight = nn.Parameter(grown.contiguous())
+        embedding.num_embeddings = self.spec.code_offset
+        loaded.config.vocab_size = self.spec.code_offset
+        loaded.config.use_cache = False
 
 
 def read_backbone(directory: str | Path) -> tuple[BackboneConfig, HFTextTokenizer]:
@@ -266,12 +266,11 @@ def import_backbone(directory: str | Path, n_codes: int) -> tuple[BackboneConfig
     NeuroLM backbone around them: ``(spec, backbone, tokenizer)``. ``n_codes``: the EEG codebook size."""
     transformers = require_transformers()
     spec, tokenizer = read_backbone(directory)
-    try:
-        full = transformers.AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+    try:  # float32 like the native GPT (bf16 comes from autocast)
+        full = transformers.AutoModelForCausalLM.from_pretrained(str(directory), attn_implementation="sdpa").float()
     except (OSError, ValueError) as exc:
         raise NeuroLMError(f"{directory}: transformers cannot load it as a causal LM ({exc})") from exc
-    backbone = HFBackbone(spec, spec.code_offset + n_codes)
-    backbone.load_from(full)
+    backbone = HFBackbone(spec, spec.code_offset + n_codes, full)
     log.info("backbone %s (%s) from %s: %d text ids, marker %d, EEG codes from output %d", spec.family,
              type(full).__name__, directory, spec.text_vocab, spec.instruction_start, spec.code_offset)
     return spec, backbone, tokenizer
