@@ -70,10 +70,15 @@ def _gpt2() -> TextTokenizer:
     return TextTokenizer()
 
 
-@functools.lru_cache(maxsize=None)
 def encode_task(name: str, reference_mask: bool = False, tokenizer: TextTokenizer | None = None) -> EncodedTask:
     """Token ids of a task's prompt and answers, checked to tokenise the same as the full training text.
     ``reference_mask``: train the `` (`` of a lettered answer only where the reference does (module notes)."""
+    # every GPT-2 tokenizer object is the same tokenizer: one cache entry for all of them
+    return _encode_task(name, reference_mask, None if isinstance(tokenizer, TextTokenizer) else tokenizer)
+
+
+@functools.lru_cache(maxsize=None)
+def _encode_task(name: str, reference_mask: bool, tokenizer: TextTokenizer | None) -> EncodedTask:
     task = get_task(name)
     tok = _tokenizer(tokenizer)
     prompt = (tok.vocab.instruction_start, *tok.encode(task.instruction))
