@@ -26,10 +26,15 @@ WEIGHTS_FILE = "model.safetensors"
 
 def save_artifacts(directory: str | Path, config: dict, model: nn.Module, kind: str) -> None:
     """Write ``config.json`` and ``model.safetensors`` (every state-dict entry, buffers included)."""
+    save_state(directory, config, model.state_dict(), kind)
+
+
+def save_state(directory: str | Path, config: dict, state: dict[str, torch.Tensor], kind: str) -> None:
+    """:func:`save_artifacts` of a state dict."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": kind})
 
 

@@ -19,6 +19,7 @@ import hashlib
 import os
 from base64 import b64decode
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -36,6 +37,22 @@ TEXT_VOCAB = 50257
 """GPT-2's vocabulary size (ids 0..50256)."""
 PADDED_VOCAB = 50304
 """Rows of the LM's token embedding: 50257 rounded up to a multiple of 64. EEG code ``i`` is LM output ``50304 + i``."""
+
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Where a language model's ids live: text ids ``0..text_vocab-1``, the end-of-text id, the instruction marker
+    and the first EEG output (code ``i`` is LM output ``code_offset + i``). GPT-2's is :data:`GPT2_VOCAB`; a Hugging
+    Face backbone's follows from its tokenizer (:mod:`neurolm.lm.backbone`)."""
+
+    text_vocab: int
+    eot: int
+    instruction_start: int
+    code_offset: int
+
+
+GPT2_VOCAB = Vocab(TEXT_VOCAB, EOT, INSTRUCTION_START, PADDED_VOCAB)
 
 GPT2_TIKTOKEN_SIZE = 835_554
 GPT2_TIKTOKEN_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -80,6 +97,8 @@ def gpt2_encoding() -> tiktoken.Encoding:
 class TextTokenizer:
     """GPT-2 BPE text ↔ ids."""
 
+    vocab = GPT2_VOCAB
+
     def __init__(self) -> None:
         self.encoding = gpt2_encoding()
 
@@ -94,10 +113,13 @@ class TextTokenizer:
         return self.encoding.decode([int(i) for i in ids if 0 <= int(i) < TEXT_VOCAB])
 
 
-def corpus_ids(text: str) -> np.ndarray:
+def corpus_ids(text: str, tokenizer=None) -> np.ndarray:
     """Token ids (``uint16``) of a plain text: paragraphs (blocks separated by a blank line) are documents, each
-    followed by ``<|endoftext|>`` as in nanoGPT's OpenWebText preparation."""
+    followed by ``<|endoftext|>`` as in nanoGPT's OpenWebText preparation. ``tokenizer``: another model's text
+    tokenizer with a ``corpus_ids(docs)`` method (``neurolm.lm.backbone.HFTextTokenizer``; ids may then be wider)."""
     docs = [d.strip() for d in text.split("\n\n") if d.strip()]
+    if tokenizer is not None and tokenizer.vocab != GPT2_VOCAB:
+        return tokenizer.corpus_ids(docs)
     ids = [t for doc in gpt2_encoding().encode_ordinary_batch(docs) for t in (*doc, EOT)]
     return np.asarray(ids, dtype=np.uint16)
 
@@ -124,8 +146,9 @@ class TextCorpus:
     """A flat array of token ids (a ``uint16`` file read through memmap, or an in-memory array)."""
 
     def __init__(self, source: str | Path | np.ndarray) -> None:
-        if isinstance(source, np.ndarray):
-            self.data = source.astype(np.uint16, copy=False)
+        if isinstance(source, np.ndarray):  # ids of vocabularies past 65,536 (Hugging Face backbones) stay int32
+            wide = source.size and int(source.max()) >= 2**16
+            self.data = source.astype(np.int32 if wide else np.uint16, copy=False)
         else:
             path = Path(source)
             if not path.is_file():
@@ -156,16 +179,24 @@ def default_corpus() -> TextCorpus:
     return TextCorpus(corpus_ids(asset_path("corpus.txt").read_text(encoding="utf-8")))
 
 
-def open_corpus(source: str | Path | None) -> tuple[TextCorpus, str]:
+def open_corpus(source: str | Path | None, tokenizer=None) -> tuple[TextCorpus, str]:
     """The text corpus of a training stage and a line naming it: ``None`` → :func:`default_corpus`, a ``.txt`` file
-    → tokenised in memory (see :func:`corpus_ids`), anything else → a flat ``uint16`` token file."""
+    → tokenised in memory (see :func:`corpus_ids`), anything else → a flat ``uint16`` token file of GPT-2 ids.
+    ``tokenizer``: a Hugging Face backbone's (see :func:`corpus_ids`); it tokenises ``.txt`` files and the shipped
+    corpus itself and refuses token files, whose ids are GPT-2's."""
+    other = tokenizer is not None and tokenizer.vocab != GPT2_VOCAB
     if source is None:
-        return default_corpus(), "text: the shipped demo corpus (assets/corpus.txt)"
+        corpus = TextCorpus(corpus_ids(asset_path("corpus.txt").read_text(encoding="utf-8"), tokenizer)) if other \
+            else default_corpus()
+        return corpus, "text: the shipped demo corpus (assets/corpus.txt)"
     path = Path(source)
     if path.suffix.lower() != ".txt":
+        if other:
+            raise NeuroLMError(f"{path}: a token file holds GPT-2 ids; with a Hugging Face backbone pass --text as a "
+                               ".txt file (tokenised with the backbone's tokenizer)")
         return TextCorpus(path), f"text: token file {path}"
     try:
-        ids = corpus_ids(path.read_text(encoding="utf-8"))
+        ids = corpus_ids(path.read_text(encoding="utf-8"), tokenizer)
     except (OSError, UnicodeDecodeError) as exc:
         raise NeuroLMError(f"{path}: cannot read the text corpus ({exc})") from exc
     if ids.size == 0:

@@ -39,7 +39,7 @@ from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
 from ..plots import figure, save
 from ..report import Table, to_text
-from ..text import INSTRUCTION_START, TextTokenizer
+from ..text import TextTokenizer
 from .data import collate_eeg, get_task, score_answers
 from .evaluate import decode_answer, load_model
 
@@ -128,14 +128,16 @@ def _source(recording: Recording) -> str:
     return str(files[0]) if files else "recording"
 
 
-def question_prompt(question: str) -> torch.Tensor:
-    """``[50257]`` + the question's tokens, wrapped as ``Question: … Answer:`` unless it already starts that way."""
+def question_prompt(question: str, tokenizer: TextTokenizer | None = None) -> torch.Tensor:
+    """``[50257]`` + the question's tokens, wrapped as ``Question: … Answer:`` unless it already starts that way;
+    ``tokenizer``: the model's (default GPT-2's)."""
     text = question.strip()
     if not text:
         raise NeuroLMError("--question is empty")
     if not text.startswith("Question:"):
         text = f"Question: {text} Answer:"
-    return torch.tensor([INSTRUCTION_START, *TextTokenizer().encode(text)])
+    tokenizer = TextTokenizer() if tokenizer is None else tokenizer
+    return torch.tensor([tokenizer.vocab.instruction_start, *tokenizer.encode(text)])
 
 
 @torch.no_grad()
@@ -163,12 +165,12 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
     items, starts = task_windows(recording, task, start=start, every=every, mains=mains, ch_names=ch_names,
                                  sfreq=sfreq, unit=unit, trained=trained)
     device = next(model.parameters()).device
-    prompt = question_prompt(question).to(device) if question is not None else None
+    prompt = question_prompt(question, model.text_tokenizer).to(device) if question is not None else None
     if prompt is not None and task_def.window_s + len(prompt) + max_new_tokens > model.config.gpt.block_size:
         raise NeuroLMError(f"--question: {len(prompt)} tokens + {max_new_tokens} new ones do not fit the model's "
                            f"{model.config.gpt.block_size} positions after {task_def.window_s:g} s of EEG")
     options = [a.strip() for a in task_def.answers]
-    text_tok = TextTokenizer()
+    text_tok = model.text_tokenizer
     was_training = model.training
     model.eval()
     answers = []

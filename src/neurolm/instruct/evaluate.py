@@ -38,7 +38,7 @@ from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
 from ..plots import figure, save
 from ..report import Heading, Image, Paragraph, Table, write_report
-from ..text import EOT, TextTokenizer
+from ..text import TextTokenizer
 from ..train.distributed import resolve_device
 from .data import collate_eeg, encode_task, get_task, score_answers
 from .baseline import band_power_predictions
@@ -84,9 +84,9 @@ def load_model(model_or_dir: NeuroLM | str | Path, device: str | torch.device = 
 
 
 def decode_answer(tokens: torch.Tensor | list[int], tokenizer: TextTokenizer) -> str:
-    """Text of generated tokens up to (not including) the first ``<|endoftext|>``."""
-    ids = [int(t) for t in tokens]
-    return tokenizer.decode(ids[: ids.index(EOT)] if EOT in ids else ids)
+    """Text of generated tokens up to (not including) the first ``<|endoftext|>`` (the tokenizer's end-of-text)."""
+    ids, eot = [int(t) for t in tokens], tokenizer.vocab.eot
+    return tokenizer.decode(ids[: ids.index(eot)] if eot in ids else ids)
 
 
 def _sync(device: torch.device) -> None:
@@ -102,7 +102,7 @@ def _batches(split: WindowSplit, batch_size: int, root: Path, norm_over_padding:
 
 
 def _generate(model: NeuroLM, eeg: EEGBatch, name: str) -> torch.Tensor:
-    prompt = torch.tensor(encode_task(name).prompt, device=eeg.patches.device)
+    prompt = torch.tensor(encode_task(name, tokenizer=model.text_tokenizer).prompt, device=eeg.patches.device)
     tokens, _ = model.generate(eeg, prompt.expand(eeg.mask.shape[0], -1), None, GENERATED_TOKENS)
     return tokens
 
@@ -114,7 +114,7 @@ def evaluate_task(model: NeuroLM, store: WindowStore, split: str, batch_size: in
     task = get_task(name)
     part = store.split(split)
     device = next(model.parameters()).device
-    text_tok = TextTokenizer()
+    text_tok = model.text_tokenizer
     labels, texts, parsed, probs, meta = [], [], [], [], []
     t_gen = t_score = 0.0
     bar = tqdm(total=len(part), desc=f"evaluate {name}", unit="window", disable=None if progress else True)

@@ -35,6 +35,8 @@ from ..data.batch import EEGBatch
 from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
+from ..lm import lora
+from ..lm.backbone import load_text_tokenizer
 from ..lm.gpt import GPTConfig
 from ..lm.cache import EncoderCache
 from ..lm.model import IGNORE, NeuroLM, NeuroLMConfig
@@ -108,8 +110,10 @@ class InstructTask:
 
     def __init__(self, model_dir: Path, stores: list[WindowStore], cfg: TrainConfig, text: TextCorpus,
                  text_batch: int, text_length: int, text_weight: float = 1.0, cache_mb: float = 1024.0,
-                 balance_tasks: bool = False, reference_mask: bool = False, window_summary: bool = False) -> None:
+                 balance_tasks: bool = False, reference_mask: bool = False, window_summary: bool = False,
+                 lora_rank: int = 0) -> None:
         self.model_dir, self.cfg, self.text, self.text_weight = model_dir, cfg, text, text_weight
+        self.lora_rank = lora_rank
         self.reference_mask, self.window_summary = reference_mask, window_summary
         self.cache_mb = cache_mb
         self.text_batch, self.text_length = text_batch, text_length
@@ -133,6 +137,7 @@ class InstructTask:
                     break
         self.trained: NeuroLM | None = None
         config = _config(model_dir)
+        self.text_tokenizer = load_text_tokenizer(model_dir, config.backbone)
         self.flops_per_step = _flops_per_step(config, cfg, text_batch, text_length)
         self.norm_over_padding = config.tokenizer.norm_over_padding
 
@@ -144,6 +149,10 @@ class InstructTask:
             items = [self.train_set[int(self.order[i])] for i in picks]
             lm.add_window_summary([collate_eeg(items[s : s + 64], "a training window", self.norm_over_padding)
                                    for s in range(0, len(items), 64)])
+        if self.lora_rank:
+            lora.add_lora(lm, self.lora_rank)
+        elif lm.config.lora is not None:  # --lora-rank 0 means full training: fold the pretraining adapters in
+            lora.merge_lora(lm)
         return InstructObjective(lm.train(), self.text_weight, cache)
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
@@ -151,7 +160,7 @@ class InstructTask:
         items = [self.train_set[i] for i in keys]
         eeg = collate_eeg(items, "a training window", self.norm_over_padding)
         ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items],
-                                           self.reference_mask)
+                                           self.reference_mask, self.text_tokenizer)
         g = step_generator(self.cfg.seed, step, micro, rank)
         crops = self.text.sample(max(1, self.text_batch // world), self.text_length, g)
         return {"eeg": eeg, "ids": ids, "targets": targets, "mask": mask, "crops": crops, "keys": keys}
@@ -232,6 +241,9 @@ class InstructArgs(StageArgs):
     window_summary: bool = True
     """give the answer a learned linear map of the window's per-channel band power (neurolm.lm.spectral.WindowSummary;
     default: on; --no-window-summary = the reference's model, docs/accuracy.md)"""
+    lora_rank: int = 0
+    """train rank-R LoRA adapters on the LM's blocks instead of all its weights (0 = full training; adapters the
+    model already has are merged first; needs peft)"""
 
 
 class InstructStage(Stage):
@@ -245,10 +257,13 @@ class InstructStage(Stage):
         return defaults_for(_config(args.model))
 
     def task(self, args: InstructArgs, cfg: TrainConfig, preset: StageDefaults) -> tuple[InstructTask, dict]:
-        corpus, source = open_corpus(args.text)
+        if args.lora_rank < 0:
+            raise NeuroLMError(f"--lora-rank must be 0 (off) or positive, got {args.lora_rank}")
+        corpus, source = open_corpus(args.text, load_text_tokenizer(args.model, _config(args.model).backbone))
         task = InstructTask(args.model, [WindowStore(s) for s in args.data], cfg, corpus, preset.text_batch,
                             preset.text_length, preset.text_weight if args.text_weight is None else args.text_weight,
-                            args.cache_mb, args.balance_tasks, args.reference_answer_mask, args.window_summary)
+                            args.cache_mb, args.balance_tasks, args.reference_answer_mask, args.window_summary,
+                            args.lora_rank)
         return task, {"text": source}
 
     def load(self, out_dir: Path) -> NeuroLM:
@@ -258,6 +273,7 @@ class InstructStage(Stage):
                rows: list[dict], notes: dict[str, str]) -> dict:
         return {"base_model": str(args.model), "steps": summary["step"], "balance_tasks": args.balance_tasks,
                 "reference_mask": args.reference_answer_mask, "window_summary": args.window_summary,
+                **lora.parameter_report(model),
                 "val": summary.get("val", {}), "train_last": summary.get("train", {})}
 
     def plot(self, task: InstructTask, model: NeuroLM, rows: list[dict], out_dir: Path) -> None:

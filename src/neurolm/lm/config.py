@@ -7,9 +7,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import NeuroLMError
-from ..text import INSTRUCTION_START, PADDED_VOCAB
 from ..tokenizer import TokenizerConfig
+from ..text import GPT2_VOCAB, Vocab
+from .backbone import BackboneConfig
 from .gpt import GPTConfig
+from .lora import LoraSpec
 
 
 @dataclass
@@ -28,29 +30,46 @@ class NeuroLMConfig:
     window_summary: bool = False
     """Add a learned linear map of the window's per-channel band power to every text token after the EEG
     (:meth:`~neurolm.lm.model.NeuroLM.window_summary`; not in REF)."""
+    backbone: BackboneConfig | None = None
+    """A Hugging Face backbone (:mod:`neurolm.lm.backbone`) instead of the native GPT; ``gpt`` then mirrors its shape
+    (width, depth, heads, positions, table rows, outputs)."""
+    lora: LoraSpec | None = None
+    """LoRA adapters on the backbone's blocks (:mod:`neurolm.lm.lora`)."""
+
+    @property
+    def vocab(self) -> Vocab:
+        return GPT2_VOCAB if self.backbone is None else self.backbone.vocab
 
     def __post_init__(self) -> None:
-        if self.gpt.n_outputs != PADDED_VOCAB + self.tokenizer.codebook_size:
+        offset, marker = self.vocab.code_offset, self.vocab.instruction_start
+        if self.gpt.n_outputs != offset + self.tokenizer.codebook_size:
             raise NeuroLMError(
-                f"NeuroLM config: lm_head has {self.gpt.n_outputs} outputs, expected {PADDED_VOCAB} text + "
-                f"{self.tokenizer.codebook_size} codes = {PADDED_VOCAB + self.tokenizer.codebook_size}"
+                f"NeuroLM config: lm_head has {self.gpt.n_outputs} outputs, expected {offset} text + "
+                f"{self.tokenizer.codebook_size} codes = {offset + self.tokenizer.codebook_size}"
             )
-        if self.gpt.vocab_size <= INSTRUCTION_START:
-            raise NeuroLMError(f"NeuroLM config: wte needs a row for the instruction marker {INSTRUCTION_START}")
+        if self.gpt.vocab_size <= marker:
+            raise NeuroLMError(f"NeuroLM config: wte needs a row for the instruction marker {marker}")
         if self.gpt.block_size <= self.tokenizer.max_time:
             raise NeuroLMError(f"NeuroLM config: block_size {self.gpt.block_size} leaves no position for text after "
                                f"{self.tokenizer.max_time} s of EEG")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"gpt": asdict(self.gpt), "tokenizer": asdict(self.tokenizer),
-                "ref_text_positions": self.ref_text_positions, "spectral_input": self.spectral_input,
-                "window_summary": self.window_summary}
+        values = {"gpt": asdict(self.gpt), "tokenizer": asdict(self.tokenizer),
+                  "ref_text_positions": self.ref_text_positions, "spectral_input": self.spectral_input,
+                  "window_summary": self.window_summary}
+        # absent when unused, so native models write the same config.json as before
+        for key in ("backbone", "lora"):
+            if getattr(self, key) is not None:
+                values[key] = getattr(self, key).to_dict()
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> NeuroLMConfig:
         try:
             return cls(GPTConfig(**values["gpt"]), TokenizerConfig.from_dict(values["tokenizer"]),
                        bool(values.get("ref_text_positions", False)), bool(values.get("spectral_input", False)),
-                       bool(values.get("window_summary", False)))
+                       bool(values.get("window_summary", False)),
+                       None if values.get("backbone") is None else BackboneConfig(**values["backbone"]),
+                       None if values.get("lora") is None else LoraSpec(**values["lora"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise NeuroLMError(f"NeuroLM config: invalid ({exc})") from exc

@@ -215,13 +215,30 @@ class GPT(nn.Module):
             raise NeuroLMError(f"position {int(positions.max())} exceeds block_size {self.config.block_size}")
         return self.transformer.wpe(positions)
 
+    # the backbone interface NeuroLM uses (neurolm.lm.backbone); a Hugging Face decoder offers the same
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.transformer.wte(ids)
+
+    def add_position(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``x + wpe[positions]``: GPT-2's positions are part of the input."""
+        return x + self.position(positions)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.n_layer)
+
+    def lookup_weights(self) -> list[torch.Tensor]:
+        """Tables read by lookup, not by matmul (left out of FLOP counts)."""
+        return [self.transformer.wte.weight, self.transformer.wpe.weight]
+
     def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, kv_cache: KVCache | None = None
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states ``(B, T, d)`` of embedded inputs ``x`` ``(B, T, d)``.
 
         ``attn_mask``: boolean ``(B|1, 1, T, S)``, True = may attend, where ``S = T + len(kv_cache)``; every row
-        must allow at least one key. ``None`` = causal (over the cached positions too).
+        must allow at least one key. ``None`` = causal (over the cached positions too). ``positions``: part of the
+        backbone interface, unused here (:meth:`add_position` already added them to ``x``).
         """
         x = self.transformer.drop(x)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled() and kv_cache is None

@@ -26,6 +26,9 @@ Decisions where the spec is silent or where we differ from the reference (REF):
 - Without GPT-2 weights, ``wte`` rows 0..50256 and the text rows of ``lm_head`` start from the tokenizer's frozen
   text table (the table its features were aligned to) when the widths match, so EEG features and text start in the
   same space; otherwise they are random (both cases logged).
+- The LM sits behind a small backbone interface (:mod:`neurolm.lm.backbone`): the native GPT or any Hugging Face
+  causal LM; token ids follow ``config.vocab`` (GPT-2's unless a backbone brings its tokenizer). LoRA adapters:
+  :mod:`neurolm.lm.lora`.
 - A NeuroLM keeps only the tokenizer's encoder side (:class:`~neurolm.tokenizer.encoder.TokenizerEncoder`: encoder,
   task layer, quantizer), not its decoders, domain classifier and text table, which only tokenizer training uses
   (at base size ~95M frozen parameters that every checkpoint and GPU carried for nothing). Model directories written
@@ -47,12 +50,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batch import EEGBatch
-from ..artifacts import WEIGHTS_FILE, load_state_exact, read_artifacts, save_artifacts
+from ..artifacts import WEIGHTS_FILE, load_state_exact, read_artifacts, save_artifacts, save_state
 from ..errors import NeuroLMError
-from ..text import PADDED_VOCAB, TEXT_VOCAB
-from ..tokenizer import NeuralTokenizer, TokenizerEncoder
+from ..text import PADDED_VOCAB, TEXT_VOCAB, TextTokenizer
+from ..tokenizer import NeuralTokenizer, TokenizerConfig, TokenizerEncoder
 from ..tokenizer.encoder import TRAINING_ONLY
 from .config import NeuroLMConfig
+from . import lora
+from .backbone import TOKENIZER_DIR, BackboneConfig, HFBackbone, import_backbone, load_text_tokenizer
 from .gpt import GPT, GPTConfig, KVCache
 from .mask import IGNORE, build_attention_mask, decode_mask, eeg_targets
 from .spectral import BANDS_HZ, Moments, WindowSummary, band_log_power
@@ -64,13 +69,19 @@ TOKENIZER_ONLY = tuple(f"tokenizer.{name}" for name in TRAINING_ONLY)
 
 
 class NeuroLM(nn.Module):
-    def __init__(self, config: NeuroLMConfig) -> None:
+    def __init__(self, config: NeuroLMConfig, backbone: HFBackbone | None = None) -> None:
+        """``backbone``: an already loaded Hugging Face backbone for ``config.backbone`` (built at random without)."""
         super().__init__()
         self.config = config
         self.tokenizer = TokenizerEncoder(config.tokenizer)  # the encoder side only: see the module notes
         self.tokenizer.requires_grad_(False)
         self.tokenizer.eval()
-        self.gpt = GPT(config.gpt)
+        if config.backbone is None:
+            self.gpt = GPT(config.gpt)
+        else:  # the backbone interface: neurolm.lm.backbone
+            self.gpt = backbone if backbone is not None else HFBackbone(config.backbone, config.gpt.n_outputs)
+        self.text_tokenizer = TextTokenizer() if config.backbone is None else None
+        """Text ↔ ids of this model's vocabulary (a Hugging Face backbone's is attached when it is loaded)."""
         d_enc, d = config.tokenizer.n_embd, config.gpt.n_embd
         # REF's key names: `encode_transform_layer.0.*` exists only when the widths differ
         self.encode_transform_layer = nn.Sequential(nn.Linear(d_enc, d), nn.GELU()) if d_enc != d else nn.Identity()
@@ -112,7 +123,7 @@ class NeuroLM(nn.Module):
         (:class:`~neurolm.lm.cache.EncoderCache`)."""
         features, codes = self.tokenizer.encode(batch) if encoded is None else encoded
         features = (features - self.feature_mean) / self.feature_std
-        x = self.encode_transform_layer(features) + self.pos_embed(batch.chans) + self.gpt.position(batch.times)
+        x = self.gpt.add_position(self.encode_transform_layer(features) + self.pos_embed(batch.chans), batch.times)
         if self.spectral_embed is not None:
             x = x + self.spectral_embed(self._spectrum(batch))
         return x, codes
@@ -159,25 +170,25 @@ class NeuroLM(nn.Module):
     def _sequence(
         self, batch: EEGBatch | None, text_ids: torch.Tensor, text_mask: torch.Tensor | None,
         encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Embedded ``[EEG][text]`` and its attention mask (None = plain causal text)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Embedded ``[EEG][text]``, its attention mask (None = plain causal text) and positions ``(B, N+M)``."""
         b, m = text_ids.shape
         start = self.text_start(batch, b, text_ids.device)
         positions = start[:, None] + torch.arange(m, device=start.device)
-        text = self.gpt.transformer.wte(text_ids) + self.gpt.position(positions)
+        text = self.gpt.add_position(self.gpt.embed_tokens(text_ids), positions)
         summary = self.window_summary(batch)
         if summary is not None:
             text = text + summary[:, None].to(text.dtype)
         if batch is None and text_mask is None:
-            return text, None  # causal attention takes SDPA's fastest path
+            return text, None, positions  # causal attention takes SDPA's fastest path
         if text_mask is None:
             text_mask = torch.ones_like(text_ids, dtype=torch.bool)
         if batch is None:
             empty = text_ids.new_zeros(b, 0)
-            return text, build_attention_mask(empty, empty.bool(), text_mask)
+            return text, build_attention_mask(empty, empty.bool(), text_mask), positions
         eeg, _ = self.embed_eeg(batch, encoded)
         x = torch.cat([eeg, text.to(eeg.dtype)], dim=1)
-        return x, build_attention_mask(batch.times, batch.mask, text_mask)
+        return x, build_attention_mask(batch.times, batch.mask, text_mask), torch.cat([batch.times, positions], 1)
 
     # ---------------------------------------------------------------------------------------------------- forward
     def forward(
@@ -217,8 +228,8 @@ class NeuroLM(nn.Module):
         """Final hidden states ``(B, M, d)`` of the text positions after the EEG, before the LM head: callers that
         need logits at a few positions or of a few outputs only (answer scoring, answer-only losses) apply the head
         themselves instead of computing all ``n_outputs`` logits everywhere. ``encoded``: see :meth:`embed_eeg`."""
-        x, mask = self._sequence(batch, text_ids, text_mask, encoded)
-        h = self.gpt(x, mask, kv_cache)
+        x, mask, positions = self._sequence(batch, text_ids, text_mask, encoded)
+        h = self.gpt(x, mask, kv_cache, positions)
         return h[:, h.shape[1] - text_ids.shape[1] :]
 
     def text_forward(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -234,19 +245,20 @@ class NeuroLM(nn.Module):
         target code) and ``tokens`` (number of targets), the last two detached.
         """
         x, codes = self.embed_eeg(batch)
-        h = self.gpt(x, build_attention_mask(batch.times, batch.mask))
+        h = self.gpt(x, build_attention_mask(batch.times, batch.mask), positions=batch.times)
         targets = eeg_targets(codes, batch.times, batch.chans, batch.n_chans)
         selected = targets != IGNORE
         if not bool(selected.any()):
             raise NeuroLMError("EEG batch has no next-second targets: every window is shorter than 2 s")
+        offset = self.config.vocab.code_offset
         if codes_only:  # the head's code rows only: ~100x cheaper than all 50304 + K outputs at tiny widths
             head = self.gpt.lm_head
-            bias = None if head.bias is None else head.bias[PADDED_VOCAB:]
-            logits = F.linear(h[selected], head.weight[PADDED_VOCAB:], bias)
+            bias = None if head.bias is None else head.bias[offset:]
+            logits = F.linear(h[selected], head.weight[offset:], bias)
             target = targets[selected]
         else:
             logits = self.gpt.lm_head(h[selected])
-            target = targets[selected] + PADDED_VOCAB
+            target = targets[selected] + offset
         return {
             "loss": F.cross_entropy(logits, target),
             "accuracy": (logits.argmax(-1) == target).float().mean().detach(),
@@ -274,7 +286,7 @@ class NeuroLM(nn.Module):
         right_padded = prompt_mask == (torch.arange(m, device=lengths.device)[None] < lengths[:, None])
         if not bool(right_padded.all()) or not bool((lengths > 0).all()):
             raise NeuroLMError("generate: every prompt needs at least one token and padding only at its end")
-        cache = KVCache(self.config.gpt.n_layer)
+        cache = self.gpt.new_cache()
         h = self.text_hidden(batch, prompt_ids, prompt_mask, kv_cache=cache)
         step = self.gpt.lm_head(h[torch.arange(b, device=h.device), lengths - 1])  # the head only where it is read
         eeg_valid = batch.mask.bool() if batch is not None else prompt_mask.new_zeros(b, 0)
@@ -283,15 +295,15 @@ class NeuroLM(nn.Module):
         summary = self.window_summary(batch)
         tokens, scores = [], []
         for i in range(max_new_tokens):
-            token = step[:, :TEXT_VOCAB].argmax(dim=-1)
+            token = step[:, : self.config.vocab.text_vocab].argmax(dim=-1)
             tokens.append(token)
             scores.append(step)
             if i == max_new_tokens - 1:
                 break
-            x = self.gpt.transformer.wte(token[:, None]) + self.gpt.position(position[:, None])
+            x = self.gpt.add_position(self.gpt.embed_tokens(token[:, None]), position[:, None])
             if summary is not None:
                 x = x + summary[:, None].to(x.dtype)
-            h = self.gpt(x, decode_mask(key_valid, 1), cache)
+            h = self.gpt(x, decode_mask(key_valid, 1), cache, position[:, None])
             step = self.gpt.lm_head(h[:, -1])
             key_valid = torch.cat([key_valid, key_valid.new_ones(b, 1)], dim=1)
             position = position + 1
@@ -302,7 +314,7 @@ class NeuroLM(nn.Module):
         """Training FLOPs per token (nanoGPT's estimate): 6 × trainable matmul parameters + attention, plus, for
         EEG tokens, the frozen encoder's forward pass (2 × its matmul parameters + attention)."""
         cfg = self.config.gpt
-        lookups = {id(self.gpt.transformer.wte.weight), id(self.gpt.transformer.wpe.weight), id(self.pos_embed.weight)}
+        lookups = {id(w) for w in self.gpt.lookup_weights()} | {id(self.pos_embed.weight)}
         n_lm = sum(p.numel() for p in self.parameters() if p.requires_grad and id(p) not in lookups)
         flops = 6 * n_lm + 12 * cfg.n_layer * cfg.n_embd * seq_len
         if eeg:
@@ -314,18 +326,46 @@ class NeuroLM(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (the frozen encoder and quantizer included)."""
-        save_artifacts(directory, self.config.to_dict(), self, "neurolm")
+        """Write ``config.json`` + ``model.safetensors`` (the frozen encoder and quantizer included); with a Hugging
+        Face backbone its tokenizer in ``backbone/``, with LoRA the adapters in ``adapter/`` (:mod:`.lora`)."""
+        directory = Path(directory)
+        if self.config.lora is None:
+            save_artifacts(directory, self.config.to_dict(), self, "neurolm")
+        else:
+            base, adapter = lora.split_state(self.state_dict())
+            save_state(directory, self.config.to_dict(), base, "neurolm")
+            lora.save_adapter(directory, self.config.lora, adapter)
+        if self.config.backbone is not None:
+            self.text_tokenizer.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> NeuroLM:
         """Rebuild a model saved by :meth:`save_pretrained`; returned in eval mode."""
+        directory = Path(directory)
         values, state = read_artifacts(directory, "NeuroLM model")
-        model = cls(NeuroLMConfig.from_dict(values))
+        config = NeuroLMConfig.from_dict(values)
+        model = cls(config)
+        if config.backbone is not None:
+            model.text_tokenizer = load_text_tokenizer(directory, config.backbone)
         # directories written before the model kept only the encoder side also hold the tokenizer's other parts
         state = {k: v for k, v in state.items() if not k.startswith(TOKENIZER_ONLY)}
-        load_state_exact(model, state, str(Path(directory) / WEIGHTS_FILE))
+        if config.lora is not None:  # base weights under plain names + the adapters beside them
+            lora.inject(model, config.lora)
+            plain = {k.replace(".base_layer.", "."): k for k in model.state_dict() if ".lora_" not in k}
+            state = {plain.get(k, k): v for k, v in state.items()} | lora.load_adapter(directory)
+        load_state_exact(model, state, str(directory / WEIGHTS_FILE))
         return model.to(device).eval()
+
+    @classmethod
+    def from_backbone(cls, tokenizer: NeuralTokenizer, directory: str | Path, *, spectral_input: bool = True
+                      ) -> NeuroLM:
+        """A new NeuroLM around a trained tokenizer (copied and frozen) with the Hugging Face causal LM in
+        ``directory`` as its backbone (:mod:`neurolm.lm.backbone`)."""
+        spec, backbone, text_tokenizer = import_backbone(directory, tokenizer.config.codebook_size)
+        model = cls(backbone_config(tokenizer.config, spec, spectral_input), backbone)
+        model.tokenizer.copy_encoder_side(tokenizer)
+        model.text_tokenizer = text_tokenizer
+        return model
 
     @classmethod
     def from_tokenizer(
@@ -388,3 +428,11 @@ class NeuroLM(nn.Module):
         from .reference import save_neurolm_checkpoint
 
         save_neurolm_checkpoint(self, path, vq_path)
+
+
+def backbone_config(tokenizer: TokenizerConfig, spec: BackboneConfig, spectral_input: bool = True) -> NeuroLMConfig:
+    """The config of a NeuroLM around ``tokenizer`` with the Hugging Face backbone ``spec`` (``gpt`` mirrors its
+    shape)."""
+    n_codes = tokenizer.codebook_size
+    gpt_config = GPTConfig(**spec.sizes(), n_outputs=spec.code_offset + n_codes)
+    return NeuroLMConfig(gpt_config, replace(tokenizer), False, spectral_input, backbone=spec)

@@ -62,8 +62,10 @@ from ..train import (
     run_stage,
     step_generator,
 )
+from . import lora
+from .backbone import read_backbone
 from .gpt import GPTConfig
-from .model import IGNORE, NeuroLM, eeg_targets
+from .model import IGNORE, NeuroLM, backbone_config, eeg_targets
 
 VAL_WINDOWS = 256
 UNIGRAM_WINDOWS = 1024
@@ -158,8 +160,15 @@ class PretrainTask:
 
     def __init__(self, stores: list[WindowStore], tokenizer: NeuralTokenizer, size: str, cfg: TrainConfig, *,
                  text: TextCorpus, text_batch: int, text_length: int, init_gpt2: str | Path | None = None,
-                 codes_only: bool = False, gelu: str = "tanh", spectral_input: bool = True) -> None:
+                 codes_only: bool = False, gelu: str = "tanh", spectral_input: bool = True,
+                 backbone: str | Path | None = None, lora_rank: int = 0) -> None:
+        """``backbone``: a Hugging Face causal LM directory instead of the native GPT of ``size``;
+        ``lora_rank`` > 0: train LoRA adapters (:mod:`neurolm.lm.lora`) instead of the whole backbone."""
         self.tokenizer, self.size, self.cfg, self.init_gpt2 = tokenizer, size, cfg, init_gpt2
+        self.backbone, self.lora_rank = backbone, lora_rank
+        if backbone is not None and init_gpt2 is not None:
+            raise NeuroLMError("--backbone and --init-gpt2 both name the LM's weights: give one")
+        self._spec = None if backbone is None else read_backbone(backbone)[0]
         self.gelu, self.spectral_input = gelu, spectral_input
         self.codes_only = codes_only
         self._pad = reference_padding(tokenizer.config.norm_over_padding, REF_PRETRAIN_TOKENS)
@@ -175,7 +184,7 @@ class PretrainTask:
                                    self.train_set.token_counts if cfg.group_by_length else None)
         if len(text) < text_length + 1:
             raise NeuroLMError(f"text corpus has {len(text)} tokens, fewer than one crop of {text_length + 1}")
-        gpt = GPTConfig.from_preset(size)
+        gpt = GPTConfig.from_preset(size) if self._spec is None else GPTConfig(**self._spec.sizes())
         if text_length > gpt.block_size:
             raise NeuroLMError(f"text crops of {text_length} tokens exceed the LM's {gpt.block_size} positions")
         self.flops_per_step = self._flops(gpt)
@@ -191,14 +200,20 @@ class PretrainTask:
         sample = [self.train_set[i]["signal"].shape for i in evenly_spaced(len(self.train_set), 64)]
         eeg_tokens = float(np.mean([c * (t // PATCH) for c, t in sample]))
         with torch.device("meta"):
-            lm = NeuroLM.from_tokenizer(NeuralTokenizer(self.tokenizer.config), self.size)
+            lm = NeuroLM.from_tokenizer(NeuralTokenizer(self.tokenizer.config), self.size) if self._spec is None \
+                else NeuroLM(backbone_config(self.tokenizer.config, self._spec, self.spectral_input))
         eeg = lm.flops_per_token(round(eeg_tokens)) * eeg_tokens * self.cfg.batch_size
         text = lm.flops_per_token(self.text_length, eeg=False) * self.text_length * self.text_batch
         return (eeg + text) * self.cfg.grad_accum
 
     def model(self) -> nn.Module:
-        lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2, gelu=self.gelu,
-                                    spectral_input=self.spectral_input)
+        if self.backbone is None:
+            lm = NeuroLM.from_tokenizer(self.tokenizer, self.size, self.init_gpt2, gelu=self.gelu,
+                                        spectral_input=self.spectral_input)
+        else:
+            lm = NeuroLM.from_backbone(self.tokenizer, self.backbone, spectral_input=self.spectral_input)
+        if self.lora_rank:
+            lora.add_lora(lm, self.lora_rank)
         sample = self.train_sample()
         codes = lm.fit_feature_scaler(sample)  # the same encoder pass gives the unigram's training code counts
         n_codes = self.tokenizer.config.codebook_size
@@ -271,6 +286,11 @@ class PretrainArgs(StageArgs):
     spectral_input: bool = True
     """add each EEG token's log band power to its LM input (default: on; --no-spectral-input = the reference's
     input, encoder features only: neurolm.lm.spectral)"""
+    backbone: Path | None = field(default=None, metadata={"metavar": "HF_DIR"})
+    """use the Hugging Face causal LM in this local directory (Llama, Qwen2, Mistral, Phi, GPT-2, SmolLM ...) and its
+    tokenizer instead of the native GPT; --size then only picks the optimisation defaults (needs neurolm[hf])"""
+    lora_rank: int = 0
+    """train rank-R LoRA adapters on the LM's blocks instead of all its weights (0 = full training; needs peft)"""
 
 
 class PretrainStage(Stage):
@@ -288,10 +308,14 @@ class PretrainStage(Stage):
             raise NeuroLMError(f"{args.tokenizer} is a NeuroLM directory (neurolm pretrain or instruct wrote it), not "
                                "a tokenizer: --tokenizer needs the --out directory of neurolm train-tokenizer")
         tokenizer = NeuralTokenizer.from_pretrained(args.tokenizer)
-        corpus, source = open_corpus(args.text)
+        if args.lora_rank < 0:
+            raise NeuroLMError(f"--lora-rank must be 0 (off) or positive, got {args.lora_rank}")
+        text_tok = None if args.backbone is None else read_backbone(args.backbone)[1]
+        corpus, source = open_corpus(args.text, text_tok)
         task = PretrainTask([WindowStore(s) for s in args.data], tokenizer, args.size, cfg, text=corpus,
                             text_batch=preset.text_batch, text_length=preset.text_length, init_gpt2=args.init_gpt2,
-                            codes_only=preset.codes_only, gelu=args.gelu, spectral_input=args.spectral_input)
+                            codes_only=preset.codes_only, gelu=args.gelu, spectral_input=args.spectral_input,
+                            backbone=args.backbone, lora_rank=args.lora_rank)
         return task, {"text": source}
 
     def load(self, out_dir: Path) -> NeuroLM:
@@ -304,7 +328,8 @@ class PretrainStage(Stage):
         return {
             "size": args.size, "steps": summary["step"], "tokenizer": str(args.tokenizer), **notes,
             "init_gpt2": None if args.init_gpt2 is None else str(args.init_gpt2),
-            "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "backbone": None if args.backbone is None else f"{model.config.backbone.family} from {args.backbone}",
+            **lora.parameter_report(model),
             "val_windows": sum(int(b.mask.shape[0]) for b in task.val_batches()),
             "val_split": "train (no store has a val split)" if task.val_is_train else "val",
             "val": {k: v for k, v in summary["val"].items() if k not in ("split", "step", "time")},
@@ -320,7 +345,8 @@ class PretrainStage(Stage):
     def describe(self, result: StageResult) -> str:
         r = result.report
         v, t = r["val"], r["train_last"]
-        return (f"NeuroLM-{r['size']} pretrained for {r['steps']} steps → {result.out_dir}: val EEG loss "
+        name = f"NeuroLM-{r['size']}" if r.get("backbone") is None else f"NeuroLM ({r['backbone']})"
+        return (f"{name} pretrained for {r['steps']} steps → {result.out_dir}: val EEG loss "
                 f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), "
                 f"accuracy {v['eeg_accuracy']:.1%}, perplexity {v['eeg_perplexity']:.1f}; text loss "
                 f"{t.get('text_loss', math.nan):.3f}")
@@ -352,3 +378,4 @@ def write_plot(rows: list[dict], out_dir: Path) -> None:
     txt.set(title="text next-token loss (nats)", xlabel="step")
     txt.legend()
     save(fig, out_dir / "loss_curves.png")
+

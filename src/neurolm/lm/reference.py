@@ -125,6 +125,9 @@ def load_neurolm_checkpoint(cls: type[NeuroLM], path: str | Path, vq_path: str |
 
 def save_neurolm_checkpoint(model: NeuroLM, path: str | Path, vq_path: str | Path | None = None) -> None:
     """See :meth:`NeuroLM.save_reference_checkpoint`."""
+    if model.config.backbone is not None or model.config.lora is not None:
+        raise NeuroLMError("the authors' checkpoint format holds their GPT-2 only: this model has a Hugging Face "
+                           "backbone or LoRA adapters (merge them first: neurolm.lm.lora.merge_lora)")
     cfg = model.config.gpt
     if cfg.gelu != "exact":
         warnings.warn("this LM uses GPT-2's tanh GELU; the authors' code computes the exact GELU, so its logits "
