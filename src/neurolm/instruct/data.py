@@ -23,7 +23,8 @@ from ..data.batch import PATCH, REF_INSTRUCT_TOKENS, EEGBatch, collate_windows, 
 from ..errors import NeuroLMError
 from ..lm.model import IGNORE, NeuroLM
 from ..text import EOT, INSTRUCTION_START, TextTokenizer
-from .tasks import TASKS, Task
+from ..data.taskfile import known_names
+from .tasks import TASKS, Task, find_task
 
 EEG_MAX_TOKENS = REF_INSTRUCT_TOKENS
 """EEG tokens per instruction sample (REF ``eeg_max_len``): 23 channels × 12 s, 62 × 4 s, …"""
@@ -47,11 +48,16 @@ class EncodedTask:
     """Index into an answer of its first trained token (1 when a `` (`` prefix is not trained, else 0)."""
 
 
-@functools.lru_cache(maxsize=None)
 def encode_task(name: str, reference_mask: bool = False) -> EncodedTask:
     """Token ids of a task's prompt and answers, checked to tokenise the same as the full training text.
     ``reference_mask``: train the `` (`` of a lettered answer only where the reference does (module notes)."""
-    task = get_task(name)
+    return _encode(get_task(name), reference_mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _encode(task: Task, reference_mask: bool) -> EncodedTask:
+    """Cached by the definition, not the name: a task file's task may be redefined under its name."""
+    name = task.name
     tok = TextTokenizer()
     prompt = (INSTRUCTION_START, *tok.encode(task.instruction))
     answers = tuple(tuple(tok.encode(a + " <|endoftext|>", allow_eot=True)) for a in task.answers)
@@ -72,10 +78,12 @@ def encode_task(name: str, reference_mask: bool = False) -> EncodedTask:
 
 
 def get_task(name: str) -> Task:
-    """The registered task, or an error listing the tasks."""
-    if name not in TASKS:
-        raise NeuroLMError(f"no instruction task for dataset {name!r}; tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+    """The built-in or remembered task (:func:`~neurolm.instruct.tasks.find_task`), or an error listing the tasks."""
+    task = find_task(name)
+    if task is None:
+        raise NeuroLMError(f"no instruction task for dataset {name!r}; tasks: {', '.join([*TASKS, *known_names()])} "
+                           "(a task file's task is known once its store or a model tuned on it is opened)")
+    return task
 
 
 def training_text(name: str, label: int, reference_mask: bool = False

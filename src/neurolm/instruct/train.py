@@ -51,7 +51,7 @@ from ..train import (
     step_generator,
 )
 from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, score_answers
-from .tasks import TASKS
+from .tasks import TASKS, find_task
 
 VAL_PER_TASK = 64
 
@@ -114,7 +114,7 @@ class InstructTask:
         self.cache_mb = cache_mb
         self.text_batch, self.text_length = text_batch, text_length
         for store in stores:
-            if store.dataset not in TASKS:
+            if find_task(store.dataset) is None:
                 raise NeuroLMError(f"{store.root}: dataset {store.dataset!r} has no instruction task "
                                    f"(tasks: {', '.join(TASKS)})")
         self.stores = stores
