@@ -285,3 +285,10 @@ def test_cli_prepares_a_task_file_and_refuses_both_forms(own, tmp_path, capsys):
         assert main(["prepare", *both_or_neither, str(own[0] / "table"), str(tmp_path / "q"),
                      *(["--task-file", str(task)] if both_or_neither else [])]) == 2
         assert "not both or neither" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_the_example_task_files_parse(path):
+    spec = taskfile.load_task_file(path)
+    assert spec.dataset.instruction.text.startswith("Question: ") and spec.dataset.instruction.text.endswith("Answer:")
+    assert len(spec.dataset.instruction.answers) == len(spec.dataset.classes)
