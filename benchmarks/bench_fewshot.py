@@ -6,7 +6,7 @@ it is (zero-shot: a task it never saw, whose answer words it learnt on another t
 is tuned further with ``instruct --shots K`` on the held-out task alone and evaluated on its test split. The
 band-power baseline (:mod:`neurolm.instruct.baseline`) is fitted on the same K windows per class
 (:func:`neurolm.instruct.fewshot.shot_indices`, same seed). 95 % intervals: :func:`neurolm.instruct.metrics.interval`.
-The defaults are tiny (a few minutes on two shared cores); results are cached in ``--out`` stage by stage.
+The defaults are tiny (about half an hour on two busy shared cores); results are cached in ``--out`` stage by stage.
 
     python benchmarks/bench_fewshot.py [--out DIR] [--held-out workload] [--shots 1,5,20,all] [--seed 0]
 """
@@ -32,6 +32,7 @@ from neurolm.instruct.metrics import interval
 from neurolm.instruct.train import instruct
 from neurolm.lm.pretrain import pretrain
 from neurolm.tokenizer.train import train_tokenizer
+from neurolm.train import resumable
 
 
 def baseline(store: WindowStore, shots: int | None, seed: int) -> dict:
@@ -52,10 +53,10 @@ def main() -> None:
     p.add_argument("--held-out", default="workload", choices=TASK_NAMES)
     p.add_argument("--shots", default="1,5,20,all", help="comma-separated K (windows per class) or 'all'")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tokenizer-steps", type=int, default=150)
-    p.add_argument("--pretrain-steps", type=int, default=30)
-    p.add_argument("--instruct-steps", type=int, default=200)
-    p.add_argument("--shot-steps", type=int, default=60, help="instruction-tuning steps of each few-shot run")
+    p.add_argument("--tokenizer-steps", type=int, default=80)
+    p.add_argument("--pretrain-steps", type=int, default=20)
+    p.add_argument("--instruct-steps", type=int, default=120)
+    p.add_argument("--shot-steps", type=int, default=40, help="instruction-tuning steps of each few-shot run")
     args = p.parse_args()
     out, t0 = args.out, time.time()
     raw, prep = out / "raw", out / "prep"
@@ -66,13 +67,15 @@ def main() -> None:
         prepare_dataset(d, raw / d, path, progress=False)
     common = {"progress": False, "seed": args.seed}
     tok, lm, inst = out / "tokenizer", out / "pretrain", out / "instruct"
-    if not (tok / "report.json").is_file():
-        train_tokenizer(list(stores.values()), tok, size="tiny", steps=args.tokenizer_steps, **common)
+    if not (tok / "report.json").is_file():  # a stage stopped half-way continues from its checkpoint
+        train_tokenizer(list(stores.values()), tok, size="tiny", steps=args.tokenizer_steps, resume=resumable(tok),
+                        **common)
     if not (lm / "report.json").is_file():
-        pretrain(tok, list(stores.values()), lm, size="tiny", steps=args.pretrain_steps, **common)
+        pretrain(tok, list(stores.values()), lm, size="tiny", steps=args.pretrain_steps, resume=resumable(lm),
+                 **common)
     seen = [stores[t] for t in TASK_NAMES if t != args.held_out]
     if not (inst / "report.json").is_file():
-        instruct(lm, seen, inst, steps=args.instruct_steps, **common)
+        instruct(lm, seen, inst, steps=args.instruct_steps, resume=resumable(inst), **common)
     print(f"stages done in {time.time() - t0:.0f} s; held out: {args.held_out}", flush=True)
 
     held = WindowStore(stores[args.held_out])
@@ -83,7 +86,8 @@ def main() -> None:
         if k != "0":
             model = out / f"shots-{k}"
             if not (model / "report.json").is_file():
-                instruct(inst, [held.root], model, steps=args.shot_steps, shots=shots, **common)
+                instruct(inst, [held.root], model, steps=args.shot_steps, shots=shots, resume=resumable(model),
+                         **common)
         m = evaluate(model, [held], out / f"eval-{k}", progress=False)[args.held_out]
         train = held.split("train")
         n = 0 if k == "0" else len(train) if shots is None else len(
