@@ -138,6 +138,27 @@ def test_bids_subjects_come_from_the_entities(own):
     assert subjects == {"01", "02", "03", "04"}
 
 
+def test_split_by_time_cuts_every_stretch_into_the_three_splits(own, tmp_path):
+    task = write_task(tmp_path / "t.toml", "mi_time", 'source = "annotations"')
+    task.write_text(task.read_text().replace('by = "subject"', 'by = "time"'))
+    m = prepare_task_file(task, own[0] / "edf", tmp_path / "out", progress=False)
+    for split, summary in m["splits"].items():  # 4 s events of two windows: 4 s < 3 blocks × 2 s, so by position
+        assert summary["subjects"] == 4 and summary["windows"] > 0, split
+    store = WindowStore(tmp_path / "out")
+    first = {s: min(float(store.split(s)[i]["start"]) for i in range(len(store.split(s)))) for s in store.splits}
+    assert first["train"] < first["val"] < first["test"]  # consecutive blocks of each recording's time line
+
+
+def test_a_subject_table_labels_whole_recordings(own, tmp_path):
+    names = own[0] / "names"
+    (tmp_path / "subjects.csv").write_text("subject,label\nsub0,left\nsub1,right\nsub2,left\nsub3,right\n")
+    task = write_task(tmp_path / "t.toml", "mi_subjects", f'source = "subject_table"\nfile = "{tmp_path / "subjects.csv"}"'
+                      '\nlast_s = 10', extra='[recordings]\nsubject = \'(sub\\d+)_\'\n')
+    m = prepare_task_file(task, names, tmp_path / "out", progress=False)
+    counts = {c: sum(s["classes"][c] for s in m["splits"].values()) for c in ("left", "right")}
+    assert counts == {"left": 2 * 2 * 5, "right": 2 * 2 * 5}  # 2 subjects × 2 files × the last 10 s in 2 s windows
+
+
 def builtin_store(root: Path) -> Path:
     """A hand-made Workload store (a built-in task) with train and test windows."""
     from neurolm.instruct.tasks import TASKS
@@ -261,7 +282,8 @@ def test_a_class_with_no_example(own, tmp_path):
 def test_a_label_source_that_matches_nothing(own, tmp_path):
     task = write_task(tmp_path / "t.toml", "x", 'source = "filename"\npattern = \'_(up|down)$\'\n'
                       'map = { up = "left", down = "right" }')
-    with pytest.raises(NeuroLMError, match=r"t\.toml: no files matching recordings.glob"):
+    with pytest.raises(NeuroLMError, match=r"t\.toml: labels.pattern = '_\(up\|down\)\$': matches none of the 4 "
+                                           r"recordings"):
         prepare_task_file(task, own[0] / "edf", tmp_path / "out", progress=False)
     task = write_task(tmp_path / "t.toml", "x", 'source = "annotations"\nmap = { T1 = "left", T2 = "right" }')
     with pytest.raises(NeuroLMError, match=r"t\.toml: labels.source = 'annotations': no label of labels.map "

@@ -119,10 +119,15 @@ class TaskFileReader(DatasetReader):
 
     def _find_files(self, root: Path) -> list[Recording]:
         pattern = re.compile(self.spec.subject) if self.spec.subject else None
+        files = sorted(p for p in root.glob(self.spec.glob) if p.suffix.lower() in READABLE)
+        lab = self.spec.labels
+        if lab.source == "filename" and files and not any(re.search(lab.pattern, _rel(p, root)) for p in files):
+            raise NeuroLMError(f"{self.spec.source}: labels.pattern = {lab.pattern!r}: matches none of the "
+                               f"{len(files)} recordings under {root} (e.g. {_rel(files[0], root)})")
         recs = []
-        for path in sorted(p for p in root.glob(self.spec.glob) if p.suffix.lower() in READABLE):
+        for path in files:
             rel = _rel(path, root)
-            if self.spec.labels.source == "filename" and not re.search(self.spec.labels.pattern, rel):
+            if lab.source == "filename" and not re.search(lab.pattern, rel):
                 continue  # not a file of this task (EEGMAT's reader ignores other files the same way)
             m = pattern.search(rel) if pattern else None
             if pattern and m is None:
@@ -233,11 +238,12 @@ class TaskFileReader(DatasetReader):
                 return
             except NeuroLMError:
                 continue
-        missing = sorted({c for names in heads.values() for c in self.channels
-                          if c not in map_channels(names)})
+        found = [map_channels(names) for names in heads.values()]
+        absent = [c for c in self.channels if all(c not in f for f in found)]
         path, names = next(iter(heads.items()))
-        raise NeuroLMError(f"{self.spec.source}: channels: {missing} missing from every recording (e.g. {path.name} "
-                           f"has {', '.join(names)})")
+        what = (f"{absent} missing from every recording" if absent else
+                f"{list(self.channels)}: no recording has all of them")
+        raise NeuroLMError(f"{self.spec.source}: channels: {what} (e.g. {path.name} has {', '.join(names)})")
 
     # --- reading ------------------------------------------------------------------------------------------------
     def read(self, rec: Recording) -> Iterator[Segment]:
