@@ -235,7 +235,7 @@ class InstructArgs(StageArgs):
     reference_answer_mask: bool = False
     """train the ' (' that opens a lettered answer only for TUEV and HMC, as the reference does (default: for
     every lettered task)"""
-    shots: int | None = None
+    shots: int | None = field(default=None, metadata={"metavar": "K"})
     """few-shot tuning: only K labelled windows per class of each store's train split, drawn from as many subjects
     as possible with --seed (e.g. a new task, from an instruction-tuned --model; default: every window)"""
     window_summary: bool = False
