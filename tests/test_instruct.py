@@ -135,7 +135,7 @@ def test_encoder_cache_respects_its_budget(model):
 
 
 def test_balanced_order_repeats_smaller_tasks_up_to_the_largest():
-    order = balanced_order(np.array([0, 2, 7, 7, 10]))  # tasks of 2, 5, 0 and 3 windows
+    order = balanced_order([np.arange(0, 2), np.arange(2, 7), np.arange(7, 7), np.arange(7, 10)])  # 2, 5, 0, 3
     assert order.tolist() == [0, 1, 0, 1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 7, 8]
 
 

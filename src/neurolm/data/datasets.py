@@ -76,6 +76,8 @@ class SplitRule:
     """``in_order`` and ``within_trials``: consecutive (split, fraction) blocks."""
     by: str = "recording"
     """``in_order``: order ``recording`` paths or ``subject`` ids (all of a subject's recordings share a split)."""
+    shuffle: bool = False
+    """``in_order``: a seeded permutation of the sorted items instead of their order (task files' ``shuffled``)."""
 
     def __post_init__(self) -> None:
         if self.kind not in ("subjects", "in_order", "within_trials") or self.by not in ("recording", "subject"):
@@ -88,9 +90,12 @@ class SplitRule:
         if self.kind == "within_trials":
             return {}
         if self.by == "subject":
-            of_subject = split_in_order(sorted({r.subject for r in recordings}), self.blocks)
+            of_subject = split_in_order(self._ordered(sorted({r.subject for r in recordings}), seed), self.blocks)
             return {r.path: of_subject[r.subject] for r in recordings}
-        return split_in_order(sorted(r.path for r in recordings), self.blocks)
+        return split_in_order(self._ordered(sorted(r.path for r in recordings), seed), self.blocks)
+
+    def _ordered(self, items: list, seed: int) -> list:
+        return [items[i] for i in np.random.default_rng(seed).permutation(len(items))] if self.shuffle else items
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,10 @@ from .. import __version__
 from ..errors import NeuroLMError
 from ..report import Paragraph, Table, to_text
 from .datasets import DATASETS
+from .labels import TaskFileReader
 from .preprocess import PreprocessConfig
-from .readers import SPLITS, Recording, get_reader
+from .readers import SPLITS, DatasetReader, Recording, get_reader
+from .taskfile import load_task_file, spec_summary
 from .store import DTYPES, MANIFEST, Group, SplitWriter, atomic_path, atomic_write_bytes
 from .windows import process_recording
 from .workers import available_cpus, ordered_map
@@ -88,21 +90,37 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None, seed: int = 0,
-                    progress: bool = True, workers: int = 1, dtype: str = "float32") -> dict:
+def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None,
+                    seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32") -> dict:
     """Prepare one dataset; return its manifest. See the module docstring for resume, interruptions and failure
     handling; ``workers`` processes read the recordings (the store does not depend on how many)."""
+    return _checked(get_reader(name), raw_dir, out_dir, mains, 0 if seed is None else seed, progress, workers,
+                    dtype, None)
+
+
+def prepare_task_file(task_file: str | Path, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None,
+                      seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32"
+                      ) -> dict:
+    """Prepare the recordings a task file describes (docs/own-tasks.md), like :func:`prepare_dataset`; the split
+    seed is the file's ``split.seed`` unless ``seed`` is given, and the manifest's ``task`` holds the definition."""
+    spec = load_task_file(task_file)
+    return _checked(TaskFileReader(spec), raw_dir, out_dir, mains, spec.split_seed if seed is None else seed,
+                    progress, workers, dtype, spec_summary(spec))
+
+
+def _checked(reader: DatasetReader, raw_dir: str | Path, out_dir: str | Path, mains: float | None, seed: int,
+             progress: bool, workers: int, dtype: str, task: dict | None) -> dict:
     if dtype not in DTYPES:
         raise NeuroLMError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if workers < 1:
         raise NeuroLMError(f"--workers {workers}: needs at least 1")
     with _sigterm_as_interrupt():
-        return _prepare(name, Path(raw_dir), Path(out_dir), mains, seed, progress, workers, dtype)
+        return _prepare(reader, Path(raw_dir), Path(out_dir), mains, seed, progress, workers, dtype, task)
 
 
-def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed: int, progress: bool, workers: int,
-             dtype: str) -> dict:
-    reader = get_reader(name)
+def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float | None, seed: int, progress: bool,
+             workers: int, dtype: str, task: dict | None) -> dict:
+    name = reader.name
     if not raw_dir.is_dir():
         raise NeuroLMError(f"{raw_dir}: no such directory")
     recordings = reader.find(raw_dir)
@@ -110,7 +128,7 @@ def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed:
         raise NeuroLMError(f"{raw_dir}: no {name} recordings found (see `neurolm prepare --help` for the layout)")
     config = PreprocessConfig(mains=reader.mains if mains is None else mains)
     settings = {"dataset": name, "preprocessing": config.to_dict(), "seed": seed, "dtype": dtype,
-                "version": __version__}
+                "version": __version__, **({"task": task} if task is not None else {})}
     inputs = _fingerprint(settings, [_file_key(r, raw_dir) for r in recordings])
     manifest_path, shard_dir = out_dir / MANIFEST, out_dir / SHARDS
     if manifest_path.is_file():
@@ -129,7 +147,7 @@ def _prepare(name: str, raw_dir: Path, out_dir: Path, mains: float | None, seed:
     writers = {s: SplitWriter(out_dir, s, dtype, *journal.state(s)) for s in SPLITS}
     rec_split = reader.assign_splits(recordings, seed)
     todo = recordings[len(journal.entries):]
-    tasks = [(name, rec, config, shard_dir / f"{_fingerprint(settings, _file_key(rec, raw_dir))}.npz")
+    tasks = [(reader, rec, config, shard_dir / f"{_fingerprint(settings, _file_key(rec, raw_dir))}.npz")
              for rec in todo]
     bar = tqdm(total=len(recordings), initial=len(journal.entries), desc=f"prepare {name}", unit="file",
                disable=None if progress else True)  # None: no bar in non-TTY logs
@@ -182,14 +200,14 @@ def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-def _process(task: tuple[str, Recording, PreprocessConfig, Path]) -> dict:
+def _process(task: tuple[DatasetReader, Recording, PreprocessConfig, Path]) -> dict:
     """Worker side: the windows of one recording into its shard (written atomically under a name unique to this
     process, so an orphan of a killed run and its re-run never write one file); ``{"reason"}`` when it fails."""
-    name, rec, config, shard = task
+    reader, rec, config, shard = task
     if shard.is_file():  # finished by a run that was stopped before writing it to the store
         return {}
     try:
-        arrays = process_recording(get_reader(name), rec, config)
+        arrays = process_recording(reader, rec, config)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch; the reason goes in the manifest
         return {"reason": _reason(exc, rec.path)}
     with atomic_path(shard, f".{shard.stem}.{os.getpid()}.tmp.npz") as tmp:
@@ -323,12 +341,15 @@ def format_summary(manifest: dict) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", choices=list(DATASETS))
-    p.add_argument("raw_dir", type=Path, help="directory holding the dataset's native files")
+    p.add_argument("dataset", nargs="?", choices=list(DATASETS), help="a built-in dataset (or give --task-file)")
+    p.add_argument("raw_dir", type=Path, help="directory holding the dataset's native files (or a BIDS root)")
     p.add_argument("out_dir", type=Path, help="window store to write (resumable)")
     p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=None,
                    help="notch frequency; default: the dataset's country (60 Hz TUH, 50 Hz HMC/EEGMAT/SEED)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subject-wise splits")
+    p.add_argument("--task-file", type=Path, default=None, metavar="T.toml",
+                   help="prepare your own labelled recordings as the TOML task file describes (docs/own-tasks.md)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the subject-wise splits (default 0; a task file's split.seed)")
     p.add_argument("--workers", type=int, default=available_cpus(),
                    help="processes reading recordings (default: the CPU cores available); the store is the same "
                         "for any number")
@@ -337,10 +358,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    m = prepare_dataset(args.dataset, args.raw_dir, args.out_dir, mains=args.mains, seed=args.seed,
-                        workers=args.workers, dtype=args.dtype)
+    if (args.dataset is None) == (args.task_file is None):
+        raise NeuroLMError("give a built-in DATASET or --task-file T.toml, not both or neither")
+    prepare = prepare_dataset if args.task_file is None else prepare_task_file
+    m = prepare(args.dataset or args.task_file, args.raw_dir, args.out_dir, mains=args.mains, seed=args.seed,
+                workers=args.workers, dtype=args.dtype)
     print(format_summary(m))
     total = sum(s["windows"] for s in m["splits"].values())
-    print(f"prepared {args.dataset}: {total} windows from {m['files']['ok']}/{m['files']['found']} files "
+    print(f"prepared {m['dataset']}: {total} windows from {m['files']['ok']}/{m['files']['found']} files "
           f"({len(m['files']['skipped'])} skipped) → {args.out_dir}")
     return 0

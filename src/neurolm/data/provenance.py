@@ -11,6 +11,7 @@ Layout::
 
     {"format": 1,
      "tuned_tasks": ["workload", ...],          # instruction-tuned tasks, this stage and earlier ones
+     "task_definitions": {"my_task": {...}},    # tuned tasks from task files: the definition (data.taskfile)
      "datasets": {"workload": {"preprocessing": {...}, "channels": [...], "window_s": 4.0, "classes": [...]}, ...}}
 
 A model directory written before this file existed, or a checkpoint of the authors, has none: ``ask`` then falls
@@ -28,6 +29,7 @@ from typing import Any
 from ..errors import NeuroLMError
 from .preprocess import PreprocessConfig
 from .store import WindowStore
+from .taskfile import remember
 
 TRAINING_FILE = "training.json"
 FORMAT = 1
@@ -50,6 +52,8 @@ def read_training(directory: str | Path) -> dict[str, Any] | None:
         raise NeuroLMError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(record, dict) or not isinstance(record.get("datasets"), dict):
         raise NeuroLMError(f"{path}: no 'datasets' mapping; not a NeuroLM training record")
+    for name, task in record.get("task_definitions", {}).items():  # own tasks: known by name from here on
+        remember(task, f"{path}: task_definitions.{name}")
     return record
 
 
@@ -63,6 +67,8 @@ def write_training(directory: str | Path, stores: list[WindowStore], *, tuned: b
         record["datasets"][store.dataset] = dataset_entry(store)
         if tuned and store.dataset not in record["tuned_tasks"]:
             record["tuned_tasks"].append(store.dataset)
+        if tuned and "task" in store.manifest:
+            record.setdefault("task_definitions", {})[store.dataset] = store.manifest["task"]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")

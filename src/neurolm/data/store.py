@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NeuroLMError
+from .taskfile import remember
 
 PATCH = 200
 """Samples per token: one second at the store's 200 Hz."""
@@ -290,6 +291,8 @@ class WindowStore:
         self.manifest: dict = json.loads(manifest.read_text())
         if not self.manifest.get("complete"):
             raise NeuroLMError(f"{self.root}: preparation did not finish; re-run `neurolm prepare` to resume")
+        if "task" in self.manifest:  # prepared from a task file: its task is now known by name (data.taskfile)
+            remember(self.manifest["task"], str(self.root / MANIFEST))
 
     @property
     def dataset(self) -> str:

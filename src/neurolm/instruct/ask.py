@@ -153,12 +153,12 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
     tuned on with a warning instead of refusing it."""
     if max_new_tokens < 1:
         raise NeuroLMError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    task_def = get_task(task)
     checked = not isinstance(model, NeuroLM) or training is not None  # an object says nothing of its training
     source = "the model" if isinstance(model, NeuroLM) else str(model)
     if not isinstance(model, NeuroLM):
-        training = read_training(model) if training is None else training
+        training = read_training(model) if training is None else training  # makes its own tasks known by name
         model = load_model(model)
+    task_def = get_task(task)
     if checked:
         check_task(training, task, allow_untrained=allow_untrained_task, source=source)
     trained = None if training is None else training["datasets"].get(task)
@@ -232,7 +232,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="instruction-tuned NeuroLM directory")
     p.add_argument("recording", type=Path, metavar="RECORDING", help="any EEG file MNE reads (EDF, BDF, FIF, …)")
-    p.add_argument("--task", required=True, choices=list(TASKS), help="which task's question to ask")
+    p.add_argument("--task", required=True, metavar="NAME",
+                   help=f"which task's question to ask: {', '.join(TASKS)}, or a task from a task file the model "
+                        "was tuned on (recorded in its training.json)")
     p.add_argument("--start", type=float, default=None, metavar="S", help="window start in seconds (default 0)")
     p.add_argument("--every", type=float, default=None, metavar="S",
                    help="slide a window every S seconds over the whole recording (from --start)")

@@ -28,8 +28,9 @@ import torch
 from ..data.batch import PATCH, REF_INSTRUCT_TOKENS, EEGBatch, collate_windows, reference_padding
 from ..errors import NeuroLMError
 from ..lm.model import IGNORE, NeuroLM
+from ..data.taskfile import known_names
 from ..text import GPT2_VOCAB, TextTokenizer
-from .tasks import TASKS, Task
+from .tasks import TASKS, Task, find_task
 
 EEG_MAX_TOKENS = REF_INSTRUCT_TOKENS
 """EEG tokens per instruction sample (REF ``eeg_max_len``): 23 channels × 12 s, 62 × 4 s, …"""
@@ -74,12 +75,13 @@ def encode_task(name: str, reference_mask: bool = False, tokenizer: TextTokenize
     """Token ids of a task's prompt and answers, checked to tokenise the same as the full training text.
     ``reference_mask``: train the `` (`` of a lettered answer only where the reference does (module notes)."""
     # every GPT-2 tokenizer object is the same tokenizer: one cache entry for all of them
-    return _encode_task(name, reference_mask, None if isinstance(tokenizer, TextTokenizer) else tokenizer)
+    return _encode(get_task(name), reference_mask, None if isinstance(tokenizer, TextTokenizer) else tokenizer)
 
 
 @functools.lru_cache(maxsize=None)
-def _encode_task(name: str, reference_mask: bool, tokenizer: TextTokenizer | None) -> EncodedTask:
-    task = get_task(name)
+def _encode(task: Task, reference_mask: bool, tokenizer: TextTokenizer | None) -> EncodedTask:
+    """Cached by the definition, not the name: a task file's task may be redefined under its name."""
+    name = task.name
     tok = _tokenizer(tokenizer)
     prompt = (tok.vocab.instruction_start, *tok.encode(task.instruction))
     answers = tuple(tuple(tok.encode(a + " <|endoftext|>", allow_eot=True)) for a in task.answers)
@@ -104,10 +106,12 @@ def _encode_task(name: str, reference_mask: bool, tokenizer: TextTokenizer | Non
 
 
 def get_task(name: str) -> Task:
-    """The registered task, or an error listing the tasks."""
-    if name not in TASKS:
-        raise NeuroLMError(f"no instruction task for dataset {name!r}; tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+    """The built-in or remembered task (:func:`~neurolm.instruct.tasks.find_task`), or an error listing the tasks."""
+    task = find_task(name)
+    if task is None:
+        raise NeuroLMError(f"no instruction task for dataset {name!r}; tasks: {', '.join([*TASKS, *known_names()])} "
+                           "(a task file's task is known once its store or a model tuned on it is opened)")
+    return task
 
 
 def training_text(name: str, label: int, reference_mask: bool = False, tokenizer: TextTokenizer | None = None

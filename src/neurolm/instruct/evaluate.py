@@ -43,7 +43,7 @@ from ..train.distributed import resolve_device
 from .data import collate_eeg, encode_task, get_task, score_answers
 from .baseline import band_power_predictions
 from .metrics import UNPARSEABLE, confusion, interval, paper_metrics, scored_metrics
-from .tasks import TASKS
+from .tasks import TASKS, find_task
 
 GENERATED_TOKENS = 5
 """Tokens the paper's protocol generates per window."""
@@ -178,7 +178,7 @@ def evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | Windo
     opened = [s if isinstance(s, WindowStore) else WindowStore(s) for s in stores]
     seen: dict[str, Path] = {}
     for store in opened:  # check every store before spending time on any
-        if store.dataset not in TASKS:
+        if find_task(store.dataset) is None:
             raise NeuroLMError(f"{store.root}: dataset {store.dataset!r} has no instruction task "
                                f"(tasks: {', '.join(TASKS)})")
         if store.dataset in seen:
@@ -219,7 +219,7 @@ def _warm_up(model: NeuroLM, store: WindowStore, split: str) -> None:
 def write_predictions(path: Path, name: str, res: dict) -> None:
     """One row per window: where it comes from, its true label, the generated text, the parsed answer and the
     probability of every option (columns ``p_<class>``)."""
-    task = TASKS[name]
+    task = get_task(name)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["index", "subject", "file", "start_s", "label", "label_name", "generated", "parsed",
@@ -235,7 +235,7 @@ def write_predictions(path: Path, name: str, res: dict) -> None:
 def write_plots(out_dir: Path, name: str, res: dict) -> None:
     """``<task>_confusion.png`` (paper and scored, row-normalised, counts written in the cells) and
     ``<task>_recall.png`` (per-class recall of both, with chance)."""
-    task = TASKS[name]
+    task = get_task(name)
     k, y = task.n_classes, res["labels"]
     scored = res["probs"].argmax(1)
     cms = {"paper protocol (generated)": confusion(y, res["parsed"], k),
@@ -286,7 +286,7 @@ def write_report_files(results: dict, out_dir: Path) -> None:
     rows, timing = [], []
     for name, m in results.items():
         p, s = m["paper"], m["scored"]
-        if TASKS[name].binary:
+        if get_task(name).binary:
             other = f"AUC-PR {_fmt(p, 'auc_pr')}, AUROC {_fmt(p, 'auroc')}"
         else:
             other = f"κ {_fmt(p, 'cohen_kappa')}, W-F1 {_fmt(p, 'weighted_f1')}"

@@ -2,7 +2,8 @@
 
 A task ties a prepared dataset (its store's ``dataset`` name and label order) to the instruction the model reads and
 the answer words it must produce. The text lives in the dataset's record (:data:`neurolm.data.datasets.DATASETS`):
-adding a seventh task is an ``instruction`` there.
+adding a seventh task is an ``instruction`` there. A task file's task (:mod:`neurolm.data.taskfile`) is found the
+same way once a store or model directory that records it has been opened (:func:`find_task`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data.datasets import DATASETS
+from ..data.taskfile import dataset_record, known_task
 
 
 @dataclass(frozen=True)
@@ -40,15 +42,15 @@ class Task:
 
     @property
     def channels(self) -> tuple[str, ...]:
-        return DATASETS[self.name].channels
+        return dataset_record(self.name).channels
 
     @property
     def window_s(self) -> float:
-        return DATASETS[self.name].window_s
+        return dataset_record(self.name).window_s
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return DATASETS[self.name].classes
+        return dataset_record(self.name).classes
 
     def text(self, label: int) -> str:
         """The full training text for a label: instruction, answer, end of text."""
@@ -59,3 +61,14 @@ TASKS: dict[str, Task] = {
     name: Task(name, d.instruction.text, d.instruction.answers, d.instruction.ref_open_paren)
     for name, d in DATASETS.items() if d.instruction is not None
 }
+
+
+def find_task(name: str) -> Task | None:
+    """The built-in task, or the task of a task file remembered in this process (None: neither)."""
+    if name in TASKS:
+        return TASKS[name]
+    spec = known_task(name)
+    if spec is None:
+        return None
+    ins = spec.dataset.instruction
+    return Task(name, ins.text, ins.answers, ins.ref_open_paren)

@@ -53,7 +53,8 @@ from ..train import (
     step_generator,
 )
 from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, score_answers
-from .tasks import TASKS
+from .fewshot import shot_indices
+from .tasks import TASKS, find_task
 
 VAL_PER_TASK = 64
 
@@ -111,21 +112,26 @@ class InstructTask:
     def __init__(self, model_dir: Path, stores: list[WindowStore], cfg: TrainConfig, text: TextCorpus,
                  text_batch: int, text_length: int, text_weight: float = 1.0, cache_mb: float = 1024.0,
                  balance_tasks: bool = False, reference_mask: bool = False, window_summary: bool = False,
-                 lora_rank: int = 0) -> None:
+                 lora_rank: int = 0, shots: int | None = None) -> None:
         self.model_dir, self.cfg, self.text, self.text_weight = model_dir, cfg, text, text_weight
         self.lora_rank = lora_rank
         self.reference_mask, self.window_summary = reference_mask, window_summary
         self.cache_mb = cache_mb
         self.text_batch, self.text_length = text_batch, text_length
         for store in stores:
-            if store.dataset not in TASKS:
+            if find_task(store.dataset) is None:
                 raise NeuroLMError(f"{store.root}: dataset {store.dataset!r} has no instruction task "
                                    f"(tasks: {', '.join(TASKS)})")
         self.stores = stores
         self.train_set = ConcatSplits(stores, "train")
         if len(self.train_set) == 0:
             raise NeuroLMError("no training windows: none of the stores has a non-empty train split")
-        self.order = balanced_order(self.train_set.offsets) if balance_tasks else np.arange(len(self.train_set))
+        offsets = self.train_set.offsets
+        parts = [np.arange(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
+        if shots is not None:  # few-shot: K windows per class of every task (instruct.fewshot)
+            parts = [a + shot_indices(split.labels, split.subjects, shots, cfg.seed)
+                     for a, (_, split) in zip(offsets[:-1], self.train_set.parts)]
+        self.order = balanced_order(parts) if balance_tasks else np.concatenate(parts)
         self.sampler = StepSampler(len(self.order), cfg.batch_size, cfg.seed, cfg.grad_accum,
                                    self.train_set.token_counts[self.order] if cfg.group_by_length else None)
         self.val = {}
@@ -190,13 +196,12 @@ class InstructTask:
         self.trained = model.lm
 
 
-def balanced_order(offsets: np.ndarray) -> np.ndarray:
-    """Training-set indices in which every task appears as often as the largest: each task's windows are repeated
-    (cyclically) up to the largest task's count, so an epoch shows every window of the largest task once and the
-    others' windows about equally often; ``offsets`` are the concatenated stores' boundaries."""
-    sizes = np.diff(offsets)
-    longest = int(sizes.max())
-    return np.concatenate([start + np.arange(longest) % n for start, n in zip(offsets[:-1], sizes) if n > 0])
+def balanced_order(parts: list[np.ndarray]) -> np.ndarray:
+    """Training-set indices in which every task appears as often as the largest: each task's windows (``parts``:
+    the training-set indices of each store) are repeated (cyclically) up to the largest task's count, so an epoch
+    shows every window of the largest task once and the others' windows about equally often."""
+    longest = max(len(p) for p in parts)
+    return np.concatenate([p[np.arange(longest) % len(p)] for p in parts if len(p)])
 
 
 def _config(model_dir: Path) -> NeuroLMConfig:
@@ -238,6 +243,9 @@ class InstructArgs(StageArgs):
     reference_answer_mask: bool = False
     """train the ' (' that opens a lettered answer only for TUEV and HMC, as the reference does (default: for
     every lettered task)"""
+    shots: int | None = field(default=None, metadata={"metavar": "K"})
+    """few-shot tuning: only K labelled windows per class of each store's train split, drawn from as many subjects
+    as possible with --seed (e.g. a new task, from an instruction-tuned --model; default: every window)"""
     window_summary: bool = True
     """give the answer a learned linear map of the window's per-channel band power (neurolm.lm.spectral.WindowSummary;
     default: on; --no-window-summary = the reference's model, docs/accuracy.md)"""
@@ -263,7 +271,7 @@ class InstructStage(Stage):
         task = InstructTask(args.model, [WindowStore(s) for s in args.data], cfg, corpus, preset.text_batch,
                             preset.text_length, preset.text_weight if args.text_weight is None else args.text_weight,
                             args.cache_mb, args.balance_tasks, args.reference_answer_mask, args.window_summary,
-                            args.lora_rank)
+                            args.lora_rank, args.shots)
         return task, {"text": source}
 
     def load(self, out_dir: Path) -> NeuroLM:
@@ -274,6 +282,7 @@ class InstructStage(Stage):
         return {"base_model": str(args.model), "steps": summary["step"], "balance_tasks": args.balance_tasks,
                 "reference_mask": args.reference_answer_mask, "window_summary": args.window_summary,
                 **lora.parameter_report(model),
+                "shots": args.shots, "train_windows": int(len(np.unique(task.order))),
                 "val": summary.get("val", {}), "train_last": summary.get("train", {})}
 
     def plot(self, task: InstructTask, model: NeuroLM, rows: list[dict], out_dir: Path) -> None:

@@ -16,10 +16,17 @@ READERS: dict[str, type[DatasetReader]] = {
 
 
 def get_reader(name: str) -> DatasetReader:
-    try:
+    """The reader of a built-in dataset, or of a task file remembered in this process (:mod:`..taskfile`)."""
+    if name in READERS:
         return READERS[name]()
-    except KeyError:
-        raise NeuroLMError(f"unknown dataset {name!r}; choose one of {', '.join(READERS)}") from None
+    from ..taskfile import known_task
+
+    spec = known_task(name)
+    if spec is None:
+        raise NeuroLMError(f"unknown dataset {name!r}; choose one of {', '.join(READERS)}, or a task file's task")
+    from ..labels import TaskFileReader
+
+    return TaskFileReader(spec)
 
 
 __all__ = ["READERS", "SPLITS", "DatasetReader", "Event", "Recording", "Segment", "get_reader"]

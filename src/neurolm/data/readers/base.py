@@ -90,7 +90,9 @@ class DatasetReader:
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        spec = DATASETS[cls.name]
+        spec = DATASETS.get(cls.name)
+        if spec is None:  # a task file's reader takes its facts per instance (neurolm.data.labels)
+            return
         cls.channels, cls.classes, cls.mains = spec.channels, spec.classes, spec.mains
         cls.window_s, cls.stride_s, cls.split = spec.window_s, spec.stride_s, spec.split
 
