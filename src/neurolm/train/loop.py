@@ -168,8 +168,9 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
     seed_everything(cfg.seed)  # the same initial weights on every rank
     raw = task.model().to(ctx.device)
     for module in raw.modules():
-        if hasattr(module, "activation_checkpointing"):
-            module.activation_checkpointing = cfg.activation_checkpointing
+        for name in ("activation_checkpointing", "head_chunk"):
+            if hasattr(module, name):
+                setattr(module, name, getattr(cfg, name))
     optimizer = configure_optimizer(raw, cfg)
     if resume:
         _verify_once(out_dir, ctx)
