@@ -61,6 +61,9 @@ class TrainConfig:
     head_chunk: int = 1024
     """Tokens per chunk of the LM head's training losses, set on every submodule with a ``head_chunk`` attribute
     (e.g. :class:`neurolm.lm.model.NeuroLM`, :mod:`neurolm.lm.head`); 0: one chunk. Changes memory, not results."""
+    fsdp: bool = False
+    """Under ``torchrun``, shard parameters, gradients and optimizer state over the processes
+    (:mod:`neurolm.train.fsdp`) instead of replicating them with DDP; the same result and checkpoints."""
     num_workers: int = 0
     """Processes that build batches ahead of the step (``task.batch`` runs in them); 0: in the training process."""
     group_by_length: bool = True
