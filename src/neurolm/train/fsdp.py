@@ -69,6 +69,8 @@ class ShardedModel:
         keyed = {"state": {names[i]: v for i, v in state["state"].items()},
                  "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
         set_optimizer_state_dict(model, optimizer, keyed, options=StateDictOptions(full_state_dict=True))
+        for group, saved in zip(optimizer.param_groups, state["param_groups"]):  # as saved (DCP makes tuples lists)
+            group.update({k: v for k, v in saved.items() if k != "params"})
 
     def gather(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
                ) -> tuple[nn.Module, dict[str, Any] | None] | None:
