@@ -22,6 +22,7 @@ from neurolm.instruct import train as instruct_stage
 from neurolm.instruct.train import instruct
 from neurolm.lm import pretrain as pretrain_stage
 from neurolm.lm.pretrain import PretrainTask, pretrain
+from neurolm.train.fsdp import ShardedModel
 
 INTERRUPT_AT = 1
 """0-based step during which the FSDP pretraining run is stopped; it checkpoints after it and is resumed."""
@@ -61,9 +62,13 @@ if __name__ == "__main__":
     work = Path(sys.argv[1])
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    try:
-        interrupted_pretraining(work, work / "fsdp" / "pretraining")
-        dist.barrier()
-        instruction_tuning(work, work / "fsdp" / "instruction_tuning", fsdp=True)
+    shard = ShardedModel.shard
+    try:  # record that the runs were sharded, not silently replicated
+        with mock.patch.object(ShardedModel, "shard", autospec=True, side_effect=shard) as sharding:
+            interrupted_pretraining(work, work / "fsdp" / "pretraining")
+            dist.barrier()
+            instruction_tuning(work, work / "fsdp" / "instruction_tuning", fsdp=True)
+        if dist.get_rank() == 0:
+            (work / "fsdp" / "shard_calls").write_text(str(sharding.call_count))
     finally:
         dist.destroy_process_group()
