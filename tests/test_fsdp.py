@@ -1,7 +1,7 @@
 """FSDP (``--fsdp``, :mod:`neurolm.train.fsdp`) under ``torchrun --nproc_per_node=2`` (gloo, CPU) equals one process
 with the same global batch, including a resume, and writes checkpoints and model directories that load without
 ``torch.distributed``. The child script is :mod:`fsdp_stages`. Slow (~2 min on the shared 2-core machine): the
-two-process job and the single-process references train three stage runs each."""
+two-process job and the single-process references train three stages each."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 from neurolm.train import STATE_DIR
 from neurolm.train.checkpoint import STATE_FILE
 
-STAGES = {"pretraining": fsdp_stages.pretraining, "instruction_tuning": fsdp_stages.instruction_tuning}
+STAGES = {"tokenizer_ema": fsdp_stages.tokenizer_ema, "pretraining": fsdp_stages.pretraining, "instruction_tuning": fsdp_stages.instruction_tuning}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def work(tmp_path_factory) -> Path:
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert (work / "fsdp" / "shard_calls").read_text() == "3"  # pretraining, its resume, instruction tuning
+    assert (work / "fsdp" / "shard_calls").read_text() == "4"  # tokenizer, pretraining, its resume, instruction tuning
     return work
 
 
