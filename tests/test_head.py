@@ -72,12 +72,16 @@ def test_bf16_autocast_matches_the_plain_head_under_autocast():
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-3)
 
 
-def test_without_grad_no_gradient_is_kept_and_backward_refuses():
+def test_without_grad_only_the_loss_and_a_second_backward_refuses():
     h, w, b, target = _case()
     with torch.no_grad():
         loss, _ = chunked_cross_entropy(h, w, b, target, chunk=8)
     assert not loss.requires_grad
     torch.testing.assert_close(loss.double(), F.cross_entropy(F.linear(h, w, b), target).detach())
+    loss, _ = chunked_cross_entropy(h, w, b, target, chunk=8)
+    loss.backward(retain_graph=True)  # the gradient computed in the forward is handed over once, not copied
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
 
 
 def test_all_targets_ignored_gives_zero_and_bad_chunk_is_an_error():

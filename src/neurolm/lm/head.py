@@ -4,7 +4,7 @@ NeuroLM's head has 50304 text + codebook outputs (58,496 for the paper). ``F.cro
 keeps the ``(N, outputs)`` logits, their log-softmax and, in the backward, their gradient alive at once: at REF's
 pretraining batch (60 × 1024 EEG tokens) ~14 GB per copy in fp32. :func:`chunked_cross_entropy` computes the same
 mean loss (and the argmax accuracy) ``chunk`` tokens at a time, so only ``chunk × outputs`` logits exist at any
-moment (:data:`DEFAULT_CHUNK` rows: ~120 MB at the paper's head).
+moment (:data:`DEFAULT_CHUNK` rows: ~120 MB at the paper's head in fp32).
 
 Decision (where the issue asks for recomputation in the backward): each chunk's gradient with respect to its
 hidden states and to the head is computed **in the forward pass, while the chunk's logits exist** (the "fused linear
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK = 1024
+DEFAULT_CHUNK = 512
 """Tokens per chunk: the head's logits of this many tokens exist at once (``--head-chunk``; 0: all tokens in one
 chunk). Measured at size B (``benchmarks/bench_lm.py --head``): peak memory of the loss computation falls by
 several times against the unchunked head, at the same step time."""
@@ -68,18 +68,21 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             if grad_b is not None:
                 grad_b += g.to(wide).sum(0)
         ctx.mark_non_differentiable(hits)
-        if grads is not None:
-            ctx.save_for_backward(*(t for t in grads if t is not None))
+        # kept on ctx, not saved for backward: the backward scales them in place and hands them over (a scaled copy
+        # would hold the head's gradient twice); they are intermediates, never inputs or outputs
+        ctx.grads = grads
         ctx.dtypes = weight.dtype, None if bias is None else bias.dtype
         return loss / denom, hits
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, _grad_hits: torch.Tensor | None):
-        saved = ctx.saved_tensors
-        if not saved:
-            raise RuntimeError("chunked_cross_entropy: backward of a loss computed without grad")
-        grad_h, grad_w = saved[0] * grad_loss, (saved[1] * grad_loss).to(ctx.dtypes[0])
-        grad_b = (saved[2] * grad_loss).to(ctx.dtypes[1]) if len(saved) > 2 else None
+        if ctx.grads is None:
+            raise RuntimeError("chunked_cross_entropy: backward of a loss computed without grad, or a second "
+                               "backward through it")
+        grads, ctx.grads = ctx.grads, None
+        grad_h, grad_w, grad_b = (None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads)
+        grad_w = grad_w.to(ctx.dtypes[0])
+        grad_b = None if grad_b is None else grad_b.to(ctx.dtypes[1])
         return grad_h, grad_w, grad_b, None, None, None, None
 
 

@@ -58,7 +58,7 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute each transformer block in the backward pass (every submodule with an ``activation_checkpointing``
     attribute, e.g. :class:`neurolm.lm.gpt.GPT`): less memory for about one extra forward; same result."""
-    head_chunk: int = 1024
+    head_chunk: int = 512
     """Tokens per chunk of the LM head's training losses, set on every submodule with a ``head_chunk`` attribute
     (e.g. :class:`neurolm.lm.model.NeuroLM`, :mod:`neurolm.lm.head`); 0: one chunk. Changes memory, not results."""
     fsdp: bool = False
