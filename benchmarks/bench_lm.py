@@ -70,12 +70,14 @@ def timed(fn, reps: int) -> float:
 
 
 class LiveBytes(TorchDispatchMode):
-    """Bytes of the tensor storages created under the mode and still alive, and their peak."""
+    """Bytes of the tensor storages created under the mode and still alive, and their peak; views of ``inputs``
+    (e.g. a weight's transpose) are not new memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, inputs: tuple[torch.Tensor, ...] = ()) -> None:
         super().__init__()
         self.live = self.peak = 0
-        self.sizes: dict[int, int] = {}
+        self._inputs = [t.untyped_storage() for t in inputs]  # held: a storage keeps its Python object, and its id
+        self.sizes: dict[int, int] = {id(storage): 0 for storage in self._inputs}
 
     def _freed(self, key: int) -> None:
         self.live -= self.sizes.pop(key)
@@ -91,8 +93,8 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def peak_bytes(fn) -> int:
-    with LiveBytes() as mode:
+def peak_bytes(fn, inputs: tuple[torch.Tensor, ...] = ()) -> int:
+    with LiveBytes(inputs) as mode:
         fn()
     return mode.peak
 
@@ -122,7 +124,7 @@ def head_benchmark(size: str, tokens: int, chunks: list[int], reps: int) -> None
     peaks = {}
     for name, fn in arms.items():
         h.grad = weight.grad = None
-        peaks[name] = peak_bytes(fn)
+        peaks[name] = peak_bytes(fn, (h, weight, target))
     times: dict[str, list[float]] = {name: [] for name in arms}
     for rep in range(reps + 1):  # rep 0 warms up
         for name, fn in arms.items():

@@ -48,25 +48,10 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             grads = grad_h, grad_w, grad_b
         step = chunk or max(1, h.shape[0])
         for s in range(0, h.shape[0], step):
-            hc, tc, keep = h[s: s + step], target[s: s + step], counted[s: s + step]
-            logits = F.linear(hc, weight, bias).to(wide)
-            hits += ((logits.argmax(-1) == tc) & keep).sum()
-            lse = torch.logsumexp(logits, dim=-1)
-            safe = tc.masked_fill(~keep, 0)[:, None]
-            loss += ((lse - logits.gather(1, safe)[:, 0]) * keep).sum()
-            if grads is None:
-                continue
-            # d(mean CE)/d(logits) = (softmax - one_hot) / counted on counted rows, 0 elsewhere; built in place
-            probs = logits.sub_(lse[:, None]).exp_()
-            probs.scatter_add_(1, safe, torch.full_like(safe, -1, dtype=probs.dtype))
-            g = probs.mul_((keep / denom)[:, None]).to(h.dtype)
-            grad_h[s: s + hc.shape[0]] = g @ weight
-            if grad_w.dtype == g.dtype:
-                grad_w.addmm_(g.T, hc)
-            else:
-                grad_w += (g.T @ hc).to(wide)
-            if grad_b is not None:
-                grad_b += g.to(wide).sum(0)
+            loss_c, hits_c = _chunk(h[s: s + step], weight, bias, target[s: s + step], counted[s: s + step], denom,
+                                    wide, grads, s)
+            loss += loss_c
+            hits += hits_c
         ctx.mark_non_differentiable(hits)
         # kept on ctx, not saved for backward: the backward scales them in place and hands them over (a scaled copy
         # would hold the head's gradient twice); they are intermediates, never inputs or outputs
@@ -84,6 +69,35 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         grad_w = grad_w.to(ctx.dtypes[0])
         grad_b = None if grad_b is None else grad_b.to(ctx.dtypes[1])
         return grad_h, grad_w, grad_b, None, None, None, None
+
+
+def _chunk(hc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tc: torch.Tensor, keep: torch.Tensor,
+           denom: torch.Tensor, wide: torch.dtype, grads: tuple | None, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and hits of one chunk; with ``grads`` adds its gradients to them (rows ``start..`` of
+    the hidden states' gradient). A function, so that the chunk's logits are freed before the next chunk's exist."""
+    logits = F.linear(hc, weight, bias).to(wide)
+    hits = ((logits.argmax(-1) == tc) & keep).sum()
+    safe = tc.masked_fill(~keep, 0)[:, None]
+    picked = logits.gather(1, safe)[:, 0]
+    # log-sum-exp and softmax in place: no temporary of the chunk's size (torch.logsumexp makes two)
+    top = logits.amax(dim=-1, keepdim=True)
+    probs = logits.sub_(top).exp_()
+    total = probs.sum(dim=-1, keepdim=True)
+    loss = ((top + total.log())[:, 0] - picked).mul_(keep).sum()
+    if grads is not None:
+        grad_h, grad_w, grad_b = grads
+        # d(mean CE)/d(logits) = (softmax - one_hot) / counted on counted rows, 0 elsewhere
+        probs.div_(total)
+        probs.scatter_add_(1, safe, torch.full_like(safe, -1, dtype=probs.dtype))
+        g = probs.mul_((keep / denom)[:, None]).to(hc.dtype)
+        grad_h[start: start + hc.shape[0]] = g @ weight
+        if grad_w.dtype == g.dtype:
+            grad_w.addmm_(g.T, hc)
+        else:
+            grad_w += (g.T @ hc).to(wide)
+        if grad_b is not None:
+            grad_b += g.to(wide).sum(0)
+    return loss, hits
 
 
 def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor,
