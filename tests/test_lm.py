@@ -333,8 +333,11 @@ def test_training_steps_lower_eeg_loss(tokenizer):
     assert not model.tokenizer.training
     assert all(torch.equal(v, model.tokenizer.state_dict()[k]) for k, v in frozen.items())
     text = torch.randint(0, TEXT_VOCAB, (2, 17))
-    out = model.text_forward(text)
-    assert out["logits"].shape == (2, 16, PADDED_VOCAB + 512) and torch.isfinite(out["loss"])
+    out = model.text_forward(text)  # through the chunked head: no logits, the loss of the full ones
+    full = model(None, text[:, :-1], text_targets=text[:, 1:])
+    assert "logits" not in out and full["logits"].shape == (2, 16, PADDED_VOCAB + 512)
+    torch.testing.assert_close(out["loss"], full["loss"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["accuracy"], full["accuracy"])
 
 
 def test_from_tokenizer_initialises_text_rows(tokenizer, model):

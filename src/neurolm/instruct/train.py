@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
@@ -98,12 +97,10 @@ class InstructObjective(nn.Module):
         encoded = None if self.cache is None or keys is None else self.cache.encode(self.lm.tokenizer, eeg, keys)
         h = self.lm.text_hidden(eeg, ids, mask, encoded=encoded)
         trained = targets != IGNORE
-        logits = self.lm.gpt.lm_head(h[trained])
-        target = targets[trained]
-        answer = F.cross_entropy(logits.float(), target)
+        answer, answer_acc = self.lm.head_loss(h[trained], targets[trained])
         text = self.lm.text_forward(crops)
         return {"loss": answer + self.text_weight * text["loss"], "loss_answer": answer.detach(), "loss_text": text["loss"].detach(),
-                "answer_token_acc": (logits.argmax(-1) == target).float().mean().detach()}
+                "answer_token_acc": answer_acc}
 
 
 class InstructTask:

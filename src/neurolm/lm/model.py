@@ -59,6 +59,7 @@ from .config import NeuroLMConfig
 from . import lora
 from .backbone import TOKENIZER_DIR, BackboneConfig, HFBackbone, import_backbone, load_text_tokenizer
 from .gpt import GPT, GPTConfig, KVCache
+from .head import DEFAULT_CHUNK, chunked_cross_entropy
 from .mask import IGNORE, build_attention_mask, decode_mask, eeg_targets
 from .spectral import BANDS_HZ, Moments, WindowSummary, band_log_power
 
@@ -98,6 +99,9 @@ class NeuroLM(nn.Module):
             self.register_buffer("spectral_mean", torch.zeros(len(BANDS_HZ)))
             self.register_buffer("spectral_std", torch.ones(len(BANDS_HZ)))
         self.summary = WindowSummary(d, config.tokenizer.max_channels) if config.window_summary else None
+        self.head_chunk = DEFAULT_CHUNK
+        """Tokens per chunk of the training losses' head (:mod:`neurolm.lm.head`; 0: one chunk). Not part of the
+        config: it changes memory, never the result."""
 
     def add_window_summary(self, batches: list[EEGBatch]) -> NeuroLM:
         """Give the model the window summary (what ``instruct --window-summary`` does) with its scaler fitted on
@@ -233,9 +237,19 @@ class NeuroLM(nn.Module):
         return h[:, h.shape[1] - text_ids.shape[1] :]
 
     def text_forward(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Plain causal LM on text crops ``(B, T+1)`` (inputs ``[:, :-1]``, targets ``[:, 1:]``): ``loss``,
-        ``accuracy`` and ``logits``."""
-        return self.forward(None, ids[:, :-1], text_targets=ids[:, 1:])
+        """Plain causal LM on text crops ``(B, T+1)`` (inputs ``[:, :-1]``, targets ``[:, 1:]``): ``loss`` and
+        ``accuracy``, through the chunked head (no ``(B, T, n_outputs)`` logits)."""
+        h = self.text_hidden(None, ids[:, :-1])
+        return dict(zip(("loss", "accuracy"), self.head_loss(h.flatten(0, 1), ids[:, 1:].flatten())))
+
+    def head_loss(self, h: torch.Tensor, target: torch.Tensor, first_output: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy and argmax accuracy of the head's outputs ``first_output..`` on hidden states
+        ``h (N, d)`` against ``target (N,)`` (indices among those outputs, -100 ignored), ``head_chunk`` tokens at
+        a time (:func:`~neurolm.lm.head.chunked_cross_entropy`)."""
+        head = self.gpt.lm_head
+        bias = None if head.bias is None else head.bias[first_output:]
+        return chunked_cross_entropy(h, head.weight[first_output:], bias, target, self.head_chunk, IGNORE)
 
     def eeg_forward(self, batch: EEGBatch, codes_only: bool = False) -> dict[str, torch.Tensor]:
         """Multi-channel autoregressive pretraining loss on an EEG batch (stair-step mask, next-second codes).
@@ -251,19 +265,10 @@ class NeuroLM(nn.Module):
         if not bool(selected.any()):
             raise NeuroLMError("EEG batch has no next-second targets: every window is shorter than 2 s")
         offset = self.config.vocab.code_offset
-        if codes_only:  # the head's code rows only: ~100x cheaper than all 50304 + K outputs at tiny widths
-            head = self.gpt.lm_head
-            bias = None if head.bias is None else head.bias[offset:]
-            logits = F.linear(h[selected], head.weight[offset:], bias)
-            target = targets[selected]
-        else:
-            logits = self.gpt.lm_head(h[selected])
-            target = targets[selected] + offset
-        return {
-            "loss": F.cross_entropy(logits, target),
-            "accuracy": (logits.argmax(-1) == target).float().mean().detach(),
-            "tokens": selected.sum().detach(),
-        }
+        # codes only: the head's code rows alone, ~100x cheaper than all 50304 + K outputs at tiny widths
+        target = targets[selected] if codes_only else targets[selected] + offset
+        loss, accuracy = self.head_loss(h[selected], target, offset if codes_only else 0)
+        return {"loss": loss, "accuracy": accuracy, "tokens": selected.sum().detach()}
 
     @torch.no_grad()
     def generate(

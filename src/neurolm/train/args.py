@@ -59,6 +59,10 @@ class StageArgs:
     """micro-batches per optimizer step (the step sees N × --batch-size samples)"""
     activation_checkpointing: bool = _free(False)
     """recompute transformer blocks in the backward pass (less memory, ~1/3 more compute)"""
+    fsdp: bool = _free(False)
+    """under torchrun: shard the model over the processes (FSDP) instead of copying it to each (DDP)"""
+    head_chunk: int = _free(512, metavar="N")
+    """tokens whose LM-head logits exist at once in the training losses (0: all; less memory, same result)"""
     group_by_length: bool | None = _free(None)
     """batch windows of similar length together, so batches pad less"""
     resume: bool = _free(False)

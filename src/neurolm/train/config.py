@@ -58,6 +58,12 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute each transformer block in the backward pass (every submodule with an ``activation_checkpointing``
     attribute, e.g. :class:`neurolm.lm.gpt.GPT`): less memory for about one extra forward; same result."""
+    head_chunk: int = 512
+    """Tokens per chunk of the LM head's training losses, set on every submodule with a ``head_chunk`` attribute
+    (e.g. :class:`neurolm.lm.model.NeuroLM`, :mod:`neurolm.lm.head`); 0: one chunk. Changes memory, not results."""
+    fsdp: bool = False
+    """Under ``torchrun``, shard parameters, gradients and optimizer state over the processes
+    (:mod:`neurolm.train.fsdp`) instead of replicating them with DDP; the same result and checkpoints."""
     num_workers: int = 0
     """Processes that build batches ahead of the step (``task.batch`` runs in them); 0: in the training process."""
     group_by_length: bool = True
@@ -68,7 +74,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         ints = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "eval_every": 1, "log_every": 1,
-                "ckpt_every": 1, "seed": 0, "num_workers": 0}
+                "ckpt_every": 1, "seed": 0, "num_workers": 0,
+                "head_chunk": 0}
         for name, low in ints.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:

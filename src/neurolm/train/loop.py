@@ -39,6 +39,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, TrainTask
 from .distributed import DistContext, setup_distributed, teardown_distributed
+from .fsdp import ShardedModel
 from .log import MetricLog, read_rows
 from .optim import configure_optimizer, lr_at, peak_flops
 
@@ -166,16 +167,25 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
             _report_changes(meta["config"], cfg)
 
     seed_everything(cfg.seed)  # the same initial weights on every rank
-    raw = task.model().to(ctx.device)
+    raw = task.model()
     for module in raw.modules():
-        if hasattr(module, "activation_checkpointing"):
-            module.activation_checkpointing = cfg.activation_checkpointing
-    optimizer = configure_optimizer(raw, cfg)
+        for name in ("activation_checkpointing", "head_chunk"):
+            if hasattr(module, name):
+                setattr(module, name, getattr(cfg, name))
+    sharded = ShardedModel(raw, ctx) if cfg.fsdp and ctx.world > 1 else None
+    raw = raw.to(ctx.device)
     if resume:
         _verify_once(out_dir, ctx)
         state = read_state(out_dir)
         raw.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    if sharded is not None:
+        sharded.shard(raw)
+    optimizer = configure_optimizer(raw, cfg)
+    if resume:
+        if sharded is not None:
+            sharded.load_optimizer(raw, optimizer, state["optimizer"])
+        else:
+            optimizer.load_state_dict(state["optimizer"])
         start, elapsed = state["step"], state["elapsed"]
         if len(state["rng"]) == ctx.world:
             restore_rng(state["rng"][ctx.rank], ctx.device)
@@ -186,7 +196,7 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
         seed_everything(cfg.seed + ctx.rank)
 
     model: nn.Module = torch.compile(raw) if cfg.compile else raw
-    if ctx.world > 1:
+    if ctx.world > 1 and sharded is None:
         model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
     amp_dtype = _autocast_dtype(cfg.precision, ctx.device)
@@ -224,8 +234,8 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
                 t_step = time.perf_counter()
                 lr = lr_at(step, cfg)
                 loss, metrics, grad_norm = _optimizer_step(
-                    task, model, batches, optimizer, trainable, cfg, ctx, autocast, step, lr, want_norm=logging_now
-                )
+                    task, model, batches, optimizer, trainable, cfg, ctx, autocast, step, lr, want_norm=logging_now,
+                    sync_always=sharded is not None)
                 busy += time.perf_counter() - t_step
                 busy_steps += 1
                 bar.update(1)
@@ -252,14 +262,15 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
 
                 stopping = ctx.any(stop.requested)  # all ranks must stop after the same step
                 if done % cfg.eval_every == 0 or done == cfg.steps:
-                    if log is not None:
-                        val = _evaluate(task, raw, done, autocast, ctx.device)
-                        log.append({"split": "val", "step": done, "time": round(time.perf_counter() - t_origin, 3),
-                                    **val})
+                    with nullcontext(raw) if sharded is None else sharded.full_model(raw) as evaluated:
+                        if log is not None:
+                            val = _evaluate(task, evaluated, done, autocast, ctx.device)
+                            log.append({"split": "val", "step": done,
+                                        "time": round(time.perf_counter() - t_origin, 3), **val})
                     ctx.barrier()
                 if done % cfg.ckpt_every == 0 or done == cfg.steps or stopping:
                     _checkpoint(task, raw, optimizer, cfg, options, ctx, out_dir, done,
-                                time.perf_counter() - t_origin)
+                                time.perf_counter() - t_origin, sharded)
                 if stopping:
                     if ctx.is_main:
                         tqdm.write(f"stopped by signal after step {done}; checkpoint in {out_dir}", file=sys.stderr)
@@ -271,9 +282,11 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
 
 def _optimizer_step(task: TrainTask, model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer,
                     trainable: list[nn.Parameter], cfg: TrainConfig, ctx: DistContext, autocast: Any, step: int,
-                    lr: float, *, want_norm: bool) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+                    lr: float, *, want_norm: bool, sync_always: bool = False
+                    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
     """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and metrics of its micro-batches
-    and the gradient norm (before clipping; computed only when clipping or ``want_norm``)."""
+    and the gradient norm (before clipping; computed only when clipping or ``want_norm``). ``sync_always``: FSDP,
+    which reduces every micro-batch's gradients (:mod:`neurolm.train.fsdp`)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     loss_sum = torch.zeros((), device=ctx.device)
@@ -282,7 +295,7 @@ def _optimizer_step(task: TrainTask, model: nn.Module, batches: Any, optimizer: 
         batch = move_to(next(batches), ctx.device)
         # DDP all-reduces gradients during backward: only the last micro-step's backward needs to
         last = micro == cfg.grad_accum - 1
-        with nullcontext() if ctx.world == 1 or last else model.no_sync():
+        with nullcontext() if ctx.world == 1 or last or sync_always else model.no_sync():
             with autocast():
                 loss, metrics = task.loss(model, batch, step)
             (loss / cfg.grad_accum).backward()
@@ -294,6 +307,8 @@ def _optimizer_step(task: TrainTask, model: nn.Module, batches: Any, optimizer: 
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
     elif want_norm:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None])
+    if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum / cfg.grad_accum, {k: v / cfg.grad_accum for k, v in metric_sums.items()}, grad_norm
@@ -317,10 +332,13 @@ def _evaluate(task: TrainTask, raw: nn.Module, step: int, autocast: Any, device:
 
 
 def _checkpoint(task: TrainTask, raw: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                options: dict[str, Any] | None, ctx: DistContext, out_dir: Path, step: int, elapsed: float) -> None:
+                options: dict[str, Any] | None, ctx: DistContext, out_dir: Path, step: int, elapsed: float,
+                sharded: ShardedModel | None = None) -> None:
     rngs = ctx.gather(capture_rng(ctx.device))
+    full = None if sharded is None else sharded.gather(raw, optimizer)  # collective; rank 0's unsharded copy
     if ctx.is_main:
-        state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "rng": rngs, "step": step,
+        raw, optim_state = full if full is not None else (raw, optimizer.state_dict())
+        state = {"model": raw.state_dict(), "optimizer": optim_state, "rng": rngs, "step": step,
                  "elapsed": elapsed}
         meta = {"step": step, "elapsed": round(elapsed, 3), "world_size": ctx.world}
         with preserved_rng(ctx.device):

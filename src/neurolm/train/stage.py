@@ -119,7 +119,7 @@ def train_config(stage: Stage, args: StageArgs, preset: Preset) -> TrainConfig:
         eval_every=max(1, steps // stage.evaluations) if args.eval_every is None else args.eval_every,
         log_every=max(1, steps // 100), ckpt_every=max(1, steps // 4), seed=args.seed, device=args.device,
         precision=args.precision, compile=args.compile, grad_accum=args.grad_accum,
-        activation_checkpointing=args.activation_checkpointing,
+        activation_checkpointing=args.activation_checkpointing, head_chunk=args.head_chunk, fsdp=args.fsdp,
         group_by_length=stage.group_by_length if args.group_by_length is None else args.group_by_length)
 
 
