@@ -1,7 +1,7 @@
 """FSDP (``--fsdp``, :mod:`neurolm.train.fsdp`) under ``torchrun --nproc_per_node=2`` (gloo, CPU) equals one process
 with the same global batch, including a resume, and writes checkpoints and model directories that load without
-``torch.distributed``. The child script is :mod:`fsdp_stages`. Slow (~2 min on the shared 2-core machine): the
-two-process job and the single-process references train three stages each."""
+``torch.distributed``. The child script is :mod:`fsdp_stages`. ~70 s on 2 quiet cores (the two-process job and the
+single-process references train three stages of a few steps each): in CI, as the DDP test is."""
 
 from __future__ import annotations
 
@@ -47,7 +47,6 @@ def _close(actual, expected, what: str) -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=2e-5, msg=lambda m: f"{what}: {m}")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_fsdp_matches_one_process_with_the_same_global_batch(work, stage, one_thread):
     """Weights, AdamW moments and the logged losses; pretraining was interrupted after step 2 and resumed."""
@@ -66,7 +65,6 @@ def test_fsdp_matches_one_process_with_the_same_global_batch(work, stage, one_th
     torch.testing.assert_close(train_losses(work / "fsdp" / stage), train_losses(single), rtol=1e-4, atol=0)
 
 
-@pytest.mark.slow
 def test_the_published_model_loads_without_distributed(work):
     state = torch.load(work / "fsdp" / "pretraining" / STATE_DIR / STATE_FILE, weights_only=True)["model"]
     loaded = NeuroLM.from_pretrained(work / "fsdp" / "pretraining").state_dict()
