@@ -160,7 +160,7 @@ def test_window_summary_starts_as_a_no_op_and_shifts_every_text_token(tokenizer,
         torch.testing.assert_close(lm(batch, prompt)["logits"], before)  # zero projection: nothing changes
         lm.summary.embed.weight.normal_(std=0.5)
         x_eeg, _ = lm.embed_eeg(batch)
-        x, _ = lm._sequence(batch, prompt, None)
+        x, _, _ = lm._sequence(batch, prompt, None)
         plain = lm.gpt.transformer.wte(prompt) + lm.gpt.position(lm.text_start(batch, 2, prompt.device)[:, None]
                                                                    + torch.arange(4))
         torch.testing.assert_close(x[:, : x_eeg.shape[1]], x_eeg)  # the EEG tokens are untouched
