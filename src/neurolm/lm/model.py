@@ -104,8 +104,8 @@ class NeuroLM(nn.Module):
         config: it changes memory, never the result."""
 
     def add_window_summary(self, batches: list[EEGBatch]) -> NeuroLM:
-        """Give the model the window summary (what instruction tuning does unless ``--no-window-summary``) with its scaler fitted on
-        the windows of ``batches``; its outputs are unchanged until the summary is trained."""
+        """Give the model the window summary (what instruction tuning does unless ``--no-window-summary``) with its
+        scaler fitted on the windows of ``batches``; its outputs are unchanged until the summary is trained."""
         if self.summary is None:
             self.config = replace(self.config, window_summary=True)
             self.summary = WindowSummary(self.config.gpt.n_embd, self.config.tokenizer.max_channels
