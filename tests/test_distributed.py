@@ -37,18 +37,29 @@ from neurolm.train.checkpoint import STATE_FILE
 COMPARABLE = ("tokenizer_ema", "pretraining", "instruction_tuning")
 
 
+def stage_inputs(work: Path) -> None:
+    """The one-subject HMC store and constant text corpus every multi-process stage test trains on."""
+    write_corpus(work / "raw", datasets=["hmc"], subjects=1, seed=0)
+    prepare_dataset("hmc", work / "raw" / "hmc", work / "store", progress=False)
+    ddp_stages.write_constant_text(work / "text.bin")
+
+
+def torchrun_two(script: Path, work: Path) -> subprocess.CompletedProcess:
+    """``script work`` under a 2-process ``torchrun`` (gloo, one thread each); fails the test on a non-zero exit."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(work)]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """The inputs, and every stage trained by one 2-process ``torchrun`` job into ``work/ddp/<stage>``."""
     work = tmp_path_factory.mktemp("ddp")
-    write_corpus(work / "raw", datasets=["hmc"], subjects=1, seed=0)
-    prepare_dataset("hmc", work / "raw" / "hmc", work / "store", progress=False)
-    ddp_stages.write_constant_text(work / "text.bin")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(ddp_stages.__file__)), str(work)]
-    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
+    stage_inputs(work)
+    done = torchrun_two(Path(ddp_stages.__file__), work)
     (work / "torchrun.out").write_text(done.stdout)
     return work
 

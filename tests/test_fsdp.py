@@ -5,19 +5,14 @@ single-process references train three stages of a few steps each): in CI, as the
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import ddp_stages
 import fsdp_stages
 import pytest
 import torch
-from test_distributed import train_losses
+from test_distributed import stage_inputs, torchrun_two, train_losses
 
-from neurolm.data.prepare import prepare_dataset
-from neurolm.data.synth import write_corpus
 from neurolm.lm import NeuroLM
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 from neurolm.train import STATE_DIR
@@ -29,16 +24,10 @@ STAGES = {"tokenizer_ema": fsdp_stages.tokenizer_ema, "pretraining": fsdp_stages
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("fsdp")
-    write_corpus(work / "raw", datasets=["hmc"], subjects=1, seed=0)
-    prepare_dataset("hmc", work / "raw" / "hmc", work / "store", progress=False)
-    ddp_stages.write_constant_text(work / "text.bin")
+    stage_inputs(work)
     torch.manual_seed(0)
     NeuralTokenizer(TokenizerConfig.from_preset("tiny")).save_pretrained(work / "tokenizer")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(fsdp_stages.__file__)), str(work)]
-    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
+    torchrun_two(Path(fsdp_stages.__file__), work)
     assert (work / "fsdp" / "shard_calls").read_text() == "4"  # tokenizer, pretraining, its resume, instruction tuning
     return work
 
