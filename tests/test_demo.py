@@ -36,14 +36,21 @@ QUICK_PRETRAIN_STEPS = QUICK.pretrain_steps
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
-    """A quick demo stopped by Ctrl-C inside pretraining, then run again: it continues that stage's checkpoint."""
+    """A quick demo with training seed 1 stopped by Ctrl-C inside pretraining, then run again: it continues that
+    stage's checkpoint."""
     out = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as mp:
         interrupt_at(mp, PretrainTask, step=4)
-        assert main(["demo", "--quick", "--out", str(out)]) == 130
+        assert main(["demo", "--quick", "--seed", "1", "--out", str(out)]) == 130
     assert read_meta(out / "pretrain")["step"] == 5 and not (out / "pretrain" / "report.json").exists()
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--seed", "1", "--out", str(out)]) == 0
     return out
+
+
+def test_seed_reaches_every_training_stage(demo_dir):
+    for stage in ("tokenizer", "pretrain", "instruct"):
+        config = json.loads((demo_dir / stage / "training_state" / "train_config.json").read_text())
+        assert config["seed"] == 1, stage
 
 
 def test_a_training_stage_interrupted_inside_continues(demo_dir):

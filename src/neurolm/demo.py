@@ -8,7 +8,8 @@ so an interrupted demo continues where it stopped.
 
 ``--quick`` (CI) uses the smallest corpus the generators allow and a few dozen steps per training stage: it checks
 that every stage runs and reports, not that the model learns; the full demo is the one whose accuracies mean
-something.
+something. ``--seed`` seeds the three training stages (the corpus is always the same), so a demo's spread over seeds
+can be measured on one corpus.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 from .data.datasets import TASK_NAMES
 from .data.prepare import prepare_dataset
 from .data.synth import ALL, write_corpus
-
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ def _line(stage: str, t0: float, text: str) -> None:
     print(f"{stage:<10s}{time.time() - t0:7.1f} s  {text}", flush=True)
 
 
-def run_demo(out: str | Path, quick: bool = False) -> dict:
-    """Run (or continue) every stage into ``out``; return ``metrics.json``'s content."""
+def run_demo(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
+    """Run (or continue) every stage into ``out`` with training seed ``seed``; return ``metrics.json``'s content."""
     plan = QUICK if quick else FULL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,8 @@ def run_demo(out: str | Path, quick: bool = False) -> dict:
 
     t0 = time.time()
     report = _cached(tok_dir / "report.json", lambda: train_tokenizer(
-        stores, tok_dir, size="tiny", steps=plan.tokenizer_steps, progress=False, resume=resumable(tok_dir)).report)
+        stores, tok_dir, size="tiny", steps=plan.tokenizer_steps, seed=seed, progress=False,
+        resume=resumable(tok_dir)).report)
     v = report["val"]
     _line("tokenizer", t0, f"val loss_freq {v['loss_freq']:.3f}, loss_raw {v['loss_raw']:.3f}, "
                            f"codebook utilisation {v['utilisation']:.0%}")
@@ -95,15 +96,15 @@ def run_demo(out: str | Path, quick: bool = False) -> dict:
     t0 = time.time()
     report = _cached(lm_dir / "report.json", lambda: pretrain(
         tok_dir, stores, lm_dir, size="tiny", steps=plan.pretrain_steps, progress=False,
-        eval_every=plan.pretrain_eval_every, resume=resumable(lm_dir)).report)
+        eval_every=plan.pretrain_eval_every, seed=seed, resume=resumable(lm_dir)).report)
     v = report["val"]
     _line("pretrain", t0, f"val EEG loss {v['eeg_loss']:.3f} (unigram baseline {v['unigram_loss']:.3f}), "
                           f"train text loss {report['train_last']['text_loss']:.3f}")
 
     t0 = time.time()
     report = _cached(inst_dir / "report.json", lambda: instruct(
-        lm_dir, task_stores, inst_dir, steps=plan.instruct_steps, balance_tasks=plan.balance_tasks, progress=False,
-        resume=resumable(inst_dir)).report)
+        lm_dir, task_stores, inst_dir, steps=plan.instruct_steps, balance_tasks=plan.balance_tasks, seed=seed,
+        progress=False, resume=resumable(inst_dir)).report)
     _line("instruct", t0, f"val balanced accuracy (mean over tasks) {report['val']['ba_mean']:.2f}")
 
     t0 = time.time()
@@ -247,10 +248,11 @@ def print_table(summary: dict) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("neurolm_demo"), help="output directory (default: ./neurolm_demo)")
     p.add_argument("--quick", action="store_true", help="smallest corpus, a few steps per stage (CI smoke run)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training stages (default: 0; the corpus is fixed)")
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.time()
-    run_demo(args.out, args.quick)
+    run_demo(args.out, args.quick, args.seed)
     print(f"demo finished in {time.time() - t0:.0f} s → {args.out / 'report.html'}")
     return 0
