@@ -152,8 +152,11 @@ def test_stage_defaults_and_the_reference_switches():
     base = ["--model", "m", "--data", "s", "--out", "o"]
     args = p.parse_args(base)
     assert args.balance_tasks and not args.reference_answer_mask and args.window_summary
-    args = p.parse_args(base + ["--no-balance-tasks", "--reference-answer-mask", "--no-window-summary"])
+    assert args.summary_scale == 0.3
+    args = p.parse_args(base + ["--no-balance-tasks", "--reference-answer-mask", "--no-window-summary",
+                                "--summary-scale", "1"])
     assert not args.balance_tasks and args.reference_answer_mask and not args.window_summary
+    assert args.summary_scale == 1.0
     p = argparse.ArgumentParser()
     pretrain_arguments(p)
     base = ["--tokenizer", "t", "--data", "s", "--out", "o"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -131,7 +132,7 @@ def test_window_summary_is_a_channel_weighted_map_of_the_window_band_power(token
     for i, chans in enumerate([_window()["chans"], short["chans"]]):
         z = (power[i, chans] - lm.summary.mean) / lm.summary.std
         by_hand = sum(lm.summary.embed.weight @ z[c] * lm.summary.chan.weight[int(ch)]
-                      for c, ch in enumerate(chans)) / len(chans) * SUMMARY_SCALE
+                      for c, ch in enumerate(chans)) / len(chans) * lm.config.summary_scale
         torch.testing.assert_close(got[i], by_hand.detach(), atol=1e-5, rtol=1e-4)
 
 
@@ -182,9 +183,33 @@ def test_window_summary_saves_loads_and_old_configs_have_none(tmp_path, tokenize
     assert again.config.window_summary
     for key in ("summary.embed.weight", "summary.chan.weight", "summary.mean", "summary.std"):
         assert torch.equal(again.state_dict()[key], lm.state_dict()[key])
+    assert again.config.summary_scale == again.summary.scale == SUMMARY_SCALE
     old = lm.config.to_dict()
+    del old["summary_scale"]  # written at a5eb11c–ba935d1, trained at 0.1
+    assert NeuroLMConfig.from_dict(old).summary_scale == 0.1
     del old["window_summary"]  # a config.json written before the summary existed
     assert NeuroLMConfig.from_dict(old).window_summary is False
     plain = NeuroLM.from_tokenizer(tokenizer, "tiny")
     assert plain.window_summary(collate_windows([_window()])) is None
     assert not any(k.startswith("summary.") for k in plain.state_dict())
+
+
+def test_summary_scale_multiplies_the_output_and_is_saved(tmp_path, tokenizer):
+    """``instruct --summary-scale S``: the same trained map at 0.3 and at 1 gives outputs in ratio 0.3; the scale is
+    written to config.json and a model that has a summary keeps its own."""
+    batch = collate_windows([_window(1.0), _window(2.0, 1)])
+    outputs = {}
+    for scale in (0.3, 1.0):
+        torch.manual_seed(0)
+        lm = _summary_model(tokenizer).add_window_summary([batch], scale)
+        with torch.no_grad():
+            lm.summary.embed.weight.normal_()
+            outputs[scale] = lm.window_summary(batch)
+        lm.add_window_summary([batch], 0.5)  # already has one: unchanged
+        assert lm.config.summary_scale == lm.summary.scale == scale
+    torch.testing.assert_close(outputs[0.3], 0.3 * outputs[1.0])
+    lm.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["summary_scale"] == 1.0
+    assert NeuroLM.from_pretrained(tmp_path).summary.scale == 1.0
+    plain = NeuroLM.from_tokenizer(tokenizer, "tiny")
+    assert "summary_scale" not in plain.config.to_dict()  # configs without the summary are as before

@@ -39,6 +39,7 @@ from ..lm.backbone import load_text_tokenizer
 from ..lm.gpt import GPTConfig
 from ..lm.cache import EncoderCache
 from ..lm.model import IGNORE, NeuroLM, NeuroLMConfig
+from ..lm.spectral import SUMMARY_SCALE
 from ..text import TextCorpus, open_corpus
 from ..plots import figure, save
 from ..train import (
@@ -109,10 +110,10 @@ class InstructTask:
     def __init__(self, model_dir: Path, stores: list[WindowStore], cfg: TrainConfig, text: TextCorpus,
                  text_batch: int, text_length: int, text_weight: float = 1.0, cache_mb: float = 1024.0,
                  balance_tasks: bool = False, reference_mask: bool = False, window_summary: bool = False,
-                 lora_rank: int = 0, shots: int | None = None) -> None:
+                 lora_rank: int = 0, shots: int | None = None, summary_scale: float = SUMMARY_SCALE) -> None:
         self.model_dir, self.cfg, self.text, self.text_weight = model_dir, cfg, text, text_weight
         self.lora_rank = lora_rank
-        self.reference_mask, self.window_summary = reference_mask, window_summary
+        self.reference_mask, self.window_summary, self.summary_scale = reference_mask, window_summary, summary_scale
         self.cache_mb = cache_mb
         self.text_batch, self.text_length = text_batch, text_length
         for store in stores:
@@ -151,7 +152,7 @@ class InstructTask:
             picks = evenly_spaced(len(self.order), 512)
             items = [self.train_set[int(self.order[i])] for i in picks]
             lm.add_window_summary([collate_eeg(items[s : s + 64], "a training window", self.norm_over_padding)
-                                   for s in range(0, len(items), 64)])
+                                   for s in range(0, len(items), 64)], self.summary_scale)
         if self.lora_rank:
             lora.add_lora(lm, self.lora_rank)
         elif lm.config.lora is not None:  # --lora-rank 0 means full training: fold the pretraining adapters in
@@ -246,6 +247,9 @@ class InstructArgs(StageArgs):
     window_summary: bool = True
     """give the answer a learned linear map of the window's per-channel band power (neurolm.lm.spectral.WindowSummary;
     default: on; --no-window-summary = the reference's model, docs/accuracy.md)"""
+    summary_scale: float = field(default=SUMMARY_SCALE, metadata={"metavar": "S"})
+    """the window summary's output factor, i.e. its learning rate relative to the LM's (default: 0.3; a model that
+    already has a summary keeps its own)"""
     lora_rank: int = 0
     """train rank-R LoRA adapters on the LM's blocks instead of all its weights (0 = full training; adapters the
     model already has are merged first; needs peft)"""
@@ -264,11 +268,13 @@ class InstructStage(Stage):
     def task(self, args: InstructArgs, cfg: TrainConfig, preset: StageDefaults) -> tuple[InstructTask, dict]:
         if args.lora_rank < 0:
             raise NeuroLMError(f"--lora-rank must be 0 (off) or positive, got {args.lora_rank}")
+        if not args.summary_scale > 0:
+            raise NeuroLMError(f"--summary-scale must be positive, got {args.summary_scale}")
         corpus, source = open_corpus(args.text, load_text_tokenizer(args.model, _config(args.model).backbone))
         task = InstructTask(args.model, [WindowStore(s) for s in args.data], cfg, corpus, preset.text_batch,
                             preset.text_length, preset.text_weight if args.text_weight is None else args.text_weight,
                             args.cache_mb, args.balance_tasks, args.reference_answer_mask, args.window_summary,
-                            args.lora_rank, args.shots)
+                            args.lora_rank, args.shots, args.summary_scale)
         return task, {"text": source}
 
     def load(self, out_dir: Path) -> NeuroLM:
@@ -278,6 +284,7 @@ class InstructStage(Stage):
                rows: list[dict], notes: dict[str, str]) -> dict:
         return {"base_model": str(args.model), "steps": summary["step"], "balance_tasks": args.balance_tasks,
                 "reference_mask": args.reference_answer_mask, "window_summary": args.window_summary,
+                "summary_scale": model.config.summary_scale if model.config.window_summary else None,
                 **lora.parameter_report(model),
                 "shots": args.shots, "train_windows": int(len(np.unique(task.order))),
                 "val": summary.get("val", {}), "train_last": summary.get("train", {})}

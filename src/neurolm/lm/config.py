@@ -12,6 +12,11 @@ from ..text import GPT2_VOCAB, Vocab
 from .backbone import BackboneConfig
 from .gpt import GPTConfig
 from .lora import LoraSpec
+from .spectral import SUMMARY_SCALE
+
+UNRECORDED_SUMMARY_SCALE = 0.1
+"""The summary scale of a ``config.json`` with the summary but no ``summary_scale``: every model saved before the
+scale was recorded (a5eb11c–ba935d1) was trained at 0.1."""
 
 
 @dataclass
@@ -30,6 +35,9 @@ class NeuroLMConfig:
     window_summary: bool = False
     """Add a learned linear map of the window's per-channel band power to every text token after the EEG
     (:meth:`~neurolm.lm.model.NeuroLM.window_summary`; not in REF)."""
+    summary_scale: float = SUMMARY_SCALE
+    """The window summary's output factor (:data:`~neurolm.lm.spectral.SUMMARY_SCALE`); written only with the
+    summary."""
     backbone: BackboneConfig | None = None
     """A Hugging Face backbone (:mod:`neurolm.lm.backbone`) instead of the native GPT; ``gpt`` then mirrors its shape
     (width, depth, heads, positions, table rows, outputs)."""
@@ -57,6 +65,8 @@ class NeuroLMConfig:
         values = {"gpt": asdict(self.gpt), "tokenizer": asdict(self.tokenizer),
                   "ref_text_positions": self.ref_text_positions, "spectral_input": self.spectral_input,
                   "window_summary": self.window_summary}
+        if self.window_summary:
+            values["summary_scale"] = self.summary_scale
         # absent when unused, so native models write the same config.json as before
         for key in ("backbone", "lora"):
             if getattr(self, key) is not None:
@@ -65,10 +75,12 @@ class NeuroLMConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> NeuroLMConfig:
+        summary = bool(values.get("window_summary", False))
         try:
             return cls(GPTConfig(**values["gpt"]), TokenizerConfig.from_dict(values["tokenizer"]),
                        bool(values.get("ref_text_positions", False)), bool(values.get("spectral_input", False)),
-                       bool(values.get("window_summary", False)),
+                       summary, float(values.get("summary_scale", UNRECORDED_SUMMARY_SCALE if summary
+                                                 else SUMMARY_SCALE)),
                        None if values.get("backbone") is None else BackboneConfig(**values["backbone"]),
                        None if values.get("lora") is None else LoraSpec(**values["lora"]))
         except (KeyError, TypeError, ValueError) as exc:

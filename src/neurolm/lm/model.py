@@ -61,7 +61,7 @@ from .backbone import TOKENIZER_DIR, BackboneConfig, HFBackbone, import_backbone
 from .gpt import GPT, GPTConfig, KVCache
 from .head import DEFAULT_CHUNK, chunked_cross_entropy
 from .mask import IGNORE, build_attention_mask, decode_mask, eeg_targets
-from .spectral import BANDS_HZ, Moments, WindowSummary, band_log_power
+from .spectral import BANDS_HZ, SUMMARY_SCALE, Moments, WindowSummary, band_log_power
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +98,19 @@ class NeuroLM(nn.Module):
             GPT._init_weights(self.spectral_embed)
             self.register_buffer("spectral_mean", torch.zeros(len(BANDS_HZ)))
             self.register_buffer("spectral_std", torch.ones(len(BANDS_HZ)))
-        self.summary = WindowSummary(d, config.tokenizer.max_channels) if config.window_summary else None
+        self.summary = (WindowSummary(d, config.tokenizer.max_channels, config.summary_scale)
+                        if config.window_summary else None)
         self.head_chunk = DEFAULT_CHUNK
         """Tokens per chunk of the training losses' head (:mod:`neurolm.lm.head`; 0: one chunk). Not part of the
         config: it changes memory, never the result."""
 
-    def add_window_summary(self, batches: list[EEGBatch]) -> NeuroLM:
-        """Give the model the window summary (what instruction tuning does unless ``--no-window-summary``) with its
-        scaler fitted on the windows of ``batches``; its outputs are unchanged until the summary is trained."""
+    def add_window_summary(self, batches: list[EEGBatch], scale: float = SUMMARY_SCALE) -> NeuroLM:
+        """Give the model the window summary (what instruction tuning does unless ``--no-window-summary``) at output
+        factor ``scale``, its scaler fitted on the windows of ``batches``; its outputs are unchanged until the summary
+        is trained. A model that has one keeps it."""
         if self.summary is None:
-            self.config = replace(self.config, window_summary=True)
-            self.summary = WindowSummary(self.config.gpt.n_embd, self.config.tokenizer.max_channels
+            self.config = replace(self.config, window_summary=True, summary_scale=scale)
+            self.summary = WindowSummary(self.config.gpt.n_embd, self.config.tokenizer.max_channels, scale
                                          ).to(self.feature_mean.device)
             self.summary.fit(batches)
         return self

@@ -75,27 +75,30 @@ class Moments:
         std_out.copy_(std.clamp_min(1e-6).float())
 
 
-SUMMARY_SCALE = 0.1
-"""Factor on :class:`WindowSummary`'s output, i.e. its learning rate relative to the rest of the LM. Why: Adam moves
-every weight of the zero-initialised map by about the learning rate per step whatever the gradient's size, so at full
-scale the summary outgrows the token embeddings (std 0.02) within a few dozen steps and swamps the question it is
-added to. Measured on the one-task learning floor (``tests/test_learning.py``, TUAB, 60 steps, validation balanced
-accuracy over seeds 0/1/2): no summary 0.97 0.89 0.85; scale 1 0.62 0.89 0.53; 0.1 0.98 0.93 0.88; 0.02 0.97 0.89
-0.78 (docs/accuracy.md)."""
+SUMMARY_SCALE = 0.3
+"""Default factor on :class:`WindowSummary`'s output (``instruct --summary-scale``; saved in the model's config), i.e.
+its learning rate relative to the rest of the LM. Why not 1: Adam moves every weight of the zero-initialised map by
+about the learning rate per step whatever the gradient's size, so at full scale the summary outgrows the token
+embeddings (std 0.02) within a few dozen steps and swamps the question it is added to. Why not smaller: the summary
+then carries less of what it can. Measured (docs/accuracy.md): one-task learning floor (``tests/test_learning.py``,
+TUAB, 60 steps, validation BA, seeds 0/1/2) no summary 0.97 0.89 0.85; scale 1 0.62 0.89 0.53; 0.3 0.96 0.93 0.82;
+0.1 0.98 0.93 0.88; EEGMAT 5-fold CV test BA (two seeds' mean; band power 0.646): no summary 0.611, 0.1 0.625,
+0.3 0.646, 1 0.654."""
 
 
 class WindowSummary(nn.Module):
     """A learned linear map of the window's per-channel band power, added to every text token after the EEG.
 
-    ``(B, d)`` = :data:`SUMMARY_SCALE` × the mean over a window's channels ``c`` of ``embed(z_c) ⊙ chan(c)``, with ``z_c`` channel ``c``'s
-    standardised :func:`window_band_power`: each output dimension is a linear functional of the (channel × band)
-    table that the band-power baseline reads. Why (issue 14): through attention over up to 276 per-second tokens the
-    answer read it less well than a linear model does. Starts as a zero map (channel weights one, identity scaler),
-    so adding it to a model changes none of its outputs until it is trained."""
+    ``(B, d)`` = ``scale`` (:data:`SUMMARY_SCALE`) × the mean over a window's channels ``c`` of ``embed(z_c) ⊙
+    chan(c)``, with ``z_c`` channel ``c``'s standardised :func:`window_band_power`: each output dimension is a linear
+    functional of the (channel × band) table that the band-power baseline reads. Why (issue 14): through attention
+    over up to 276 per-second tokens the answer read it less well than a linear model does. Starts as a zero map
+    (channel weights one, identity scaler), so adding it to a model changes none of its outputs until it is
+    trained."""
 
-    def __init__(self, width: int, n_channels: int) -> None:
+    def __init__(self, width: int, n_channels: int, scale: float = SUMMARY_SCALE) -> None:
         super().__init__()
-        self.n_channels = n_channels
+        self.n_channels, self.scale = n_channels, scale
         self.embed = nn.Linear(len(BANDS_HZ), width, bias=False)
         nn.init.zeros_(self.embed.weight)
         self.chan = nn.Embedding(n_channels, width)
@@ -118,4 +121,4 @@ class WindowSummary(nn.Module):
         power, present = window_band_power(batch.patches, batch.chans, batch.mask, self.n_channels)
         z = (power - self.mean) / self.std * present[..., None]
         mean = (self.embed(z) * self.chan.weight).sum(dim=1) / present.sum(dim=1, keepdim=True).clamp_min(1)
-        return SUMMARY_SCALE * mean
+        return self.scale * mean
