@@ -65,9 +65,9 @@ class NeuroLMConfig:
         values = {"gpt": asdict(self.gpt), "tokenizer": asdict(self.tokenizer),
                   "ref_text_positions": self.ref_text_positions, "spectral_input": self.spectral_input,
                   "window_summary": self.window_summary}
+        # absent when unused, so native models write the same config.json as before
         if self.window_summary:
             values["summary_scale"] = self.summary_scale
-        # absent when unused, so native models write the same config.json as before
         for key in ("backbone", "lora"):
             if getattr(self, key) is not None:
                 values[key] = getattr(self, key).to_dict()
