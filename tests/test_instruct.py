@@ -152,12 +152,36 @@ def test_stage_defaults_and_the_reference_switches():
     base = ["--model", "m", "--data", "s", "--out", "o"]
     args = p.parse_args(base)
     assert args.balance_tasks and not args.reference_answer_mask and args.window_summary
-    assert args.summary_scale == 0.3
+    assert args.summary_scale == 0.3 and not args.freeze_lm
     args = p.parse_args(base + ["--no-balance-tasks", "--reference-answer-mask", "--no-window-summary",
-                                "--summary-scale", "1"])
+                                "--summary-scale", "1", "--freeze-lm"])
     assert not args.balance_tasks and args.reference_answer_mask and not args.window_summary
-    assert args.summary_scale == 1.0
+    assert args.summary_scale == 1.0 and args.freeze_lm
     p = argparse.ArgumentParser()
     pretrain_arguments(p)
     base = ["--tokenizer", "t", "--data", "s", "--out", "o"]
     assert p.parse_args(base).spectral_input and not p.parse_args(base + ["--no-spectral-input"]).spectral_input
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_freeze_lm_trains_only_the_summary_and_the_head(model, tmp_path):
+    """``instruct --freeze-lm``: after tuning, every weight the pretrained model had is unchanged except lm_head,
+    the new summary has learned, and the report counts exactly those trainable parameters."""
+    from test_taskfile import builtin_store
+
+    from neurolm.instruct.train import instruct
+    from neurolm.lm import NeuroLM
+
+    model.save_pretrained(tmp_path / "lm")
+    store = builtin_store(tmp_path / "workload")
+    report = instruct(tmp_path / "lm", [store], tmp_path / "inst", steps=2, batch_size=2, progress=False,
+                      device="cpu", freeze_lm=True).report
+    base = NeuroLM.from_pretrained(tmp_path / "lm").state_dict()
+    tuned = NeuroLM.from_pretrained(tmp_path / "inst").state_dict()
+    assert {k for k in base if not torch.equal(base[k], tuned[k])} == {"gpt.lm_head.weight"}
+    assert tuned["summary.embed.weight"].abs().sum() > 0  # zero-initialised, so it trained
+    summary = sum(tuned[k].numel() for k in ("summary.embed.weight", "summary.chan.weight"))
+    assert report["freeze_lm"] and report["params"] == tuned["gpt.lm_head.weight"].numel() + summary
+    with pytest.raises(NeuroLMError, match="exclude each other"):
+        instruct(tmp_path / "lm", [store], tmp_path / "inst2", steps=1, freeze_lm=True, lora_rank=2,
+                 progress=False, device="cpu")
