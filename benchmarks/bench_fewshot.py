@@ -6,7 +6,8 @@ it is (zero-shot: a task it never saw, whose answer words it learnt on another t
 is tuned further with ``instruct --shots K`` on the held-out task alone and evaluated on its test split. The
 band-power baseline (:mod:`neurolm.instruct.baseline`) is fitted on the same K windows per class
 (:func:`neurolm.instruct.fewshot.shot_indices`, same seed). 95 % intervals: :func:`neurolm.instruct.metrics.interval`.
-The defaults are tiny (about 5 minutes on two quiet cores, 30 when they are shared); results are cached in ``--out`` stage by stage.
+The defaults are tiny (about 5 minutes on two quiet cores, 30 when they are shared); results are cached in
+``--out`` stage by stage.
 
     python benchmarks/bench_fewshot.py [--out DIR] [--held-out workload] [--shots 1,5,20,all] [--seed 0]
 """
