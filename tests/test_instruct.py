@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -152,21 +154,64 @@ def test_stage_defaults_and_the_reference_switches():
     base = ["--model", "m", "--data", "s", "--out", "o"]
     args = p.parse_args(base)
     assert args.balance_tasks and not args.reference_answer_mask and args.window_summary
-    assert args.summary_scale == 0.3 and not args.freeze_lm
+    assert args.summary_scale == 0.3 and args.freeze_lm is None  # None: auto_freeze decides
     args = p.parse_args(base + ["--no-balance-tasks", "--reference-answer-mask", "--no-window-summary",
                                 "--summary-scale", "1", "--freeze-lm"])
     assert not args.balance_tasks and args.reference_answer_mask and not args.window_summary
     assert args.summary_scale == 1.0 and args.freeze_lm
+    assert p.parse_args(base + ["--no-freeze-lm"]).freeze_lm is False
     p = argparse.ArgumentParser()
     pretrain_arguments(p)
     base = ["--tokenizer", "t", "--data", "s", "--out", "o"]
     assert p.parse_args(base).spectral_input and not p.parse_args(base + ["--no-spectral-input"]).spectral_input
 
 
+def test_freezing_is_compared_by_default_for_one_task_only():
+    """compares_freezing: one store with the window summary, no LoRA and no --freeze-lm/--no-freeze-lm tunes both
+    ways; several stores, LoRA, the reference's model (no summary) or an explicit choice tune one way."""
+    from neurolm.instruct.train import InstructArgs, compares_freezing
+
+    def args(data, **kw):
+        return InstructArgs(model="m", data=data, out="o", **kw)
+
+    assert compares_freezing(args(["a"]))
+    assert not compares_freezing(args(["a", "b"]))
+    assert not compares_freezing(args(["a"], lora_rank=4))
+    assert not compares_freezing(args(["a"], window_summary=False))
+    assert not compares_freezing(args(["a"], freeze_lm=True)) and not compares_freezing(args(["a"], freeze_lm=False))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_one_task_keeps_the_candidate_with_the_higher_validation_accuracy(model, tmp_path):
+    """The default for one store: a fully tuned and a frozen run in ``candidates/``, the one with the higher
+    validation BA (frozen on a tie) published in ``out`` with identical weights, and the choice in the report."""
+    from test_taskfile import builtin_store
+
+    from neurolm.instruct.train import instruct
+    from neurolm.lm import NeuroLM
+
+    model.save_pretrained(tmp_path / "lm")
+    store = builtin_store(tmp_path / "workload")
+    result = instruct(tmp_path / "lm", [store], tmp_path / "inst", steps=2, batch_size=2, progress=False,
+                      device="cpu")
+    choice = result.report["freeze_lm_choice"]
+    runs = {name: json.loads((tmp_path / "inst" / "candidates" / name / "report.json").read_text())
+            for name in ("full", "frozen")}
+    assert choice["val_ba"] == {name: r["val"]["ba_mean"] for name, r in runs.items()}
+    best = "frozen" if choice["val_ba"]["frozen"] >= choice["val_ba"]["full"] else "full"
+    assert choice["selected"] == best and result.report["freeze_lm"] == (best == "frozen")
+    assert json.loads((tmp_path / "inst" / "report.json").read_text()) == json.loads(json.dumps(result.report))
+    published = NeuroLM.from_pretrained(tmp_path / "inst").state_dict()
+    kept = NeuroLM.from_pretrained(tmp_path / "inst" / "candidates" / best).state_dict()
+    assert all(torch.equal(published[k], kept[k]) for k in kept)
+    assert not (tmp_path / "inst" / "training_state").exists()
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_freeze_lm_trains_only_the_summary_and_the_head(model, tmp_path):
     """``instruct --freeze-lm``: after tuning, every weight the pretrained model had is unchanged except lm_head,
-    the new summary has learned, and the report counts exactly those trainable parameters."""
+    the new summary has learned, and the report counts exactly those trainable parameters; ``--no-freeze-lm``
+    trains the blocks too."""
     from test_taskfile import builtin_store
 
     from neurolm.instruct.train import instruct
@@ -182,6 +227,12 @@ def test_freeze_lm_trains_only_the_summary_and_the_head(model, tmp_path):
     assert tuned["summary.embed.weight"].abs().sum() > 0  # zero-initialised, so it trained
     summary = sum(tuned[k].numel() for k in ("summary.embed.weight", "summary.chan.weight"))
     assert report["freeze_lm"] and report["params"] == tuned["gpt.lm_head.weight"].numel() + summary
+    assert "freeze_lm_choice" not in report and not (tmp_path / "inst" / "candidates").exists()
+    full = instruct(tmp_path / "lm", [store], tmp_path / "full", steps=2, batch_size=2, progress=False,
+                    device="cpu", freeze_lm=False).report
+    changed = {k for k, v in NeuroLM.from_pretrained(tmp_path / "full").state_dict().items()
+               if k in base and not torch.equal(base[k], v)}
+    assert not full["freeze_lm"] and "gpt.transformer.h.0.attn.c_attn.weight" in changed
     with pytest.raises(NeuroLMError, match="exclude each other"):
         instruct(tmp_path / "lm", [store], tmp_path / "inst2", steps=1, freeze_lm=True, lora_rank=2,
                  progress=False, device="cpu")

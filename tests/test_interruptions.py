@@ -149,7 +149,8 @@ def task_store(tmp_path_factory) -> Path:
     return root
 
 
-COMMON = {"steps": STEPS, "batch_size": 2, "progress": False, "device": "cpu"}
+COMMON = {"steps": STEPS, "batch_size": 2, "progress": False, "device": "cpu", "freeze_lm": False}
+"""One training run (one task would otherwise tune two candidates, each resumed the same way)."""
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +193,7 @@ def test_instruct_resume_with_changed_balance_tasks_is_an_error(lm_dir, task_sto
 
 def test_instruct_cli_sigterm_then_resume_equals_uninterrupted(lm_dir, task_store, uninterrupted, tmp_path):
     args = ["instruct", "--model", lm_dir, "--data", task_store, "--out", tmp_path, "--steps", STEPS,
-            "--batch-size", 2, "--device", "cpu"]
+            "--batch-size", 2, "--device", "cpu", "--no-freeze-lm"]
     status, log = _signal_when(_cli(*args), (tmp_path / STATE_DIR / "meta.json").is_file, signal.SIGTERM)
     assert status == 130, log
     assert "stopped by signal after step" in log and "neurolm instruct: interrupted" in log, log
