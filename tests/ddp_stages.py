@@ -99,7 +99,7 @@ def instruction_tuning(work: Path, out: Path) -> None:
     """From the model that the 2-rank ``pretraining`` stage trained."""
     with mock.patch.multiple(instruct_stage, **SMALL_INSTRUCT):
         instruct(work / "ddp" / "pretraining", [work / "store"], out, steps=STEPS, batch_size=4,
-                 text=work / "text.bin", progress=False, device="cpu")
+                 text=work / "text.bin", progress=False, device="cpu", freeze_lm=False)  # one run, not two candidates
 
 
 STAGES = {"tokenizer": (tokenizer, TokenizerTask), "tokenizer_ema": (tokenizer_ema, PreinitialisedCodebookTask),

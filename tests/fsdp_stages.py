@@ -40,7 +40,7 @@ def pretraining(work: Path, out: Path, **kw: object) -> None:
 def instruction_tuning(work: Path, out: Path, **kw: object) -> None:
     with mock.patch.multiple(instruct_stage, **SMALL_INSTRUCT):
         instruct(work / "fsdp" / "pretraining", [work / "store"], out, steps=STEPS, batch_size=4,
-                 text=work / "text.bin", progress=False, device="cpu", **kw)
+                 text=work / "text.bin", progress=False, device="cpu", freeze_lm=False, **kw)
 
 
 def tokenizer_ema(work: Path, out: Path, **kw: object) -> None:
