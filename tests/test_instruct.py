@@ -166,19 +166,26 @@ def test_stage_defaults_and_the_reference_switches():
     assert p.parse_args(base).spectral_input and not p.parse_args(base + ["--no-spectral-input"]).spectral_input
 
 
-def test_freezing_is_compared_by_default_for_one_task_only():
-    """compares_freezing: one store with the window summary, no LoRA and no --freeze-lm/--no-freeze-lm tunes both
-    ways; several stores, LoRA, the reference's model (no summary) or an explicit choice tune one way."""
+def test_freezing_is_compared_by_default_for_one_task_only(tmp_path):
+    """compares_freezing: one store with validation windows and the window summary, no LoRA and neither
+    --freeze-lm nor --no-freeze-lm tunes both ways; several stores, LoRA, the reference's model (no summary), an
+    explicit choice or a store without validation windows tune one way."""
+    from test_taskfile import builtin_store
+
     from neurolm.instruct.train import InstructArgs, compares_freezing
+
+    one = builtin_store(tmp_path / "one", ("train", "val", "test"))
+    no_val = builtin_store(tmp_path / "no_val")
 
     def args(data, **kw):
         return InstructArgs(model="m", data=data, out="o", **kw)
 
-    assert compares_freezing(args(["a"]))
-    assert not compares_freezing(args(["a", "b"]))
-    assert not compares_freezing(args(["a"], lora_rank=4))
-    assert not compares_freezing(args(["a"], window_summary=False))
-    assert not compares_freezing(args(["a"], freeze_lm=True)) and not compares_freezing(args(["a"], freeze_lm=False))
+    assert compares_freezing(args([one]))
+    assert not compares_freezing(args([one, no_val]))
+    assert not compares_freezing(args([one], lora_rank=4))
+    assert not compares_freezing(args([one], window_summary=False))
+    assert not compares_freezing(args([one], freeze_lm=True)) and not compares_freezing(args([one], freeze_lm=False))
+    assert not compares_freezing(args([no_val]))
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -191,7 +198,7 @@ def test_one_task_keeps_the_candidate_with_the_higher_validation_accuracy(model,
     from neurolm.lm import NeuroLM
 
     model.save_pretrained(tmp_path / "lm")
-    store = builtin_store(tmp_path / "workload")
+    store = builtin_store(tmp_path / "workload", ("train", "val", "test"))
     result = instruct(tmp_path / "lm", [store], tmp_path / "inst", steps=2, batch_size=2, progress=False,
                       device="cpu")
     choice = result.report["freeze_lm_choice"]

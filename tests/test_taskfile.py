@@ -159,15 +159,15 @@ def test_a_subject_table_labels_whole_recordings(own, tmp_path):
     assert counts == {"left": 2 * 2 * 5, "right": 2 * 2 * 5}  # 2 subjects × 2 files × the last 10 s in 2 s windows
 
 
-def builtin_store(root: Path) -> Path:
-    """A hand-made Workload store (a built-in task) with train and test windows."""
+def builtin_store(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Path:
+    """A hand-made Workload store (a built-in task) with 8 windows in each of ``splits``."""
     from neurolm.instruct.tasks import TASKS
 
     task = TASKS["workload"]
     idx = np.array(channel_indices(task.channels))
     rng = np.random.default_rng(0)
     root.mkdir()
-    for split in ("train", "test"):
+    for split in splits:
         buf = SplitBuffer()
         for i in range(8):
             buf.add(rng.normal(0, 0.3, (len(idx), 800)).astype(np.float32), idx, i % 2, 4.0 * i, f"s{i % 4}", "f.edf")
