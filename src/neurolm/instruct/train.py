@@ -290,7 +290,10 @@ def compares_freezing(args: InstructArgs) -> bool:
     apart (the demo: 0.552 vs 0.699), so it is not tried there."""
     if args.freeze_lm is not None or len(args.data) != 1 or not args.window_summary or args.lora_rank:
         return False
-    store = WindowStore(args.data[0])
+    try:
+        store = WindowStore(args.data[0])
+    except NeuroLMError:  # the stage reports it, after the --model checks, as for several stores
+        return False
     return "val" in store.splits and len(store.split("val")) > 0
 
 
