@@ -154,7 +154,7 @@ def test_stage_defaults_and_the_reference_switches():
     base = ["--model", "m", "--data", "s", "--out", "o"]
     args = p.parse_args(base)
     assert args.balance_tasks and not args.reference_answer_mask and args.window_summary
-    assert args.summary_scale == 0.3 and args.freeze_lm is None  # None: auto_freeze decides
+    assert args.summary_scale == 0.3 and args.freeze_lm is None  # None: compares_freezing decides
     args = p.parse_args(base + ["--no-balance-tasks", "--reference-answer-mask", "--no-window-summary",
                                 "--summary-scale", "1", "--freeze-lm"])
     assert not args.balance_tasks and args.reference_answer_mask and not args.window_summary

@@ -23,7 +23,6 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from dataclasses import dataclass, field, replace
@@ -60,7 +59,6 @@ from ..train import (
     run_stage,
     step_generator,
 )
-from ..train.args import from_namespace
 from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, score_answers
 from .fewshot import shot_indices
 from .tasks import TASKS, find_task
@@ -339,11 +337,14 @@ class InstructStage(Stage):
     def load(self, out_dir: Path) -> NeuroLM:
         return NeuroLM.from_pretrained(out_dir)
 
-    def run(self, ns: argparse.Namespace) -> int:
-        result = run_instruct(from_namespace(self.args, ns))
-        if is_main_process():
-            print(self.describe(result))
-        return 0
+    def execute(self, args: InstructArgs) -> StageResult:
+        """One run, or, where :func:`compares_freezing`, both candidates into ``out/candidates/{full,frozen}`` and the
+        better published in ``out`` (:func:`publish_choice`)."""
+        if not compares_freezing(args):
+            return run_stage(self, replace(args, freeze_lm=bool(args.freeze_lm)))
+        return publish_choice({name: run_stage(self, replace(args, out=Path(args.out) / "candidates" / name,
+                                                             freeze_lm=name == "frozen"))
+                               for name in ("full", "frozen")}, Path(args.out))
 
     def report(self, args: InstructArgs, task: InstructTask, preset: StageDefaults, summary: dict, model: NeuroLM,
                rows: list[dict], notes: dict[str, str]) -> dict:
@@ -372,21 +373,11 @@ STAGE = InstructStage()
 add_arguments, run = STAGE.add_arguments, STAGE.run
 
 
-def run_instruct(args: InstructArgs) -> StageResult:
-    """:func:`run_stage` for instruction tuning, with ``--freeze-lm``'s default resolved (:func:`compares_freezing`):
-    one run, or both candidates into ``out/candidates/{full,frozen}`` and the better published in ``out``."""
-    if not compares_freezing(args):
-        return run_stage(STAGE, replace(args, freeze_lm=bool(args.freeze_lm)))
-    return publish_choice({name: run_stage(STAGE, replace(args, out=Path(args.out) / "candidates" / name,
-                                                          freeze_lm=name == "frozen"))
-                           for name in ("full", "frozen")}, Path(args.out))
-
-
 def instruct(model: str | Path, data: list[str | Path], out: str | Path, **kwargs: Any) -> StageResult:
     """Instruction-tune the NeuroLM in ``model`` on the task stores ``data`` into ``out``; keyword arguments as
     :class:`InstructArgs` (the flags of ``neurolm instruct``). The result's ``report`` (also ``out/report.json``)
     holds the final validation balanced accuracies."""
-    return run_instruct(InstructArgs(model=model, data=data, out=out, **kwargs))
+    return STAGE.execute(InstructArgs(model=model, data=data, out=out, **kwargs))
 
 
 def write_plot(rows: list[dict], out_dir: Path) -> None:

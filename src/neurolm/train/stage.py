@@ -101,8 +101,12 @@ class Stage(ABC):
                                      "eval_every": f"default: steps // {self.evaluations}",
                                      "group_by_length": f"default: {grouped} for {self.command}"})
 
+    def execute(self, args: StageArgs) -> StageResult:
+        """Train with ``args``: one :func:`run_stage` (instruction tuning on one task trains two candidates)."""
+        return run_stage(self, args)
+
     def run(self, ns: argparse.Namespace) -> int:
-        result = run_stage(self, from_namespace(self.args, ns))
+        result = self.execute(from_namespace(self.args, ns))
         if is_main_process():
             print(self.describe(result))
         return 0
