@@ -11,13 +11,16 @@ from at least five subjects, windows otherwise):
   LM hidden         the same on the pretrained LM's last hidden states over the EEG (stair-step mask)
   instructed        the instruction-tuned NeuroLM's scored answers (``neurolm evaluate``)
 
-Read-outs choose their L2 strength on the ``val`` split. Two modes:
+Read-outs choose their L2 strength on the ``val`` split. Three modes:
 
   python benchmarks/bench_quality.py cv RAW_OR_STORE --out DIR [--folds 5] [--seeds 0 1]
       subject-wise cross-validation on one task (default: real EEGMAT, ``workload``): the store's windows are
       re-split by subject into folds (test = one fold, val = the next, train = the rest), and on every fold the
       plain default commands run from scratch (train-tokenizer, pretrain, instruct, evaluate); prints every rung
       per fold and the mean over folds.
+  python benchmarks/bench_quality.py synth --out DIR [--scale 3] [--seeds 0 1]
+      the synthetic corpus (``--scale`` × the default subjects of each task dataset) prepared, then the plain
+      default commands on all seven stores (one model for the six tasks) and the ladder of every task.
   python benchmarks/bench_quality.py run RUN_DIR STORE [STORE ...]
       the ladder of an existing run (``RUN_DIR/{tokenizer,pretrain,instruct,evaluate}``, e.g. a ``neurolm demo``
       output directory) on the test split of each store.
@@ -164,18 +167,20 @@ def fold_stores(source: WindowStore, out: Path, n_folds: int, seed: int) -> list
     return dirs
 
 
-def run_pipeline(store: Path, out: Path, seed: int, extra: dict[str, list[str]]) -> dict[str, Path]:
-    """The plain default commands, as a user types them (plus ``extra[stage]`` flags, for an ablation); logs beside
-    the outputs; finished stages are skipped, so an interrupted benchmark continues."""
+def run_pipeline(stores: list[Path], tasks: list[Path], out: Path, seed: int, extra: dict[str, list[str]]
+                 ) -> dict[str, Path]:
+    """The plain default commands, as a user types them (the tokenizer and the LM on ``stores``, instruction tuning
+    and evaluation on the task stores ``tasks``; plus ``extra[stage]`` flags, for an ablation); logs beside the
+    outputs; finished stages are skipped, so an interrupted benchmark continues."""
     run = {k: out / k for k in ("tokenizer", "pretrain", "instruct", "evaluate")}
     out.mkdir(parents=True, exist_ok=True)
     steps = [
-        ("tokenizer", ["train-tokenizer", "--data", store, "--out", run["tokenizer"], "--seed", seed]),
-        ("pretrain", ["pretrain", "--tokenizer", run["tokenizer"], "--data", store, "--out", run["pretrain"],
+        ("tokenizer", ["train-tokenizer", "--data", *stores, "--out", run["tokenizer"], "--seed", seed]),
+        ("pretrain", ["pretrain", "--tokenizer", run["tokenizer"], "--data", *stores, "--out", run["pretrain"],
                       "--seed", seed]),
-        ("instruct", ["instruct", "--model", run["pretrain"], "--data", store, "--out", run["instruct"],
+        ("instruct", ["instruct", "--model", run["pretrain"], "--data", *tasks, "--out", run["instruct"],
                       "--seed", seed]),
-        ("evaluate", ["evaluate", "--model", run["instruct"], "--data", store, "--out", run["evaluate"]]),
+        ("evaluate", ["evaluate", "--model", run["instruct"], "--data", *tasks, "--out", run["evaluate"]]),
     ]
     for name, args in steps:
         done = run[name] / ("metrics.json" if name == "evaluate" else "report.json")
@@ -199,14 +204,13 @@ def cv(args: argparse.Namespace) -> None:
                            check=True, stdout=subprocess.DEVNULL)
         source = prepared
     folds = fold_stores(WindowStore(source), args.out / "folds", args.folds, args.split_seed)
-    extra = {"tokenizer": args.tokenizer_args.split(), "pretrain": args.pretrain_args.split(),
-             "instruct": args.instruct_args.split()}
+    extra = _extra(args)
     per_fold: dict[str, list[float]] = {r: [] for r in RUNGS}
     pooled: dict[str, list[dict]] = {r: [] for r in RUNGS}
     for seed in args.seeds:
         for k, fold in enumerate(folds):
             print(f"fold {k} seed {seed}", flush=True)
-            run = run_pipeline(fold, args.out / f"seed{seed}" / f"fold{k}", seed, extra)
+            run = run_pipeline([fold], [fold], args.out / f"seed{seed}" / f"fold{k}", seed, extra)
             res = ladder(WindowStore(fold), run)
             for rung, r in res.items():
                 ba, lo, hi = score(r["y"], r["pred"], r["subjects"])
@@ -237,22 +241,63 @@ def cv(args: argparse.Namespace) -> None:
     (args.out / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
+def _extra(args: argparse.Namespace) -> dict[str, list[str]]:
+    return {stage: getattr(args, f"{stage}_args").split() for stage in ("tokenizer", "pretrain", "instruct")}
+
+
+# ------------------------------------------------------------------------------------------------ synthetic mode
+def synth_mode(args: argparse.Namespace) -> None:
+    """The synthetic corpus at ``--scale`` × the default subjects per task dataset (pretraining files as default),
+    prepared, then the default commands on all seven stores and the ladder of every task. Why a scale: at the
+    default size HMC's and Workload's val and test splits hold two subjects each, where the baseline alone moves by
+    0.3 between them (docs/accuracy.md); more subjects make the comparison measurable."""
+    from neurolm.data.synth import ALL, DEFAULT_SUBJECTS
+
+    if args.scale < 1:
+        raise SystemExit(f"--scale must be at least 1, got {args.scale}")
+    raw, prep = args.out / "raw", args.out / "prepared"
+    for name in ALL:
+        n = DEFAULT_SUBJECTS[name] * (1 if name == "pretrain" else args.scale)
+        if not (prep / name / MANIFEST).is_file():
+            t0 = time.time()
+            for cmd in (["synth", raw, "--datasets", name, "--subjects", n, "--seed", args.corpus_seed],
+                        ["prepare", name, raw / name, prep / name]):
+                subprocess.run([sys.executable, "-m", "neurolm.cli", *map(str, cmd)], check=True,
+                               stdout=subprocess.DEVNULL)
+            print(f"    {name}: {n} subjects, {time.time() - t0:.0f} s", flush=True)
+    stores = [prep / name for name in ALL]
+    tasks = [prep / name for name in ALL if name != "pretrain"]
+    for seed in args.seeds:
+        run = run_pipeline(stores, tasks, args.out / f"seed{seed}", seed, _extra(args))
+        print_ladder(run, tasks, f"seed {seed}, {args.scale}× subjects")
+
+
 def run_mode(args: argparse.Namespace) -> None:
     root = Path(args.run_dir)
     run = {k: (root / k if (root / k).exists() else None) for k in ("tokenizer", "pretrain", "instruct", "evaluate")}
-    print(f"ladder of {root} (test split; 95 % bootstrap CI)")
+    print_ladder(run, args.stores, str(root))
+
+
+def print_ladder(run: dict[str, Path | None], stores: list, name: str) -> None:
+    """One row per store: every rung's test balanced accuracy with its interval; also written to
+    ``RUN/ladder.json`` where the run has an evaluation."""
+    print(f"ladder of {name} (test split; 95 % bootstrap CI)")
     print(f"  {'task':10s} " + " ".join(f"{r:>21s}" for r in RUNGS))
-    for path in args.stores:
+    rows = {}
+    for path in stores:
         store = WindowStore(path)
         res = ladder(store, run)
-        cells = []
+        cells, rows[store.dataset] = [], {}
         for rung in RUNGS:
             if rung in res:
                 ba, lo, hi = score(res[rung]["y"], res[rung]["pred"], res[rung]["subjects"])
+                rows[store.dataset][rung] = {"ba": ba, "ci": [lo, hi]}
                 cells.append(f"{ba:.2f} [{lo:.2f}, {hi:.2f}]")
             else:
                 cells.append("—")
         print(f"  {store.dataset:10s} " + " ".join(f"{c:>21s}" for c in cells), flush=True)
+    if run.get("evaluate") is not None and run["evaluate"].is_dir():
+        (run["evaluate"].parent / "ladder.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def main() -> None:
@@ -265,15 +310,21 @@ def main() -> None:
     c.add_argument("--folds", type=int, default=5)
     c.add_argument("--seeds", type=int, nargs="+", default=[0])
     c.add_argument("--split-seed", type=int, default=0)
-    for stage in ("tokenizer", "pretrain", "instruct"):
-        c.add_argument(f"--{stage}-args", default="", metavar="FLAGS",
-                       help=f"extra flags for the {stage} command, e.g. --pretrain-args=--no-spectral-input")
+    y = sub.add_parser("synth", help="the default pipeline on the synthetic corpus, six tasks, one model")
+    y.add_argument("--out", type=Path, required=True)
+    y.add_argument("--scale", type=int, default=1, help="subjects per task dataset, × the default (default: 1)")
+    y.add_argument("--seeds", type=int, nargs="+", default=[0])
+    y.add_argument("--corpus-seed", type=int, default=0)
+    for parser in (c, y):
+        for stage in ("tokenizer", "pretrain", "instruct"):
+            parser.add_argument(f"--{stage}-args", default="", metavar="FLAGS",
+                                help=f"extra flags for the {stage} command, e.g. --pretrain-args=--no-spectral-input")
     r = sub.add_parser("run", help="the ladder of an existing run on each store's test split")
     r.add_argument("run_dir")
     r.add_argument("stores", nargs="+")
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    cv(args) if args.mode == "cv" else run_mode(args)
+    {"cv": cv, "synth": synth_mode, "run": run_mode}[args.mode](args)
 
 
 if __name__ == "__main__":
