@@ -45,6 +45,7 @@ from sklearn.preprocessing import StandardScaler
 
 from neurolm.data.batch import collate_windows
 from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
+from neurolm.data.synth import ALL, DEFAULT_SUBJECTS
 from neurolm.instruct.baseline import fit_predict as baseline_fit_predict
 from neurolm.instruct.baseline import store_features
 from neurolm.instruct.metrics import interval
@@ -251,8 +252,6 @@ def synth_mode(args: argparse.Namespace) -> None:
     prepared, then the default commands on all seven stores and the ladder of every task. Why a scale: at the
     default size HMC's and Workload's val and test splits hold two subjects each, where the baseline alone moves by
     0.3 between them (docs/accuracy.md); more subjects make the comparison measurable."""
-    from neurolm.data.synth import ALL, DEFAULT_SUBJECTS
-
     if args.scale < 1:
         raise SystemExit(f"--scale must be at least 1, got {args.scale}")
     raw, prep = args.out / "raw", args.out / "prepared"
@@ -278,7 +277,7 @@ def run_mode(args: argparse.Namespace) -> None:
     print_ladder(run, args.stores, str(root))
 
 
-def print_ladder(run: dict[str, Path | None], stores: list, name: str) -> None:
+def print_ladder(run: dict[str, Path | None], stores: list[Path] | list[str], name: str) -> None:
     """One row per store: every rung's test balanced accuracy with its interval; also written to
     ``RUN/ladder.json`` where the run has an evaluation."""
     print(f"ladder of {name} (test split; 95 % bootstrap CI)")
