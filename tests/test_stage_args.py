@@ -52,6 +52,21 @@ def test_every_training_command_takes_the_common_flags(command):
     assert cfg.group_by_length == (command != "instruct") and cfg.device == "auto"
 
 
+def test_instruct_steps_grow_with_the_number_of_tasks(model, tmp_path):
+    """tiny: 400 steps per task store (six: 2400); paper: 10000 whatever the count; --steps still wins."""
+    model.save_pretrained(tmp_path / "lm")
+
+    def steps(stores: int, *flags: str) -> int:
+        argv = ["--model", str(tmp_path / "lm"), "--data", *[f"s{i}" for i in range(stores)], "--out", "o", *flags]
+        args = from_namespace(instruct_stage.InstructArgs, parser(instruct_stage).parse_args(argv))
+        return train_config(instruct_stage.STAGE, args, instruct_stage.STAGE.preset(args)).steps
+
+    assert [steps(n) for n in (1, 2, 6)] == [400, 800, 2400]
+    assert steps(6, "--steps", "50") == 50
+    assert instruct_stage.DEFAULTS["paper"].for_tasks(6).steps == 10000
+    assert "tiny 400 per task store" in " ".join(parser(instruct_stage).format_help().split())
+
+
 @pytest.mark.parametrize("command", list(STAGES))
 def test_every_field_has_help_and_the_api_takes_the_same_names(command):
     module, base = STAGES[command]

@@ -64,6 +64,8 @@ class Stage(ABC):
     evaluations: ClassVar[int]
     """Validations per run by default (``eval_every = steps // evaluations``)."""
     group_by_length: ClassVar[bool] = True
+    steps_note: ClassVar[str | None] = None
+    """``--steps``'s default in its help where the preset table alone does not say it."""
 
     @abstractmethod
     def preset(self, args: StageArgs) -> Preset:
@@ -97,7 +99,7 @@ class Stage(ABC):
             return "default: " + ", ".join(f"{k} {getattr(v, name)}" for k, v in self.presets.items())
 
         grouped = "on" if self.group_by_length else "off"
-        add_arguments(p, self.args, {"steps": table("steps"), "batch_size": table("batch_size"), "lr": table("lr"),
+        add_arguments(p, self.args, {"steps": self.steps_note or table("steps"), "batch_size": table("batch_size"), "lr": table("lr"),
                                      "eval_every": f"default: steps // {self.evaluations}",
                                      "group_by_length": f"default: {grouped} for {self.command}"})
 
