@@ -14,7 +14,8 @@ Decisions where the spec is silent:
 - ``tiny`` models use lr 6e-3 → 6e-4 and batch 32 (REF's 5e-4 → 5e-5 with batch 64 learns too slowly in a few
   hundred CPU steps; a sweep on the demo corpus, 400–1500 steps × lr 1e-3…1e-2 × batch 16/32, put 6e-3 and 32 first);
   larger models keep REF's settings. Text crops: one crop of 128 tokens per step for ``tiny`` (REF: 16 × 1024); two
-  crops cost a third of a CPU step for no change in the task accuracies.
+  crops cost a third of a CPU step for no change in the task accuracies. ``tiny`` trains 400 steps per task store
+  (:meth:`StageDefaults.for_tasks`): six tasks in 400 steps under-fit.
 - Validation windows are evenly spaced over each store's ``val`` split (all its subjects), not its first windows.
 - One task (one store with validation windows, the window summary on, no LoRA): the LM is tuned twice, frozen and
   fully, and the one with the higher validation balanced accuracy is kept (:func:`compares_freezing`); REF always
