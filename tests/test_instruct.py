@@ -13,7 +13,7 @@ from neurolm.errors import NeuroLMError
 from neurolm.instruct.data import (EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, encode_task,
                                    score_answers, training_text)
 from neurolm.instruct.tasks import TASKS
-from neurolm.instruct.train import InstructObjective, balanced_order
+from neurolm.instruct.train import InstructObjective, balanced_order, drop_tokens
 from neurolm.lm import IGNORE
 from neurolm.lm.cache import EncoderCache
 from neurolm.text import EOT, INSTRUCTION_START, TextTokenizer
@@ -139,6 +139,62 @@ def test_encoder_cache_respects_its_budget(model):
 def test_balanced_order_repeats_smaller_tasks_up_to_the_largest():
     order = balanced_order([np.arange(0, 2), np.arange(2, 7), np.arange(7, 7), np.arange(7, 10)])  # 2, 5, 0, 3
     assert order.tolist() == [0, 1, 0, 1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 7, 8]
+
+
+def test_token_drop_keeps_each_token_with_one_minus_p_and_every_window_something():
+    torch.manual_seed(0)
+    mask = torch.ones(64, 200, dtype=torch.bool)
+    mask[:, 150:] = False  # padding
+    keep = drop_tokens(mask, 0.5)
+    assert abs(keep[mask].float().mean().item() - 0.5) < 0.02
+    mask = torch.zeros(300, 3, dtype=torch.bool)
+    mask[:, 0] = True  # one real token per window: dropped in ~99 % of the draws, then the window keeps it
+    keep = drop_tokens(mask, 0.99)
+    assert (keep & mask).any(1).all()
+
+
+def test_token_drop_hides_eeg_tokens_from_the_lm_but_not_from_the_summary(model):
+    """Training with --eeg-drop: the LM sees fewer EEG tokens (the loss changes) while the summary is computed
+    from the whole window; in eval mode nothing is dropped."""
+    import copy
+
+    items = task_windows("tusl", 2) + task_windows("workload", 2)
+    eeg = collate_windows(items, EEG_MAX_TOKENS)
+    ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
+    crops = torch.randint(0, 50257, (2, 33), generator=torch.Generator().manual_seed(0))
+    lm = copy.deepcopy(model).add_window_summary([eeg])
+    with torch.no_grad():
+        lm.summary.embed.weight.normal_()
+    seen = []
+    summary = lm.window_summary
+    lm.window_summary = lambda batch: seen.append(batch) or summary(batch)
+    plain, dropping = InstructObjective(lm).train(), InstructObjective(lm, eeg_drop=0.5).train()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        reference = plain(eeg, ids, targets, mask, crops)["loss_answer"]
+        torch.manual_seed(0)
+        dropped = dropping(eeg, ids, targets, mask, crops)["loss_answer"]
+        windows = [b for b in seen if b is not None]  # (the text crops pass None)
+        assert windows and all(b is eeg for b in windows)  # the whole window, never the thinned one
+        assert not torch.allclose(dropped, reference)
+        dropping.eval()
+        torch.testing.assert_close(dropping(eeg, ids, targets, mask, crops)["loss_answer"], reference)
+
+
+def test_eeg_drop_defaults_to_half_for_several_tasks_only():
+    import argparse
+
+    from neurolm.instruct.train import InstructArgs, add_arguments, eeg_drop
+    from neurolm.train.args import from_namespace
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+
+    def drop(*argv: str) -> float:
+        return eeg_drop(from_namespace(InstructArgs, p.parse_args(["--model", "m", "--out", "o", *argv])))
+
+    assert (drop("--data", "a"), drop("--data", "a", "b"), drop("--data", "a", "--eeg-drop", "0.3")) == (0, 0.5, 0.3)
+    assert drop("--data", "a", "b", "--eeg-drop", "0") == 0
 
 
 def test_stage_defaults_and_the_reference_switches():

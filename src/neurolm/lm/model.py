@@ -175,14 +175,15 @@ class NeuroLM(nn.Module):
 
     def _sequence(
         self, batch: EEGBatch | None, text_ids: torch.Tensor, text_mask: torch.Tensor | None,
-        encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+        encoded: tuple[torch.Tensor, torch.Tensor] | None = None, summary_from: EEGBatch | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Embedded ``[EEG][text]``, its attention mask (None = plain causal text) and positions ``(B, N+M)``."""
+        """Embedded ``[EEG][text]``, its attention mask (None = plain causal text) and positions ``(B, N+M)``;
+        ``summary_from``: the windows the summary reads (default ``batch``; instruction tuning's token drop)."""
         b, m = text_ids.shape
         start = self.text_start(batch, b, text_ids.device)
         positions = start[:, None] + torch.arange(m, device=start.device)
         text = self.gpt.add_position(self.gpt.embed_tokens(text_ids), positions)
-        summary = self.window_summary(batch)
+        summary = self.window_summary(batch if summary_from is None else summary_from)
         if summary is not None:
             text = text + summary[:, None].to(text.dtype)
         if batch is None and text_mask is None:
@@ -229,12 +230,13 @@ class NeuroLM(nn.Module):
         text_ids: torch.Tensor,
         text_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
-        encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+        encoded: tuple[torch.Tensor, torch.Tensor] | None = None, summary_from: EEGBatch | None = None,
     ) -> torch.Tensor:
         """Final hidden states ``(B, M, d)`` of the text positions after the EEG, before the LM head: callers that
         need logits at a few positions or of a few outputs only (answer scoring, answer-only losses) apply the head
-        themselves instead of computing all ``n_outputs`` logits everywhere. ``encoded``: see :meth:`embed_eeg`."""
-        x, mask, positions = self._sequence(batch, text_ids, text_mask, encoded)
+        themselves instead of computing all ``n_outputs`` logits everywhere. ``encoded``: see :meth:`embed_eeg`;
+        ``summary_from``: see :meth:`_sequence`."""
+        x, mask, positions = self._sequence(batch, text_ids, text_mask, encoded, summary_from)
         h = self.gpt(x, mask, kv_cache, positions)
         return h[:, h.shape[1] - text_ids.shape[1] :]
 
