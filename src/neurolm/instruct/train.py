@@ -16,6 +16,8 @@ Decisions where the spec is silent:
   larger models keep REF's settings. Text crops: one crop of 128 tokens per step for ``tiny`` (REF: 16 × 1024); two
   crops cost a third of a CPU step for no change in the task accuracies. ``tiny`` trains 400 steps per task store
   (:meth:`StageDefaults.for_tasks`): six tasks in 400 steps under-fit.
+- Several tasks: each training window hides half its EEG tokens from the LM (``--eeg-drop``, :func:`drop_tokens`);
+  at 400 steps per task the six tasks otherwise memorise their training windows. REF hides none.
 - Validation windows are evenly spaced over each store's ``val`` split (all its subjects), not its first windows.
 - One task (one store with validation windows, the window summary on, no LoRA): the LM is tuned twice, frozen and
   fully, and the one with the higher validation balanced accuracy is kept (:func:`compares_freezing`); REF always

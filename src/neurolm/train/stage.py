@@ -99,8 +99,8 @@ class Stage(ABC):
             return "default: " + ", ".join(f"{k} {getattr(v, name)}" for k, v in self.presets.items())
 
         grouped = "on" if self.group_by_length else "off"
-        add_arguments(p, self.args, {"steps": self.steps_note or table("steps"), "batch_size": table("batch_size"), "lr": table("lr"),
-                                     "eval_every": f"default: steps // {self.evaluations}",
+        add_arguments(p, self.args, {"steps": self.steps_note or table("steps"), "batch_size": table("batch_size"),
+                                     "lr": table("lr"), "eval_every": f"default: steps // {self.evaluations}",
                                      "group_by_length": f"default: {grouped} for {self.command}"})
 
     def execute(self, args: StageArgs) -> StageResult:
