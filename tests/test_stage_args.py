@@ -67,6 +67,13 @@ def test_instruct_steps_grow_with_the_number_of_tasks(model, tmp_path):
     assert "tiny 400 per task store" in " ".join(parser(instruct_stage).format_help().split())
 
 
+def test_an_eeg_drop_outside_zero_to_one_is_named(model, tmp_path, capsys):
+    model.save_pretrained(tmp_path / "lm")
+    argv = ["instruct", "--model", str(tmp_path / "lm"), "--data", "a", "b", "--out", str(tmp_path / "i")]
+    assert main(argv + ["--eeg-drop", "1"]) == 2
+    assert "--eeg-drop must be in [0, 1), got 1.0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", list(STAGES))
 def test_every_field_has_help_and_the_api_takes_the_same_names(command):
     module, base = STAGES[command]

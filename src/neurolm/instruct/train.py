@@ -374,13 +374,14 @@ class InstructStage(Stage):
                                "the other adapts them")
         if not args.summary_scale > 0:
             raise NeuroLMError(f"--summary-scale must be positive, got {args.summary_scale}")
-        if not 0 <= eeg_drop(args) < 1:
-            raise NeuroLMError(f"--eeg-drop must be in [0, 1), got {args.eeg_drop}")
+        drop = eeg_drop(args)
+        if not 0 <= drop < 1:
+            raise NeuroLMError(f"--eeg-drop must be in [0, 1), got {drop}")
         corpus, source = open_corpus(args.text, load_text_tokenizer(args.model, _config(args.model).backbone))
         task = InstructTask(args.model, [WindowStore(s) for s in args.data], cfg, corpus, preset.text_batch,
                             preset.text_length, preset.text_weight if args.text_weight is None else args.text_weight,
                             args.cache_mb, args.balance_tasks, args.reference_answer_mask, args.window_summary,
-                            args.lora_rank, args.shots, args.summary_scale, bool(args.freeze_lm), eeg_drop(args))
+                            args.lora_rank, args.shots, args.summary_scale, bool(args.freeze_lm), drop)
         return task, {"text": source}
 
     def load(self, out_dir: Path) -> NeuroLM:
