@@ -181,7 +181,9 @@ def test_token_drop_hides_eeg_tokens_from_the_lm_but_not_from_the_summary(model)
         torch.testing.assert_close(dropping(eeg, ids, targets, mask, crops)["loss_answer"], reference)
 
 
-def test_eeg_drop_defaults_to_half_for_several_tasks_only():
+def test_eeg_drop_defaults_to_half_for_several_tasks_on_400_steps_each():
+    """The default hides tokens only where several stores get at least 400 steps each (the regime where the tasks
+    memorise); an explicit --eeg-drop always wins."""
     import argparse
 
     from neurolm.instruct.train import InstructArgs, add_arguments, eeg_drop
@@ -190,11 +192,14 @@ def test_eeg_drop_defaults_to_half_for_several_tasks_only():
     p = argparse.ArgumentParser()
     add_arguments(p)
 
-    def drop(*argv: str) -> float:
-        return eeg_drop(from_namespace(InstructArgs, p.parse_args(["--model", "m", "--out", "o", *argv])))
+    def drop(steps: int, *argv: str) -> float:
+        return eeg_drop(from_namespace(InstructArgs, p.parse_args(["--model", "m", "--out", "o", *argv])), steps)
 
-    assert (drop("--data", "a"), drop("--data", "a", "b"), drop("--data", "a", "--eeg-drop", "0.3")) == (0, 0.5, 0.3)
-    assert drop("--data", "a", "b", "--eeg-drop", "0") == 0
+    assert drop(2400, "--data", "a") == 0
+    assert (drop(800, "--data", "a", "b"), drop(799, "--data", "a", "b"), drop(400, *"--data a b c d e f".split())) \
+        == (0.5, 0, 0)
+    assert drop(10, "--data", "a", "--eeg-drop", "0.3") == 0.3
+    assert drop(2400, "--data", "a", "b", "--eeg-drop", "0") == 0
 
 
 def test_stage_defaults_and_the_reference_switches():

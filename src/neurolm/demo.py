@@ -37,10 +37,6 @@ class DemoPlan:
     """None: the stage's default (5 validations of 256 windows)."""
     balance_tasks: bool = False
     """Instruction tuning shows every task as often as the largest (``neurolm instruct --balance-tasks``)."""
-    eeg_drop: float = 0.0
-    """``instruct --eeg-drop``: off, unlike the several-task default (0.5). The demo's 400 steps under-fit six
-    tasks, and there a drop did not help (six-task mean 0.686 vs 0.699 with the summary's input thinned too,
-    docs/accuracy.md stop 19); it pays where six tasks get 400 steps each (stop 20)."""
 
 
 # A sweep on the demo corpus (GPU, 3 seeds each): 300 tokenizer steps instead of 200 raised the six-task test balanced
@@ -108,7 +104,6 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
     t0 = time.time()
     report = _cached(inst_dir / "report.json", lambda: instruct(
         lm_dir, task_stores, inst_dir, steps=plan.instruct_steps, balance_tasks=plan.balance_tasks, seed=seed,
-        eeg_drop=plan.eeg_drop,
         progress=False, resume=resumable(inst_dir)).report)
     _line("instruct", t0, f"val balanced accuracy (mean over tasks) {report['val']['ba_mean']:.2f}")
 

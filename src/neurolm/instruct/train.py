@@ -16,8 +16,9 @@ Decisions where the spec is silent:
   larger models keep REF's settings. Text crops: one crop of 128 tokens per step for ``tiny`` (REF: 16 × 1024); two
   crops cost a third of a CPU step for no change in the task accuracies. ``tiny`` trains 400 steps per task store
   (:meth:`StageDefaults.for_tasks`): six tasks in 400 steps under-fit.
-- Several tasks: each training window hides half its EEG tokens from the LM (``--eeg-drop``, :func:`drop_tokens`);
-  at 400 steps per task the six tasks otherwise memorise their training windows. REF hides none.
+- Several tasks at 400 steps per task or more: each training window hides half its EEG tokens from the LM
+  (``--eeg-drop``, :func:`drop_tokens`); there the six tasks otherwise memorise their training windows, while
+  shorter schedules under-fit and the drop only slows them (:func:`eeg_drop`). REF hides none.
 - Validation windows are evenly spaced over each store's ``val`` split (all its subjects), not its first windows.
 - One task (one store with validation windows, the window summary on, no LoRA): the LM is tuned twice, frozen and
   fully, and the one with the higher validation balanced accuracy is kept (:func:`compares_freezing`); REF always
@@ -304,7 +305,7 @@ class InstructArgs(StageArgs):
     model already has are merged first; needs peft)"""
     eeg_drop: float | None = field(default=None, metadata={"metavar": "P"})
     """fraction of each training window's EEG tokens hidden from the LM (the window summary still reads all of
-    them; default: 0.5 for several task stores, 0 for one — not measured on one task)"""
+    them; default: 0.5 for several task stores trained at least 400 steps each, else 0)"""
     freeze_lm: bool | None = None
     """train only the window summary and the output head, the LM as pretrained (--no-freeze-lm: the whole LM, as
     the reference; default: for one task with the window summary and --lora-rank 0, both, keeping the one with the
@@ -312,15 +313,22 @@ class InstructArgs(StageArgs):
 
 
 EEG_DROP_SEVERAL_TASKS = 0.5
-"""``--eeg-drop``'s default for several task stores (:func:`drop_tokens`)."""
+"""``--eeg-drop``'s default for several task stores on a long enough schedule (:func:`drop_tokens`)."""
+EEG_DROP_MIN_STEPS_PER_TASK = 400
+"""The schedule, in steps per task store, from which :func:`eeg_drop` hides tokens by default."""
 
 
-def eeg_drop(args: InstructArgs) -> float:
-    """``--eeg-drop`` or its default: :data:`EEG_DROP_SEVERAL_TASKS` for several task stores, 0 for one (one task
-    already chooses between the frozen and the fully tuned LM on validation; the drop was not measured there)."""
+def eeg_drop(args: InstructArgs, steps: int) -> float:
+    """``--eeg-drop`` or its default for a run of ``steps``: :data:`EEG_DROP_SEVERAL_TASKS` for several task stores
+    with at least :data:`EEG_DROP_MIN_STEPS_PER_TASK` steps each, else 0. Why (docs/accuracy.md, stop 20): at 400
+    steps per task the six synthetic tasks memorise their training windows and the drop raised SEED by 0.08–0.11;
+    on shorter schedules they under-fit and it cost (six tasks in 400 steps: mean 0.699 → 0.686; the few-shot
+    benchmark's five-task base at 120 steps: Workload with every window 0.750 → 0.716). One task already chooses
+    between the frozen and the fully tuned LM on validation, and the drop was not measured there."""
     if args.eeg_drop is not None:
         return args.eeg_drop
-    return EEG_DROP_SEVERAL_TASKS if len(args.data) > 1 else 0.0
+    several = len(args.data) > 1 and steps >= EEG_DROP_MIN_STEPS_PER_TASK * len(args.data)
+    return EEG_DROP_SEVERAL_TASKS if several else 0.0
 
 
 def compares_freezing(args: InstructArgs) -> bool:
@@ -374,7 +382,7 @@ class InstructStage(Stage):
                                "the other adapts them")
         if not args.summary_scale > 0:
             raise NeuroLMError(f"--summary-scale must be positive, got {args.summary_scale}")
-        drop = eeg_drop(args)
+        drop = eeg_drop(args, cfg.steps)
         if not 0 <= drop < 1:
             raise NeuroLMError(f"--eeg-drop must be in [0, 1), got {drop}")
         corpus, source = open_corpus(args.text, load_text_tokenizer(args.model, _config(args.model).backbone))
