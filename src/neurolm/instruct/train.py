@@ -320,11 +320,12 @@ EEG_DROP_MIN_STEPS_PER_TASK = 400
 
 def eeg_drop(args: InstructArgs, steps: int) -> float:
     """``--eeg-drop`` or its default for a run of ``steps``: :data:`EEG_DROP_SEVERAL_TASKS` for several task stores
-    with at least :data:`EEG_DROP_MIN_STEPS_PER_TASK` steps each, else 0. Why (docs/accuracy.md, stop 20): at 400
-    steps per task the six synthetic tasks memorise their training windows and the drop raised SEED by 0.08–0.11;
-    on shorter schedules they under-fit and it cost (six tasks in 400 steps: mean 0.699 → 0.686; the few-shot
-    benchmark's five-task base at 120 steps: Workload with every window 0.750 → 0.716). One task already chooses
-    between the frozen and the fully tuned LM on validation, and the drop was not measured there."""
+    with at least :data:`EEG_DROP_MIN_STEPS_PER_TASK` steps each, else 0 (a threshold for every model size, unlike
+    the ``tiny`` preset's ``steps_per_task``). Why (docs/accuracy.md, stops 20–21): at 400 steps per task the six
+    synthetic tasks memorise their training windows and the drop raised SEED by 0.08–0.11; on shorter schedules
+    they under-fit and it cost (the demo's six tasks in 400 steps: mean 0.699 → 0.686, the summary's input thinned
+    too; the few-shot benchmark's five-task base at 120 steps: Workload with every window 0.750 → 0.716). One task
+    already chooses between the frozen and the fully tuned LM on validation, and the drop was not measured there."""
     if args.eeg_drop is not None:
         return args.eeg_drop
     several = len(args.data) > 1 and steps >= EEG_DROP_MIN_STEPS_PER_TASK * len(args.data)
