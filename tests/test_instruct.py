@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from neurolm.errors import NeuroLMError
 from neurolm.instruct.data import (EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, encode_task,
                                    score_answers, training_text)
 from neurolm.instruct.tasks import TASKS
-from neurolm.instruct.train import InstructObjective, balanced_order, drop_tokens
+from neurolm.instruct.train import InstructObjective, balanced_order, drop_tokens, keep_tokens
 from neurolm.lm import IGNORE
 from neurolm.lm.cache import EncoderCache
 from neurolm.text import EOT, INSTRUCTION_START, TextTokenizer
@@ -153,11 +155,31 @@ def test_token_drop_keeps_each_token_with_one_minus_p_and_every_window_something
     assert (keep & mask).any(1).all()
 
 
+def test_kept_tokens_give_the_text_what_masking_the_others_gives(model):
+    """The drop's compaction (kept tokens moved to the front, the sequence shortened) changes the cost, not what the
+    text positions read: their hidden states equal those with the dropped tokens masked out as padding."""
+    items = task_windows("tusl", 2) + task_windows("workload", 2)
+    eeg = collate_windows(items, EEG_MAX_TOKENS)
+    ids, _, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
+    lm = copy.deepcopy(model).add_window_summary([eeg])
+    torch.manual_seed(0)
+    keep = eeg.mask & drop_tokens(eeg.mask, 0.5)
+    keep[0] = eeg.mask[0]  # one window keeps everything
+    with torch.no_grad():
+        encoded = lm.tokenizer.encode(eeg)
+        masked = lm.text_hidden(replace(eeg, mask=keep), ids, mask, encoded=encoded, summary_from=eeg)
+        short, short_encoded = keep_tokens(eeg, encoded, keep)
+        compact = lm.text_hidden(short, ids, mask, encoded=short_encoded, summary_from=eeg)
+    assert short.mask.shape[1] == int(keep.sum(1).max()) < eeg.mask.shape[1]
+    assert short.mask.sum(1).tolist() == keep.sum(1).tolist()
+    torch.testing.assert_close(short.times[short.mask], eeg.times[keep])  # each keeps its second and channel
+    torch.testing.assert_close(short.chans[short.mask], eeg.chans[keep])
+    torch.testing.assert_close(compact, masked, atol=1e-5, rtol=1e-5)
+
+
 def test_token_drop_hides_eeg_tokens_from_the_lm_but_not_from_the_summary(model):
     """Training with --eeg-drop: the LM sees fewer EEG tokens (the loss changes) while the summary is computed
     from the whole window; in eval mode nothing is dropped."""
-    import copy
-
     items = task_windows("tusl", 2) + task_windows("workload", 2)
     eeg = collate_windows(items, EEG_MAX_TOKENS)
     ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
