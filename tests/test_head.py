@@ -44,6 +44,17 @@ def test_loss_accuracy_and_gradients_equal_the_unchunked_head(chunk, bias):
         torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-9)
 
 
+def test_a_hit_is_a_target_whose_logit_is_the_largest_ties_included():
+    """The accuracy is read off the softmax's max, not an argmax: a target tied with another output counts."""
+    weight = torch.tensor([[1.0], [1.0], [0.0]])  # outputs 0 and 1 always tie
+    h = torch.tensor([[1.0], [-1.0], [2.0]])  # logits (1, 1, 0), (-1, -1, 0), (2, 2, 0)
+    target = torch.tensor([1, 2, -100])  # a tie → hit; the largest → hit; an ignored row
+    _, accuracy = chunked_cross_entropy(h, weight, None, target, chunk=2)
+    assert accuracy.item() == 1.0
+    _, accuracy = chunked_cross_entropy(h, weight, None, torch.tensor([2, 0, -100]))
+    assert accuracy.item() == 0.0
+
+
 def test_float32_gradients_reach_weights_used_twice():
     """The head weight sliced (codes only) and reused elsewhere in the graph: autograd adds the contributions."""
     h, w, _, target = _case(outputs=64)
