@@ -158,8 +158,8 @@ def keep_tokens(eeg: EEGBatch, encoded: tuple[torch.Tensor, torch.Tensor], keep:
 
     mask = take(keep)
     features, codes = encoded
-    batch = replace(eeg, patches=take(eeg.patches) * mask[..., None], chans=take(eeg.chans).masked_fill(~mask, PAD_INDEX),
-                    times=take(eeg.times).masked_fill(~mask, 0), mask=mask)
+    batch = replace(eeg, patches=take(eeg.patches) * mask[..., None], mask=mask,
+                    chans=take(eeg.chans).masked_fill(~mask, PAD_INDEX), times=take(eeg.times).masked_fill(~mask, 0))
     return batch, (take(features) * mask[..., None], take(codes).masked_fill(~mask, -1))
 
 

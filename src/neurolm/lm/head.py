@@ -3,8 +3,8 @@
 NeuroLM's head has 50304 text + codebook outputs (58,496 for the paper). ``F.cross_entropy(lm_head(h), target)``
 keeps the ``(N, outputs)`` logits, their log-softmax and, in the backward, their gradient alive at once: at REF's
 pretraining batch (60 × 1024 EEG tokens) ~14 GB per copy in fp32. :func:`chunked_cross_entropy` computes the same
-mean loss (and the argmax accuracy) ``chunk`` tokens at a time, so only ``chunk × outputs`` logits exist at any
-moment (:data:`DEFAULT_CHUNK` rows: ~120 MB at the paper's head in fp32).
+mean loss (and the accuracy: how often the target's logit is the largest) ``chunk`` tokens at a time, so only
+``chunk × outputs`` logits exist at any moment (:data:`DEFAULT_CHUNK` rows: ~120 MB at the paper's head in fp32).
 
 Decision (where the issue asks for recomputation in the backward): each chunk's gradient with respect to its
 hidden states and to the head is computed **in the forward pass, while the chunk's logits exist** (the "fused linear
@@ -106,9 +106,9 @@ def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
                           chunk: int = DEFAULT_CHUNK, ignore_index: int = -100
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy of the logits ``h @ weight.T + bias`` (``h (N, d)``, ``weight (outputs, d)``) against
-    ``target (N,)`` over the targets that are not ``ignore_index``, and the accuracy of their argmax (detached);
-    equal to ``F.cross_entropy(F.linear(h, weight, bias), target)`` and its gradients (module notes). With no
-    counted target the loss is 0 (not NaN) and the accuracy 0."""
+    ``target (N,)`` over the targets that are not ``ignore_index``, and how often the target's logit is the largest
+    (a tie counts; detached); equal to ``F.cross_entropy(F.linear(h, weight, bias), target)`` and its gradients
+    (module notes). With no counted target the loss is 0 (not NaN) and the accuracy 0."""
     if chunk < 0:
         raise ValueError(f"chunk must be ≥ 0 (0: one chunk), got {chunk}")
     device = h.device.type
