@@ -51,8 +51,9 @@ class DemoPlan:
 # chance and Workload 0.54.
 # Instruction tuning runs the plain command's schedule (400 steps per task store, 2400 for the six, half the EEG tokens
 # hidden): at 400 steps in all the six tasks under-fit and 2 of 6 came within band power - 0.05; at 1200 (with or
-# without the drop) 2-3; at 2400, 4 (docs/accuracy.md, stop 22). Hiding tokens by dropping them from the sequence
-# (neurolm.instruct.train.keep_tokens) made those steps cheap enough for the 10 minutes.
+# without the drop) 2-3; at 2400, 4 on both 2-thread seeds (2 on one thread; docs/accuracy.md, stop 22). Removing the
+# hidden tokens from the sequence (neurolm.instruct.train.keep_tokens) made those steps cheap enough for the 10 minutes
+# on 2 threads.
 FULL = DemoPlan(subjects=None, tokenizer_steps=600, pretrain_steps=100, instruct_steps=None, pretrain_eval_every=50,
                 balance_tasks=True)
 QUICK = DemoPlan(subjects=1, tokenizer_steps=20, pretrain_steps=20, instruct_steps=30, pretrain_eval_every=20)

@@ -123,7 +123,7 @@ class InstructObjective(nn.Module):
         if self.eeg_drop > 0 and self.training:
             if encoded is None:  # the encoder sees the whole window; only the LM's view is thinned
                 encoded = self.lm.tokenizer.encode(eeg)
-            eeg, encoded = keep_tokens(eeg, encoded, eeg.mask & drop_tokens(eeg.mask, self.eeg_drop))
+            eeg, encoded = keep_tokens(eeg, encoded, drop_tokens(eeg.mask, self.eeg_drop))
         h = self.lm.text_hidden(eeg, ids, mask, encoded=encoded, summary_from=full)
         trained = targets != IGNORE
         answer, answer_acc = self.lm.head_loss(h[trained], targets[trained])
