@@ -100,6 +100,62 @@ def test_objective_equals_forward_with_answer_targets(model):
     torch.testing.assert_close(out["loss"], full + text, atol=1e-5, rtol=1e-5)
 
 
+def test_texts_pad_to_the_longest_and_the_loss_is_that_of_80_tokens(model):
+    """Trailing padding is trimmed to the batch's longest text; the answer loss and its gradient equal those of the
+    texts padded to 80 (REF's length), since no real token attends to the padding after it."""
+    items = task_windows("tuab", 2) + task_windows("hmc", 2)
+    names, labels = [it["dataset"] for it in items], [it["label"] for it in items]
+    ids, targets, mask = collate_texts(names, labels)
+    full = [torch.stack(t) for t in zip(*(training_text(n, y) for n, y in zip(names, labels)))]
+    longest = int(full[2].sum(1).max())
+    assert ids.shape == (4, longest) and longest < TEXT_LENGTH and bool(mask[:, -1].any())
+    assert torch.equal(ids, full[0][:, :longest]) and torch.equal(targets, full[1][:, :longest])
+    eeg = collate_windows(items, EEG_MAX_TOKENS)
+    crops = torch.randint(0, 50257, (1, 17), generator=torch.Generator().manual_seed(0))
+    losses, grads = [], []
+    for i, t, m in ((ids, targets, mask), full):
+        model.zero_grad()
+        out = InstructObjective(model)(eeg, i, t, m, crops)
+        out["loss"].backward()
+        losses.append(out["loss_answer"])
+        grads.append(model.gpt.lm_head.weight.grad.clone())
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.5])
+def test_length_groups_give_the_loss_and_gradients_of_one_pass(model, drop):
+    """The batch in two passes of similar-length windows (each padded to its own longest) gives the one padded
+    pass's answer loss and gradients; REF's batch-wide text positions keep one pass."""
+    items = task_windows("workload", 2) + task_windows("tusl", 2) + task_windows("tuab", 1)
+    eeg = collate_windows(items, EEG_MAX_TOKENS)
+    ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
+    crops = torch.randint(0, 50257, (1, 17), generator=torch.Generator().manual_seed(0))
+    lm = copy.deepcopy(model).add_window_summary([eeg])
+    calls = []
+    hidden = lm.text_hidden
+    lm.text_hidden = lambda batch, *a, **k: calls.append(None if batch is None else batch.mask.shape) or \
+        hidden(batch, *a, **k)
+    results = []
+    for groups in (1, 2):
+        lm.zero_grad()
+        torch.manual_seed(0)
+        out = InstructObjective(lm, eeg_drop=drop, length_groups=groups).train()(eeg, ids, targets, mask, crops)
+        out["loss"].backward()
+        results.append((out["loss_answer"], {n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None}))
+    one, two = results
+    torch.testing.assert_close(one[0], two[0], atol=1e-6, rtol=1e-6)
+    assert one[1].keys() == two[1].keys()
+    for name in one[1]:
+        torch.testing.assert_close(one[1][name], two[1][name], atol=1e-6, rtol=1e-4, msg=name)
+    eeg_calls = [c for c in calls if c is not None]
+    assert len(eeg_calls) == 3 and eeg_calls[1][1] < eeg_calls[0][1]  # the short windows' pass is shorter
+    calls.clear()
+    lm.config = replace(lm.config, ref_text_positions=True)
+    InstructObjective(lm, length_groups=2)(eeg, ids, targets, mask, crops)
+    assert len([c for c in calls if c is not None]) == 1
+
+
 def test_encoder_cache_gives_the_same_loss_and_skips_the_encoder(model):
     items = task_windows("tusl", 2) + task_windows("workload", 3)
     keys = [10, 11, 20, 21, 22]
@@ -197,7 +253,11 @@ def test_token_drop_hides_eeg_tokens_from_the_lm_but_not_from_the_summary(model)
         torch.manual_seed(0)
         dropped = dropping(eeg, ids, targets, mask, crops)["loss_answer"]
         windows = [b for b in seen if b is not None]  # (the text crops pass None)
-        assert windows and all(b is eeg for b in windows)  # the whole window, never the thinned one
+        # both objectives' summaries read the whole windows (split over the length groups' passes), never the
+        # thinned ones
+        whole = eeg.mask.sum(1).tolist() * 2
+        assert sorted(n for b in windows for n in b.mask.sum(1).tolist()) == sorted(whole)
+        assert all(b.mask.shape[1] == eeg.mask.shape[1] for b in windows)
         assert not torch.allclose(dropped, reference)
         dropping.eval()
         torch.testing.assert_close(dropping(eeg, ids, targets, mask, crops)["loss_answer"], reference)

@@ -107,29 +107,56 @@ def defaults_for(config: NeuroLMConfig) -> StageDefaults:
     return DEFAULTS["tiny" if (cfg.n_layer, cfg.n_embd) == (tiny.n_layer, tiny.n_embd) else "paper"]
 
 
+LENGTH_GROUPS = 2
+"""Backbone passes per instruction batch (:meth:`InstructObjective.forward`)."""
+
+
 class InstructObjective(nn.Module):
     """NeuroLM plus the stage's loss, so that the loop (and DDP) sees one ``forward``."""
 
     def __init__(self, lm: NeuroLM, text_weight: float = 1.0, cache: EncoderCache | None = None,
-                 eeg_drop: float = 0.0) -> None:
+                 eeg_drop: float = 0.0, length_groups: int = LENGTH_GROUPS) -> None:
         super().__init__()
         self.lm, self.text_weight, self.cache, self.eeg_drop = lm, text_weight, cache, eeg_drop
+        self.length_groups = length_groups
 
     def forward(self, eeg: EEGBatch, ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                 crops: torch.Tensor, keys: list[int] | None = None) -> dict[str, torch.Tensor]:
-        """``keys``: the windows' training-set indices, for the encoder cache (None: encode every window)."""
+        """``keys``: the windows' training-set indices, for the encoder cache (None: encode every window).
+
+        The batch goes through the LM in :attr:`length_groups` passes of windows of similar length (fewest EEG
+        tokens first), each padded only to its own longest window and text, and the answer rows of all passes meet
+        in one head call: the same loss and gradients (positions come from each token's channel and second, the
+        text's from its own window), but the six tasks' windows keep 38–124 EEG tokens, and one padded pass spent
+        ~40 % of its positions on padding (~8 % of a tiny CPU step; docs/accuracy.md, stop 24). REF's batch-wide
+        text positions (``ref_text_positions``) depend on the batch-mates, so there it is one pass."""
         encoded = None if self.cache is None or keys is None else self.cache.encode(self.lm.tokenizer, eeg, keys)
         full = eeg
+        groups = 1 if self.lm.config.ref_text_positions else max(1, min(self.length_groups, len(ids)))
+        if encoded is None and (groups > 1 or (self.eeg_drop > 0 and self.training)):
+            encoded = self.lm.tokenizer.encode(eeg)  # of the whole window: the passes and the drop only cut padding
         if self.eeg_drop > 0 and self.training:
-            if encoded is None:  # the encoder sees the whole window; only the LM's view is thinned
-                encoded = self.lm.tokenizer.encode(eeg)
             eeg, encoded = keep_tokens(eeg, encoded, drop_tokens(eeg.mask, self.eeg_drop))
-        h = self.lm.text_hidden(eeg, ids, mask, encoded=encoded, summary_from=full)
-        trained = targets != IGNORE
-        answer, answer_acc = self.lm.head_loss(h[trained], targets[trained])
+        hidden, answers = [], []
+        order = torch.argsort(eeg.mask.sum(1), stable=True) if groups > 1 else torch.arange(len(ids))
+        for idx in order.tensor_split(groups):
+            part, part_encoded = keep_tokens(_samples(eeg, idx), (encoded[0][idx], encoded[1][idx]), eeg.mask[idx]) \
+                if groups > 1 else (eeg, encoded)
+            length = int(mask[idx].sum(1).max())
+            h = self.lm.text_hidden(part, ids[idx, :length], mask[idx, :length], encoded=part_encoded,
+                                    summary_from=_samples(full, idx))
+            trained = targets[idx, :length] != IGNORE
+            hidden.append(h[trained])
+            answers.append(targets[idx, :length][trained])
+        answer, answer_acc = self.lm.head_loss(torch.cat(hidden), torch.cat(answers))
         text = self.lm.text_forward(crops)
         return {"loss": answer + self.text_weight * text["loss"], "loss_answer": answer.detach(), "loss_text": text["loss"].detach(),
                 "answer_token_acc": answer_acc}
+
+
+def _samples(eeg: EEGBatch, idx: torch.Tensor) -> EEGBatch:
+    """The windows ``idx`` of a batch."""
+    return EEGBatch(*(t[idx] for t in eeg.__dict__.values()))
 
 
 def drop_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
@@ -391,6 +418,9 @@ class InstructStage(Stage):
     presets = DEFAULTS
     weight_decay, betas, grad_clip, evaluations = 0.1, (0.9, 0.95), 1.0, 4
     group_by_length = False  # lengths are tasks here: grouped batches would hold one task each (docs/training.md)
+    # fused on CPU too: ~10 ms of a ~210 ms tiny step (docs/accuracy.md, stop 24); not in the tokenizer stage, whose
+    # codebook usage it changed (stop 22)
+    fused_adamw = True
 
     steps_note = "default: tiny 400 per task store, paper 10000"
 

@@ -64,6 +64,8 @@ class Stage(ABC):
     evaluations: ClassVar[int]
     """Validations per run by default (``eval_every = steps // evaluations``)."""
     group_by_length: ClassVar[bool] = True
+    fused_adamw: ClassVar[bool | None] = None
+    """:attr:`TrainConfig.fused_adamw` (None: fused on CUDA only)."""
     steps_note: ClassVar[str | None] = None
     """``--steps``'s default in its help where the preset table alone does not say it."""
 
@@ -121,7 +123,7 @@ def train_config(stage: Stage, args: StageArgs, preset: Preset) -> TrainConfig:
     return TrainConfig(
         steps=steps, batch_size=preset.batch_size if args.batch_size is None else args.batch_size, lr=lr,
         min_lr=min_lr, warmup_steps=steps // 10, weight_decay=stage.weight_decay, betas=stage.betas,
-        grad_clip=stage.grad_clip,
+        grad_clip=stage.grad_clip, fused_adamw=stage.fused_adamw,
         eval_every=max(1, steps // stage.evaluations) if args.eval_every is None else args.eval_every,
         log_every=max(1, steps // 100), ckpt_every=max(1, steps // 4), seed=args.seed, device=args.device,
         precision=args.precision, compile=args.compile, grad_accum=args.grad_accum,
