@@ -126,7 +126,7 @@ def test_texts_pad_to_the_longest_and_the_loss_is_that_of_80_tokens(model):
 @pytest.mark.parametrize("drop", [0.0, 0.5])
 def test_length_groups_give_the_loss_and_gradients_of_one_pass(model, drop):
     """The batch in two passes of similar-length windows (each padded to its own longest) gives the one padded
-    pass's answer loss and gradients; REF's batch-wide text positions keep one pass."""
+    pass's answer loss and gradients; windows of one length, and REF's batch-wide text positions, keep one pass."""
     items = task_windows("workload", 2) + task_windows("tusl", 2) + task_windows("tuab", 1)
     eeg = collate_windows(items, EEG_MAX_TOKENS)
     ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
@@ -150,6 +150,11 @@ def test_length_groups_give_the_loss_and_gradients_of_one_pass(model, drop):
         torch.testing.assert_close(one[1][name], two[1][name], atol=1e-6, rtol=1e-4, msg=name)
     eeg_calls = [c for c in calls if c is not None]
     assert len(eeg_calls) == 3 and eeg_calls[1][1] < eeg_calls[0][1]  # the short windows' pass is shorter
+    calls.clear()
+    calls.clear()
+    same = collate_windows(task_windows("tusl", 3), EEG_MAX_TOKENS)  # windows of one length: nothing to save
+    InstructObjective(lm, length_groups=2)(same, ids[:3], targets[:3], mask[:3], crops)
+    assert len([c for c in calls if c is not None]) == 1
     calls.clear()
     lm.config = replace(lm.config, ref_text_positions=True)
     InstructObjective(lm, length_groups=2)(eeg, ids, targets, mask, crops)

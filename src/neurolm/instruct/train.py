@@ -128,17 +128,23 @@ class InstructObjective(nn.Module):
         tokens first), each padded only to its own longest window and text, and the answer rows of all passes meet
         in one head call: the same loss and gradients (positions come from each token's channel and second, the
         text's from its own window), but the six tasks' windows keep 38–124 EEG tokens, and one padded pass spent
-        ~40 % of its positions on padding (~8 % of a tiny CPU step; docs/accuracy.md, stop 24). REF's batch-wide
-        text positions (``ref_text_positions``) depend on the batch-mates, so there it is one pass."""
+        ~40 % of its positions on padding (~8 % of a tiny CPU step; docs/accuracy.md, stop 24). One pass where every
+        window has as many EEG tokens (one task without the drop: nothing to save), and under REF's batch-wide text
+        positions (``ref_text_positions``), which depend on the batch-mates."""
         encoded = None if self.cache is None or keys is None else self.cache.encode(self.lm.tokenizer, eeg, keys)
         full = eeg
-        groups = 1 if self.lm.config.ref_text_positions else max(1, min(self.length_groups, len(ids)))
-        if encoded is None and (groups > 1 or (self.eeg_drop > 0 and self.training)):
-            encoded = self.lm.tokenizer.encode(eeg)  # of the whole window: the passes and the drop only cut padding
-        if self.eeg_drop > 0 and self.training:
+        dropping = self.eeg_drop > 0 and self.training
+        if encoded is None and dropping:
+            encoded = self.lm.tokenizer.encode(eeg)  # the encoder sees the whole window; only the LM's view is thinned
+        if dropping:
             eeg, encoded = keep_tokens(eeg, encoded, drop_tokens(eeg.mask, self.eeg_drop))
+        lengths = eeg.mask.sum(1)
+        groups = 1 if self.lm.config.ref_text_positions or bool((lengths == lengths[0]).all()) else \
+            max(1, min(self.length_groups, len(ids)))
+        if encoded is None and groups > 1:
+            encoded = self.lm.tokenizer.encode(eeg)  # of the whole windows: the passes only cut padding
         hidden, answers = [], []
-        order = torch.argsort(eeg.mask.sum(1), stable=True) if groups > 1 else torch.arange(len(ids))
+        order = torch.argsort(lengths, stable=True) if groups > 1 else torch.arange(len(ids))
         for idx in order.tensor_split(groups):
             part, part_encoded = keep_tokens(_samples(eeg, idx), (encoded[0][idx], encoded[1][idx]), eeg.mask[idx]) \
                 if groups > 1 else (eeg, encoded)
