@@ -151,7 +151,6 @@ def test_length_groups_give_the_loss_and_gradients_of_one_pass(model, drop):
     eeg_calls = [c for c in calls if c is not None]
     assert len(eeg_calls) == 3 and eeg_calls[1][1] < eeg_calls[0][1]  # the short windows' pass is shorter
     calls.clear()
-    calls.clear()
     same = collate_windows(task_windows("tusl", 3), EEG_MAX_TOKENS)  # windows of one length: nothing to save
     InstructObjective(lm, length_groups=2)(same, ids[:3], targets[:3], mask[:3], crops)
     assert len([c for c in calls if c is not None]) == 1
