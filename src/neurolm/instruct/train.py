@@ -134,15 +134,14 @@ class InstructObjective(nn.Module):
         encoded = None if self.cache is None or keys is None else self.cache.encode(self.lm.tokenizer, eeg, keys)
         full = eeg
         dropping = self.eeg_drop > 0 and self.training
-        if encoded is None and dropping:
-            encoded = self.lm.tokenizer.encode(eeg)  # the encoder sees the whole window; only the LM's view is thinned
-        if dropping:
-            eeg, encoded = keep_tokens(eeg, encoded, drop_tokens(eeg.mask, self.eeg_drop))
-        lengths = eeg.mask.sum(1)
+        keep = drop_tokens(eeg.mask, self.eeg_drop) if dropping else eeg.mask.bool()
+        lengths = (keep & eeg.mask.bool()).sum(1)
         groups = 1 if self.lm.config.ref_text_positions or bool((lengths == lengths[0]).all()) else \
             max(1, min(self.length_groups, len(ids)))
-        if encoded is None and groups > 1:
-            encoded = self.lm.tokenizer.encode(eeg)  # of the whole windows: the passes only cut padding
+        if encoded is None and (dropping or groups > 1):
+            encoded = self.lm.tokenizer.encode(eeg)  # of the whole windows: the drop and the passes only cut padding
+        if dropping:
+            eeg, encoded = keep_tokens(eeg, encoded, keep)
         hidden, answers = [], []
         order = torch.argsort(lengths, stable=True) if groups > 1 else torch.arange(len(ids))
         for idx in order.tensor_split(groups):
