@@ -313,6 +313,29 @@ def test_stage_defaults_and_the_reference_switches():
     assert p.parse_args(base).spectral_input and not p.parse_args(base + ["--no-spectral-input"]).spectral_input
 
 
+def test_text_crop_is_the_sizes_or_the_flags(model, tmp_path):
+    """tiny's text crop is 64 tokens (stop 25; the paper size keeps 1024), ``--text-length`` sets it, and a
+    non-positive one is refused before any training."""
+    from test_taskfile import builtin_store
+
+    from neurolm.instruct.train import DEFAULTS, STAGE, InstructArgs
+    from neurolm.train.stage import train_config
+
+    assert (DEFAULTS["tiny"].text_length, DEFAULTS["paper"].text_length) == (64, 1024)
+    model.save_pretrained(tmp_path / "lm")
+    store = builtin_store(tmp_path / "workload")
+
+    def crops(**kw) -> tuple[int, ...]:
+        args = InstructArgs(model=tmp_path / "lm", data=[store], out=tmp_path / "o", freeze_lm=False, **kw)
+        preset = STAGE.preset(args)
+        task, _ = STAGE.task(args, train_config(STAGE, args, preset), preset)
+        return tuple(task.batch(0, 0, 0, 1)["crops"].shape)
+
+    assert crops() == (1, 65) and crops(text_length=16) == (1, 17)
+    with pytest.raises(NeuroLMError, match="--text-length must be positive"):
+        crops(text_length=0)
+
+
 def test_freezing_is_compared_by_default_for_one_task_only(tmp_path):
     """compares_freezing: one store with validation windows and the window summary, no LoRA and neither
     --freeze-lm nor --no-freeze-lm tunes both ways; several stores, LoRA, the reference's model (no summary), an

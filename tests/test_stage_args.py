@@ -107,8 +107,10 @@ def test_old_flag_spellings_and_the_smoke_commands_still_parse():
         args = parser(STAGES[command][0]).parse_args(shlex.split(line))
         assert args.steps == 20 and args.data == [Path("a"), Path("b")]
     args = parser(instruct_stage).parse_args(STAGES["instruct"][1] + ["--no-balance-tasks", "--reference-answer-mask",
-                                                                      "--cache-mb", "0", "--text-weight", "0.5"])
-    assert (args.balance_tasks, args.reference_answer_mask, args.cache_mb, args.text_weight) == (False, True, 0, 0.5)
+                                                                      "--cache-mb", "0", "--text-weight", "0.5",
+                                                                      "--text-length", "32"])
+    assert (args.balance_tasks, args.reference_answer_mask, args.cache_mb, args.text_weight, args.text_length) == \
+        (False, True, 0, 0.5, 32)
 
 
 def test_tokenize_takes_device():
