@@ -314,14 +314,14 @@ def test_stage_defaults_and_the_reference_switches():
 
 
 def test_text_crop_is_the_sizes_or_the_flags(model, tmp_path):
-    """tiny's text crop is 64 tokens (stop 25; the paper size keeps 1024), ``--text-length`` sets it, and a
+    """tiny's text crop is 128 tokens (stop 25: 64 measured and not kept; the paper size 1024), ``--text-length`` sets it, and a
     non-positive one is refused before any training."""
     from test_taskfile import builtin_store
 
     from neurolm.instruct.train import DEFAULTS, STAGE, InstructArgs
     from neurolm.train.stage import train_config
 
-    assert (DEFAULTS["tiny"].text_length, DEFAULTS["paper"].text_length) == (64, 1024)
+    assert (DEFAULTS["tiny"].text_length, DEFAULTS["paper"].text_length) == (128, 1024)
     model.save_pretrained(tmp_path / "lm")
     store = builtin_store(tmp_path / "workload")
 
@@ -331,7 +331,7 @@ def test_text_crop_is_the_sizes_or_the_flags(model, tmp_path):
         task, _ = STAGE.task(args, train_config(STAGE, args, preset), preset)
         return tuple(task.batch(0, 0, 0, 1)["crops"].shape)
 
-    assert crops() == (1, 65) and crops(text_length=16) == (1, 17)
+    assert crops() == (1, 129) and crops(text_length=16) == (1, 17)
     with pytest.raises(NeuroLMError, match="--text-length must be positive"):
         crops(text_length=0)
 
