@@ -314,8 +314,8 @@ def test_stage_defaults_and_the_reference_switches():
 
 
 def test_text_crop_is_the_sizes_or_the_flags(model, tmp_path):
-    """tiny's text crop is 128 tokens (stop 25: 64 measured and not kept; the paper size 1024), ``--text-length`` sets it, and a
-    non-positive one is refused before any training."""
+    """tiny's text crop is 128 tokens (stop 25: 64 measured and not kept; the paper size 1024), ``--text-length``
+    sets it, and a non-positive one is refused before any training."""
     from test_taskfile import builtin_store
 
     from neurolm.instruct.train import DEFAULTS, STAGE, InstructArgs

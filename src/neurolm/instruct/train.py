@@ -450,10 +450,12 @@ class InstructStage(Stage):
         if not 0 <= drop < 1:
             raise NeuroLMError(f"--eeg-drop must be in [0, 1), got {drop}")
         corpus, source = open_corpus(args.text, load_text_tokenizer(args.model, _config(args.model).backbone))
+        text_length = preset.text_length if args.text_length is None else args.text_length
+        text_weight = preset.text_weight if args.text_weight is None else args.text_weight
         task = InstructTask(args.model, [WindowStore(s) for s in args.data], cfg, corpus, preset.text_batch,
-                            preset.text_length if args.text_length is None else args.text_length, preset.text_weight if args.text_weight is None else args.text_weight,
-                            args.cache_mb, args.balance_tasks, args.reference_answer_mask, args.window_summary,
-                            args.lora_rank, args.shots, args.summary_scale, bool(args.freeze_lm), drop)
+                            text_length, text_weight, args.cache_mb, args.balance_tasks, args.reference_answer_mask,
+                            args.window_summary, args.lora_rank, args.shots, args.summary_scale, bool(args.freeze_lm),
+                            drop)
         return task, {"text": source}
 
     def load(self, out_dir: Path) -> NeuroLM:

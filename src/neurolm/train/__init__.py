@@ -18,10 +18,11 @@ A stage describes *what* to train as a :class:`TrainTask`; the loop owns *how*::
 ``cfg.batch_size`` is the global micro-batch (split over ranks), one step sees ``batch_size * grad_accum`` samples.
 
 What ``train`` does: AdamW (decay on ≥ 2-D parameters, fused on CUDA and, for instruction tuning, on the CPU too),
-warm-up + cosine (:func:`lr_at`), gradient accumulation, clipping, bf16 autocast per ``precision``, DDP under ``torchrun`` (rank 0 logs, evaluates and saves),
-``out_dir/log.jsonl`` + ``log.csv`` (rows with ``split`` = ``train`` or ``val``), a tqdm bar, atomic checksummed
-checkpoints in ``out_dir/training_state/`` with the task's artifacts also published to ``out_dir``, bit-identical
-resume (``resume=True``), and on SIGINT/SIGTERM: finish the step, checkpoint, raise KeyboardInterrupt.
+warm-up + cosine (:func:`lr_at`), gradient accumulation, clipping, bf16 autocast per ``precision``, DDP under
+``torchrun`` (rank 0 logs, evaluates and saves), ``out_dir/log.jsonl`` + ``log.csv`` (rows with ``split`` =
+``train`` or ``val``), a tqdm bar, atomic checksummed checkpoints in ``out_dir/training_state/`` with the task's
+artifacts also published to ``out_dir``, bit-identical resume (``resume=True``), and on SIGINT/SIGTERM: finish the
+step, checkpoint, raise KeyboardInterrupt.
 
 A training *command* is a :class:`Stage` (:mod:`neurolm.train.stage`) with an argument dataclass on
 :class:`StageArgs` (:mod:`neurolm.train.args`: its fields are the command's flags and the API function's keyword
