@@ -288,6 +288,23 @@ def test_eeg_drop_defaults_to_half_for_several_tasks_on_400_steps_each():
     assert drop(2400, "--data", "a", "b", "--eeg-drop", "0") == 0
 
 
+def test_summary_gate_defaults_to_several_tasks():
+    """The question gates the summary by default where there are several questions; either flag wins."""
+    import argparse
+
+    from neurolm.instruct.train import InstructArgs, add_arguments, summary_gate
+    from neurolm.train.args import from_namespace
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+
+    def gate(*argv: str) -> bool:
+        return summary_gate(from_namespace(InstructArgs, p.parse_args(["--model", "m", "--out", "o", *argv])))
+
+    assert (gate("--data", "a"), gate("--data", "a", "b")) == (False, True)
+    assert (gate("--data", "a", "--summary-gate"), gate("--data", "a", "b", "--no-summary-gate")) == (True, False)
+
+
 def test_stage_defaults_and_the_reference_switches():
     """Balanced tasks and the full lettered-answer mask are the defaults; the reference's behaviour is one flag away
     (the mask itself is pinned in test_loss_only_on_the_answer)."""
@@ -302,10 +319,11 @@ def test_stage_defaults_and_the_reference_switches():
     args = p.parse_args(base)
     assert args.balance_tasks and not args.reference_answer_mask and args.window_summary
     assert args.summary_scale == 0.3 and args.freeze_lm is None  # None: compares_freezing decides
+    assert args.summary_gate is None  # None: on for several task stores
     args = p.parse_args(base + ["--no-balance-tasks", "--reference-answer-mask", "--no-window-summary",
-                                "--summary-scale", "1", "--freeze-lm"])
+                                "--summary-scale", "1", "--freeze-lm", "--no-summary-gate"])
     assert not args.balance_tasks and args.reference_answer_mask and not args.window_summary
-    assert args.summary_scale == 1.0 and args.freeze_lm
+    assert args.summary_scale == 1.0 and args.freeze_lm and not args.summary_gate
     assert p.parse_args(base + ["--no-freeze-lm"]).freeze_lm is False
     p = argparse.ArgumentParser()
     pretrain_arguments(p)
@@ -402,7 +420,8 @@ def test_freeze_lm_trains_only_the_summary_and_the_head(model, tmp_path):
     tuned = NeuroLM.from_pretrained(tmp_path / "inst").state_dict()
     assert {k for k in base if not torch.equal(base[k], tuned[k])} == {"gpt.lm_head.weight"}
     assert tuned["summary.embed.weight"].abs().sum() > 0  # zero-initialised, so it trained
-    summary = sum(tuned[k].numel() for k in ("summary.embed.weight", "summary.chan.weight"))
+    summary = sum(v.numel() for k, v in tuned.items() if k.startswith("summary.") and k not in ("summary.mean",
+                                                                                                 "summary.std"))
     assert report["freeze_lm"] and report["params"] == tuned["gpt.lm_head.weight"].numel() + summary
     assert "freeze_lm_choice" not in report and not (tmp_path / "inst" / "candidates").exists()
     full = instruct(tmp_path / "lm", [store], tmp_path / "full", steps=2, batch_size=2, progress=False,
@@ -413,3 +432,37 @@ def test_freeze_lm_trains_only_the_summary_and_the_head(model, tmp_path):
     with pytest.raises(NeuroLMError, match="exclude each other"):
         instruct(tmp_path / "lm", [store], tmp_path / "inst2", steps=1, freeze_lm=True, lora_rank=2,
                  progress=False, device="cpu")
+
+
+def test_summary_gate_starts_as_one_and_decoding_reads_it_as_a_forward_pass_does(model, tmp_path):
+    """``--summary-gate``: the summary at each text position times ``1 + gate(running mean of the text
+    embeddings)``. The zero-initialised gate changes nothing; once trained it differs per position, and
+    ``generate``'s cached decode (a running sum) scores each new token as a full pass over the grown prompt does; the
+    gate is saved and loaded with the model."""
+    from neurolm.lm import NeuroLM
+
+    items = task_windows("tusl", 2) + task_windows("workload", 2)
+    eeg = collate_windows(items, EEG_MAX_TOKENS)
+    ids, _, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
+    plain = copy.deepcopy(model).add_window_summary([eeg])
+    lm = copy.deepcopy(model).add_window_summary([eeg], gate=True)
+    assert lm.config.summary_gate and not plain.config.summary_gate and plain.summary.gate is None
+    assert "summary_gate" not in plain.config.to_dict()
+    with torch.no_grad():
+        lm.summary.embed.weight.normal_()
+        plain.summary.embed.weight.copy_(lm.summary.embed.weight)
+        torch.testing.assert_close(lm.text_hidden(eeg, ids, mask), plain.text_hidden(eeg, ids, mask))
+        lm.summary.gate[1].weight.normal_()
+        moved = lm.text_hidden(eeg, ids, mask) - plain.text_hidden(eeg, ids, mask)
+        assert moved[mask].abs().max() > 0.01
+        prompt = torch.tensor([[INSTRUCTION_START, 464, 318]] * len(items))
+        tokens, scores = lm.eval().generate(eeg, prompt, max_new_tokens=3)
+        for i in range(3):
+            grown = torch.cat([prompt, tokens[:, :i]], dim=1)
+            torch.testing.assert_close(scores[:, i], lm.gpt.lm_head(lm.text_hidden(eeg, grown)[:, -1]),
+                                       atol=1e-4, rtol=1e-4)
+    lm.save_pretrained(tmp_path / "gated")
+    loaded = NeuroLM.from_pretrained(tmp_path / "gated", device="cpu").eval()
+    assert loaded.config.summary_gate
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.text_hidden(eeg, ids, mask), lm.text_hidden(eeg, ids, mask))

@@ -213,8 +213,9 @@ class InstructTask:
                  text_batch: int, text_length: int, text_weight: float = 1.0, cache_mb: float = 1024.0,
                  balance_tasks: bool = False, reference_mask: bool = False, window_summary: bool = False,
                  lora_rank: int = 0, shots: int | None = None, summary_scale: float = SUMMARY_SCALE,
-                 freeze_lm: bool = False, eeg_drop: float = 0.0) -> None:
+                 freeze_lm: bool = False, eeg_drop: float = 0.0, summary_gate: bool = False) -> None:
         self.model_dir, self.cfg, self.text, self.text_weight = model_dir, cfg, text, text_weight
+        self.summary_gate = summary_gate
         self.eeg_drop = eeg_drop
         self.lora_rank, self.freeze_lm = lora_rank, freeze_lm
         self.reference_mask, self.window_summary, self.summary_scale = reference_mask, window_summary, summary_scale
@@ -256,7 +257,7 @@ class InstructTask:
             picks = evenly_spaced(len(self.order), 512)
             items = [self.train_set[int(self.order[i])] for i in picks]
             lm.add_window_summary([collate_eeg(items[s : s + 64], "a training window", self.norm_over_padding)
-                                   for s in range(0, len(items), 64)], self.summary_scale)
+                                   for s in range(0, len(items), 64)], self.summary_scale, self.summary_gate)
         if self.lora_rank:
             lora.add_lora(lm, self.lora_rank)
         elif lm.config.lora is not None:  # --lora-rank 0 means full training: fold the pretraining adapters in
@@ -358,6 +359,9 @@ class InstructArgs(StageArgs):
     summary_scale: float = field(default=SUMMARY_SCALE, metadata={"metavar": "S"})
     """the window summary's output factor, i.e. its learning rate relative to the LM's (default: 0.3; a model that
     already has a summary keeps its own)"""
+    summary_gate: bool | None = None
+    """let the question gate the window summary per text position (default: for several task stores; a model that
+    already has a summary keeps its own)"""
     lora_rank: int = 0
     """train rank-R LoRA adapters on the LM's blocks instead of all its weights (0 = full training; adapters the
     model already has are merged first; needs peft)"""
@@ -388,6 +392,15 @@ def eeg_drop(args: InstructArgs, steps: int) -> float:
         return args.eeg_drop
     several = len(args.data) > 1 and steps >= EEG_DROP_MIN_STEPS_PER_TASK * len(args.data)
     return EEG_DROP_SEVERAL_TASKS if several else 0.0
+
+
+def summary_gate(args: InstructArgs) -> bool:
+    """``--summary-gate`` or its default: on for several task stores. Why (docs/accuracy.md, stops 18 and 26): six
+    tasks share one summary, and with the gate each question reads its own dimensions of it (SEED and Workload rose
+    on 6 of 8 demo task pairs, the 3× corpus's six-task mean 0.778 → 0.811); one task has one question, so there
+    the gate only rescales the summary, and on EEGMAT it cost the frozen candidate its lead (fold 0: validation
+    0.686 → 0.549)."""
+    return len(args.data) > 1 if args.summary_gate is None else args.summary_gate
 
 
 def compares_freezing(args: InstructArgs) -> bool:
@@ -455,7 +468,7 @@ class InstructStage(Stage):
         task = InstructTask(args.model, [WindowStore(s) for s in args.data], cfg, corpus, preset.text_batch,
                             text_length, text_weight, args.cache_mb, args.balance_tasks, args.reference_answer_mask,
                             args.window_summary, args.lora_rank, args.shots, args.summary_scale, bool(args.freeze_lm),
-                            drop)
+                            drop, summary_gate(args))
         return task, {"text": source}
 
     def load(self, out_dir: Path) -> NeuroLM:
@@ -475,6 +488,7 @@ class InstructStage(Stage):
         return {"base_model": str(args.model), "steps": summary["step"], "balance_tasks": args.balance_tasks,
                 "reference_mask": args.reference_answer_mask, "window_summary": args.window_summary,
                 "summary_scale": model.config.summary_scale if model.config.window_summary else None,
+                "summary_gate": model.config.summary_gate,
                 "freeze_lm": task.freeze_lm, "eeg_drop": task.eeg_drop,
                 **lora.parameter_report(model),
                 "shots": args.shots, "train_windows": int(len(np.unique(task.order))),

@@ -38,6 +38,9 @@ class NeuroLMConfig:
     summary_scale: float = SUMMARY_SCALE
     """The window summary's output factor (:data:`~neurolm.lm.spectral.SUMMARY_SCALE`); written only with the
     summary."""
+    summary_gate: bool = False
+    """The question gates the window summary per text position (:meth:`~neurolm.lm.spectral.WindowSummary.gated`);
+    written only when on."""
     backbone: BackboneConfig | None = None
     """A Hugging Face backbone (:mod:`neurolm.lm.backbone`) instead of the native GPT; ``gpt`` then mirrors its shape
     (width, depth, heads, positions, table rows, outputs)."""
@@ -68,6 +71,8 @@ class NeuroLMConfig:
         # absent when unused, so native models write the same config.json as before
         if self.window_summary:
             values["summary_scale"] = self.summary_scale
+            if self.summary_gate:
+                values["summary_gate"] = True
         for key in ("backbone", "lora"):
             if getattr(self, key) is not None:
                 values[key] = getattr(self, key).to_dict()
@@ -81,6 +86,7 @@ class NeuroLMConfig:
                        bool(values.get("ref_text_positions", False)), bool(values.get("spectral_input", False)),
                        summary, float(values.get("summary_scale", UNRECORDED_SUMMARY_SCALE if summary
                                                  else SUMMARY_SCALE)),
+                       summary and bool(values.get("summary_gate", False)),
                        None if values.get("backbone") is None else BackboneConfig(**values["backbone"]),
                        None if values.get("lora") is None else LoraSpec(**values["lora"]))
         except (KeyError, TypeError, ValueError) as exc:

@@ -98,19 +98,20 @@ class NeuroLM(nn.Module):
             GPT._init_weights(self.spectral_embed)
             self.register_buffer("spectral_mean", torch.zeros(len(BANDS_HZ)))
             self.register_buffer("spectral_std", torch.ones(len(BANDS_HZ)))
-        self.summary = (WindowSummary(d, config.tokenizer.max_channels, config.summary_scale)
+        self.summary = (WindowSummary(d, config.tokenizer.max_channels, config.summary_scale, config.summary_gate)
                         if config.window_summary else None)
         self.head_chunk = DEFAULT_CHUNK
         """Tokens per chunk of the training losses' head (:mod:`neurolm.lm.head`; 0: one chunk). Not part of the
         config: it changes memory, never the result."""
 
-    def add_window_summary(self, batches: list[EEGBatch], scale: float = SUMMARY_SCALE) -> NeuroLM:
+    def add_window_summary(self, batches: list[EEGBatch], scale: float = SUMMARY_SCALE, gate: bool = False
+                           ) -> NeuroLM:
         """Give the model the window summary (what instruction tuning does unless ``--no-window-summary``) at output
-        factor ``scale``, its scaler fitted on the windows of ``batches``; its outputs are unchanged until the summary
-        is trained. A model that has one keeps it."""
+        factor ``scale``, gated by the question if ``gate``, its scaler fitted on the windows of ``batches``; its
+        outputs are unchanged until the summary is trained. A model that has one keeps it."""
         if self.summary is None:
-            self.config = replace(self.config, window_summary=True, summary_scale=scale)
-            self.summary = WindowSummary(self.config.gpt.n_embd, self.config.tokenizer.max_channels, scale
+            self.config = replace(self.config, window_summary=True, summary_scale=scale, summary_gate=gate)
+            self.summary = WindowSummary(self.config.gpt.n_embd, self.config.tokenizer.max_channels, scale, gate
                                          ).to(self.feature_mean.device)
             self.summary.fit(batches)
         return self
@@ -182,10 +183,13 @@ class NeuroLM(nn.Module):
         b, m = text_ids.shape
         start = self.text_start(batch, b, text_ids.device)
         positions = start[:, None] + torch.arange(m, device=start.device)
-        text = self.gpt.add_position(self.gpt.embed_tokens(text_ids), positions)
+        tokens = self.gpt.embed_tokens(text_ids)
+        text = self.gpt.add_position(tokens, positions)
         summary = self.window_summary(batch if summary_from is None else summary_from)
         if summary is not None:
-            text = text + summary[:, None].to(text.dtype)
+            running = None if self.summary.gate is None else \
+                tokens.cumsum(1) / torch.arange(1, m + 1, device=tokens.device)[:, None]
+            text = text + self.summary.gated(summary, running).to(text.dtype)
         if batch is None and text_mask is None:
             return text, None, positions  # causal attention takes SDPA's fastest path
         if text_mask is None:
@@ -302,6 +306,9 @@ class NeuroLM(nn.Module):
         key_valid = torch.cat([eeg_valid, prompt_mask], dim=1)
         position = self.text_start(batch, b, prompt_ids.device) + lengths
         summary = self.window_summary(batch)
+        gated = summary is not None and self.summary.gate is not None
+        if gated:  # the gate's running sum of the text embeddings
+            total, count = (self.gpt.embed_tokens(prompt_ids) * prompt_mask[..., None]).sum(1), lengths
         tokens, scores = [], []
         for i in range(max_new_tokens):
             token = step[:, : self.config.vocab.text_vocab].argmax(dim=-1)
@@ -309,9 +316,13 @@ class NeuroLM(nn.Module):
             scores.append(step)
             if i == max_new_tokens - 1:
                 break
-            x = self.gpt.add_position(self.gpt.embed_tokens(token[:, None]), position[:, None])
+            embedded = self.gpt.embed_tokens(token[:, None])
+            x = self.gpt.add_position(embedded, position[:, None])
             if summary is not None:
-                x = x + summary[:, None].to(x.dtype)
+                if gated:
+                    total, count = total + embedded[:, 0], count + 1
+                x = x + self.summary.gated(summary, (total / count[:, None])[:, None] if gated else None
+                                           ).to(x.dtype)
             h = self.gpt(x, decode_mask(key_valid, 1), cache, position[:, None])
             step = self.gpt.lm_head(h[:, -1])
             key_valid = torch.cat([key_valid, key_valid.new_ones(b, 1)], dim=1)
