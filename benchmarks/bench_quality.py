@@ -4,6 +4,10 @@ Rungs (each a balanced accuracy with a 95 % bootstrap interval; subjects are res
 from at least five subjects, windows otherwise):
 
   band power        the reference baseline: Welch log band power + logistic regression (``neurolm.instruct.baseline``)
+  fine spectrum     Welch log power at 0.5-Hz resolution, 3–45 Hz, every channel: what five bands cannot see
+                    (a flicker's line, a peak's exact frequency)
+  riemann           tangent-space logistic regression on OAS covariances (pyRiemann), per band of a filter bank
+                    (``--riemann-bands``; default one 1–45 Hz band): cross-channel structure
   patch spectra     logistic regression on each channel's mean 1-s patch log band power (what the LM's spectral
                     input carries; ``neurolm.lm.spectral``)
   untrained enc.    logistic regression on each channel's time-averaged features of an untrained tokenizer encoder
@@ -11,16 +15,22 @@ from at least five subjects, windows otherwise):
   LM hidden         the same on the pretrained LM's last hidden states over the EEG (stair-step mask)
   instructed        the instruction-tuned NeuroLM's scored answers (``neurolm evaluate``)
 
-Read-outs choose their L2 strength on the ``val`` split. Three modes:
+Read-outs choose their L2 strength on the ``val`` split. Four modes:
 
   python benchmarks/bench_quality.py cv RAW_OR_STORE --out DIR [--folds 5] [--seeds 0 1]
-      subject-wise cross-validation on one task (default: real EEGMAT, ``workload``): the store's windows are
+      subject-wise cross-validation on one task (default: real EEGMAT, ``workload``; ``--task-file T.toml`` for a
+      raw folder of another task, e.g. ``examples/tasks/ssvep_exo.toml``): the store's windows are
       re-split by subject into folds (test = one fold, val = the next, train = the rest), and on every fold the
       plain default commands run from scratch (train-tokenizer, pretrain, instruct, evaluate); prints every rung
-      per fold and the mean over folds.
+      per fold and the mean over folds. ``--until tokenizer|pretrain`` stops each fold's pipeline there (the
+      read-out rungs up to it only: minutes instead of the whole pipeline).
   python benchmarks/bench_quality.py synth --out DIR [--scale 3] [--seeds 0 1]
       the synthetic corpus (``--scale`` × the default subjects of each task dataset) prepared, then the plain
       default commands on all seven stores (one model for the six tasks) and the ladder of every task.
+  python benchmarks/bench_quality.py probes --out DIR [--seeds 0]
+      the probe tasks of ``neurolm.data.synth.probes`` (classes that are not band-power contrasts: narrow-band
+      lines, phase-locked evoked waveforms, cross-channel coupling), subject-wise splits, the tokenizer trained on
+      them with the default command, every read-out rung (``--tokenizer-args`` for an ablation).
   python benchmarks/bench_quality.py run RUN_DIR STORE [STORE ...]
       the ladder of an existing run (``RUN_DIR/{tokenizer,pretrain,instruct,evaluate}``, e.g. a ``neurolm demo``
       output directory) on the test split of each store.
@@ -38,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.signal import butter, sosfiltfilt, welch
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
@@ -46,6 +58,8 @@ from sklearn.preprocessing import StandardScaler
 from neurolm.data.batch import collate_windows
 from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
 from neurolm.data.synth import ALL, DEFAULT_SUBJECTS
+from neurolm.data.synth.probes import PROBES, make_windows
+from neurolm.data.synth.probes import channel_indices as probe_channels
 from neurolm.instruct.baseline import fit_predict as baseline_fit_predict
 from neurolm.instruct.baseline import store_features
 from neurolm.instruct.metrics import interval
@@ -53,7 +67,9 @@ from neurolm.lm import NeuroLM, build_attention_mask
 from neurolm.lm.spectral import band_log_power
 from neurolm.tokenizer import NeuralTokenizer
 
-RUNGS = ("band power", "patch spectra", "untrained enc.", "trained enc.", "LM hidden", "instructed")
+RUNGS = ("band power", "fine spectrum", "riemann", "patch spectra", "untrained enc.", "trained enc.", "LM hidden",
+         "instructed")
+STAGES = ("tokenizer", "pretrain", "instruct", "evaluate")
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 
 
@@ -80,7 +96,42 @@ def _lm_hidden(lm: NeuroLM):
     return encode
 
 
-def readouts(store: WindowStore, tokenizer_dir: Path | None, lm_dir: Path | None) -> dict[str, dict]:
+def fine_spectrum(signals: list[np.ndarray]) -> np.ndarray:
+    """Welch log power at 0.5-Hz resolution (2-s Hann segments), 3–45 Hz, every channel, channel-major."""
+    out = []
+    for x in signals:
+        freqs, psd = welch(np.asarray(x, np.float64), fs=200.0, nperseg=min(400, x.shape[-1]), axis=-1)
+        out.append(np.log(psd[:, (freqs >= 3) & (freqs <= 45)] + 1e-12).ravel())
+    return np.array(out)
+
+
+def band_covariances(signals: list[np.ndarray], bands: list[tuple[float, float]]) -> np.ndarray:
+    """``(N, n_bands, C, C)`` OAS covariances of each window band-passed (4th-order Butterworth, zero phase)."""
+    from pyriemann.estimation import Covariances
+
+    x = np.stack([np.asarray(s, np.float64) for s in signals])
+    covs = []
+    for lo, hi in bands:
+        sos = butter(4, [lo, hi], btype="bandpass", fs=200.0, output="sos")
+        covs.append(Covariances("oas").fit_transform(sosfiltfilt(sos, x, axis=-1)))
+    return np.stack(covs, axis=1)
+
+
+class FilterBankTangentSpace(BaseEstimator, TransformerMixin):
+    """pyRiemann's tangent space per band of ``(N, bands, C, C)`` covariances, the bands' vectors concatenated."""
+
+    def fit(self, x, y=None):
+        from pyriemann.tangentspace import TangentSpace
+
+        self.spaces_ = [TangentSpace(metric="riemann").fit(x[:, b]) for b in range(x.shape[1])]
+        return self
+
+    def transform(self, x):
+        return np.concatenate([ts.transform(x[:, b]) for b, ts in enumerate(self.spaces_)], axis=1)
+
+
+def readouts(store: WindowStore, tokenizer_dir: Path | None, lm_dir: Path | None,
+             riemann_bands: list[tuple[float, float]] = ((1.0, 45.0),)) -> dict[str, dict]:
     """Features of every rung but the instructed one: ``{rung: {split: (X, y, subjects)}}``."""
     splits = {name: store.split(name) for name in ("train", "val", "test")}
     items = {name: [sp[i] for i in range(len(sp))] for name, sp in splits.items()}
@@ -93,10 +144,13 @@ def readouts(store: WindowStore, tokenizer_dir: Path | None, lm_dir: Path | None
         encoders["trained enc."] = lambda b: trained.encode(b)[0]
     if lm_dir is not None:
         encoders["LM hidden"] = _lm_hidden(NeuroLM.from_pretrained(lm_dir).eval())
-    out = {"band power": {}}
+    out = {"band power": {}, "fine spectrum": {}, "riemann": {}}
     for name, sp in splits.items():
         x, y = store_features(store, name)
         out["band power"][name] = (x, y, sp.subjects)
+        signals = [it["signal"] for it in items[name]]
+        out["fine spectrum"][name] = (fine_spectrum(signals), y, sp.subjects)
+        out["riemann"][name] = (band_covariances(signals, list(riemann_bands)), y, sp.subjects)
     for rung, encode in encoders.items():
         out[rung] = {name: (_pooled(items[name], encode), splits[name].labels, splits[name].subjects)
                      for name in splits}
@@ -110,7 +164,8 @@ def fit_predict(data: dict, rung: str) -> np.ndarray:
         return baseline_fit_predict((xtr, ytr), xte)
     best = None
     for c in C_GRID:
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=c)).fit(xtr, ytr)
+        head = [FilterBankTangentSpace()] if rung == "riemann" else []
+        model = make_pipeline(*head, StandardScaler(), LogisticRegression(max_iter=3000, C=c)).fit(xtr, ytr)
         score = balanced_accuracy_score(yva, model.predict(xva))
         if best is None or score > best[0]:
             best = (score, model)
@@ -122,12 +177,13 @@ def instructed_predictions(eval_dir: Path, task: str) -> np.ndarray:
         return np.array([int(r["scored"]) for r in csv.DictReader(fh)])
 
 
-def ladder(store: WindowStore, run: dict[str, Path | None]) -> dict[str, dict]:
+def ladder(store: WindowStore, run: dict[str, Path | None],
+           riemann_bands: list[tuple[float, float]] = ((1.0, 45.0),)) -> dict[str, dict]:
     """Every rung's test predictions, labels and subjects for one store and one run."""
-    feats = readouts(store, run.get("tokenizer"), run.get("pretrain"))
+    feats = readouts(store, run.get("tokenizer"), run.get("pretrain"), riemann_bands)
     y, subjects = store.split("test").labels, store.split("test").subjects
     out = {rung: {"pred": fit_predict(data, rung), "y": y, "subjects": subjects} for rung, data in feats.items()}
-    if run.get("evaluate") is not None:
+    if run.get("evaluate") is not None and run["evaluate"].is_dir():
         out["instructed"] = {"pred": instructed_predictions(run["evaluate"], store.dataset), "y": y,
                              "subjects": subjects}
     return out
@@ -168,8 +224,8 @@ def fold_stores(source: WindowStore, out: Path, n_folds: int, seed: int) -> list
     return dirs
 
 
-def run_pipeline(stores: list[Path], tasks: list[Path], out: Path, seed: int, extra: dict[str, list[str]]
-                 ) -> dict[str, Path]:
+def run_pipeline(stores: list[Path], tasks: list[Path], out: Path, seed: int, extra: dict[str, list[str]],
+                 until: str = "evaluate") -> dict[str, Path | None]:
     """The plain default commands, as a user types them (the tokenizer and the LM on ``stores``, instruction tuning
     and evaluation on the task stores ``tasks``; plus ``extra[stage]`` flags, for an ablation); logs beside the
     outputs; finished stages are skipped, so an interrupted benchmark continues."""
@@ -183,6 +239,7 @@ def run_pipeline(stores: list[Path], tasks: list[Path], out: Path, seed: int, ex
                       "--seed", seed]),
         ("evaluate", ["evaluate", "--model", run["instruct"], "--data", *tasks, "--out", run["evaluate"]]),
     ]
+    steps = steps[: STAGES.index(until) + 1]
     for name, args in steps:
         done = run[name] / ("metrics.json" if name == "evaluate" else "report.json")
         if done.is_file():
@@ -193,7 +250,7 @@ def run_pipeline(stores: list[Path], tasks: list[Path], out: Path, seed: int, ex
             if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
                 raise SystemExit(f"{name} failed: see {out / f'{name}.log'}")
         print(f"    {name}: {time.time() - t0:.0f} s", flush=True)
-    return run
+    return {k: (v if STAGES.index(k) <= STAGES.index(until) else None) for k, v in run.items()}
 
 
 def cv(args: argparse.Namespace) -> None:
@@ -201,7 +258,8 @@ def cv(args: argparse.Namespace) -> None:
     if not (source / MANIFEST).is_file():  # a raw folder: prepare it first, as a user would
         prepared = args.out / "prepared" / args.task
         if not (prepared / MANIFEST).is_file():
-            subprocess.run([sys.executable, "-m", "neurolm.cli", "prepare", args.task, str(source), str(prepared)],
+            what = ["--task-file", str(args.task_file)] if args.task_file else [args.task]
+            subprocess.run([sys.executable, "-m", "neurolm.cli", "prepare", *what, str(source), str(prepared)],
                            check=True, stdout=subprocess.DEVNULL)
         source = prepared
     folds = fold_stores(WindowStore(source), args.out / "folds", args.folds, args.split_seed)
@@ -211,14 +269,14 @@ def cv(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         for k, fold in enumerate(folds):
             print(f"fold {k} seed {seed}", flush=True)
-            run = run_pipeline([fold], [fold], args.out / f"seed{seed}" / f"fold{k}", seed, extra)
-            res = ladder(WindowStore(fold), run)
+            run = run_pipeline([fold], [fold], args.out / f"seed{seed}" / f"fold{k}", seed, extra, args.until)
+            res = ladder(WindowStore(fold), run, args.riemann_bands)
             for rung, r in res.items():
                 ba, lo, hi = score(r["y"], r["pred"], r["subjects"])
                 per_fold[rung].append(ba)
                 pooled[rung].append(r)
                 print(f"  {rung:15s} {ba:.3f} [{lo:.3f}, {hi:.3f}]", flush=True)
-    print(f"\n{args.task}: {args.folds}-fold subject-wise CV, seeds {args.seeds} "
+    print(f"\n{args.task_file or args.task}: {args.folds}-fold subject-wise CV, seeds {args.seeds} "
           f"(mean ± sd over folds; 95 % CI by subject bootstrap of the pooled test predictions)")
     rows = {}
     for rung in RUNGS:
@@ -234,12 +292,23 @@ def cv(args: argparse.Namespace) -> None:
                       "ci": [lo, hi], "folds": v.tolist()}
         print(f"  {rung:15s} {v.mean():.3f} ± {rows[rung]['sd']:.3f}  [{lo:.3f}, {hi:.3f}]  folds "
               + " ".join(f"{x:.2f}" for x in v))
+    summarise(rows, per_fold)
+    (args.out / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def summarise(rows: dict[str, dict], per_fold: dict[str, list[float]]) -> None:
+    """The comparisons the tokenizer is judged by: learned rungs against the best baseline, fold by fold."""
+    baselines = [r for r in ("band power", "fine spectrum", "riemann", "patch spectra") if r in rows]
+    best = max(baselines, key=lambda r: rows[r]["mean"])
+    for rung in ("trained enc.", "LM hidden", "instructed"):
+        if rung in rows:
+            d = np.array(per_fold[rung]) - np.array(per_fold[best])
+            print(f"  {rung} − {best} (best baseline): {d.mean():+.3f} (ahead on {(d > 0).sum()} of {len(d)} folds)")
     base = np.array(per_fold["band power"])
     if per_fold["instructed"]:
         inst = np.array(per_fold["instructed"])
         print(f"  instructed − band power: {np.mean(inst - base):+.3f} (ahead on {(inst > base).sum()} of "
               f"{len(inst)} folds)")
-    (args.out / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def _extra(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -271,6 +340,38 @@ def synth_mode(args: argparse.Namespace) -> None:
         print_ladder(run, tasks, f"seed {seed}, {args.scale}× subjects")
 
 
+def probe_stores(out: Path, seed: int, subjects: int = 16, per_class: int = 12) -> list[Path]:
+    """One store per probe task, split by subject (10 train, 3 val, 3 test of 16)."""
+    stores = []
+    for probe in PROBES:
+        root = out / probe
+        stores.append(root)
+        if (root / MANIFEST).is_file():
+            continue
+        x, y, subj = make_windows(probe, subjects=subjects, per_class=per_class, seed=seed)
+        names = sorted(set(subj))
+        role = {s: "test" for s in names[-3:]} | {s: "val" for s in names[-6:-3]}
+        buffers = {name: SplitBuffer() for name in ("train", "val", "test")}
+        for i in range(len(x)):
+            buffers[role.get(subj[i], "train")].add(x[i], probe_channels(), int(y[i]), 0.0, subj[i], f"{subj[i]}.{i}")
+        root.mkdir(parents=True, exist_ok=True)
+        checksums = {}
+        for name, buf in buffers.items():
+            checksums |= write_split(root, name, buf)
+        manifest = {"dataset": probe, "classes": ["a", "b"], "complete": True, "checksums": checksums,
+                    "probe": {"seed": seed, "subjects": subjects, "per_class": per_class}}
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return stores
+
+
+def probes_mode(args: argparse.Namespace) -> None:
+    """The tokenizer trained (default command) on the three probe stores together, then the read-out ladder."""
+    for seed in args.seeds:
+        stores = probe_stores(args.out / "stores", seed)
+        run = run_pipeline(stores, stores, args.out / f"seed{seed}", seed, _extra(args), "tokenizer")
+        print_ladder(run, stores, f"probes, seed {seed}")
+
+
 def run_mode(args: argparse.Namespace) -> None:
     root = Path(args.run_dir)
     run = {k: (root / k if (root / k).exists() else None) for k in ("tokenizer", "pretrain", "instruct", "evaluate")}
@@ -299,6 +400,16 @@ def print_ladder(run: dict[str, Path | None], stores: list[Path] | list[str], na
         (run["evaluate"].parent / "ladder.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
+def _bands(text: str) -> list[tuple[float, float]]:
+    try:
+        bands = [tuple(float(v) for v in part.split("-")) for part in text.split(",")]
+    except ValueError:
+        bands = []
+    if not bands or any(len(b) != 2 or not 0 < b[0] < b[1] < 100 for b in bands):
+        raise argparse.ArgumentTypeError(f"bands must look like 12-14,16-18 (Hz, below 100), got {text!r}")
+    return bands
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
@@ -309,12 +420,20 @@ def main() -> None:
     c.add_argument("--folds", type=int, default=5)
     c.add_argument("--seeds", type=int, nargs="+", default=[0])
     c.add_argument("--split-seed", type=int, default=0)
+    c.add_argument("--task-file", type=Path, help="prepare a raw folder with this task file (instead of --task)")
+    c.add_argument("--until", choices=STAGES, default="evaluate",
+                   help="stop each fold's pipeline after this stage (default: the whole pipeline)")
+    c.add_argument("--riemann-bands", type=_bands, default=[(1.0, 45.0)], metavar="LO-HI,...",
+                   help="filter bank of the riemann rung, e.g. 12-14,16-18,20-22 for SSVEP (default: 1-45)")
     y = sub.add_parser("synth", help="the default pipeline on the synthetic corpus, six tasks, one model")
     y.add_argument("--out", type=Path, required=True)
     y.add_argument("--scale", type=int, default=1, help="subjects per task dataset, × the default (default: 1)")
     y.add_argument("--seeds", type=int, nargs="+", default=[0])
     y.add_argument("--corpus-seed", type=int, default=0)
-    for parser in (c, y):
+    pr = sub.add_parser("probes", help="the tokenizer's ladder on the probe tasks (not band-power contrasts)")
+    pr.add_argument("--out", type=Path, required=True)
+    pr.add_argument("--seeds", type=int, nargs="+", default=[0])
+    for parser in (c, y, pr):
         for stage in ("tokenizer", "pretrain", "instruct"):
             parser.add_argument(f"--{stage}-args", default="", metavar="FLAGS",
                                 help=f"extra flags for the {stage} command, e.g. --pretrain-args=--no-spectral-input")
@@ -323,7 +442,7 @@ def main() -> None:
     r.add_argument("stores", nargs="+")
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    {"cv": cv, "synth": synth_mode, "run": run_mode}[args.mode](args)
+    {"cv": cv, "synth": synth_mode, "probes": probes_mode, "run": run_mode}[args.mode](args)
 
 
 if __name__ == "__main__":

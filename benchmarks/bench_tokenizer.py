@@ -71,7 +71,7 @@ def split_step(model: NeuralTokenizer, batch: EEGBatch, text: torch.Tensor, now:
 
     def decoders() -> torch.Tensor:
         freq_pred, raw_pred = model._decode(zq_in, batch)
-        freq_target, raw_target = spectral_targets(batch)
+        freq_target, raw_target = spectral_targets(batch, model.config.freq_target)
         loss = masked_mse(freq_pred, freq_target, batch.mask) + masked_mse(raw_pred, raw_target, batch.mask)
         loss.backward()
         return loss

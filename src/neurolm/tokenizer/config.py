@@ -13,6 +13,9 @@ from ..data.channels import PAD_INDEX
 from ..errors import NeuroLMError
 
 
+FREQ_TARGETS = ("amplitude", "log")
+
+
 @dataclass
 class TokenizerConfig:
     """Sizes and switches of the neural tokenizer; saved as ``config.json`` beside every checkpoint."""
@@ -45,6 +48,14 @@ class TokenizerConfig:
     """Spherical k-means iterations that initialise the codebook on the first training batch."""
     dead_code_threshold: float = 0.01
     """Re-seed codes whose EMA usage falls below this fraction of the mean code's usage; 0 disables (REF)."""
+    spectral_embed: bool = False
+    """Add a learned projection of each patch's log FFT amplitude to the temporal-conv patch embedding (not in REF).
+    The conv front end decimates to 25 Hz with 15-tap kernels, whose responses cannot separate nearby lines (13 vs
+    17 Hz); a linear view of the 1-Hz log spectrum gives the encoder that resolution from its first layer."""
+    freq_target: str = "amplitude"
+    """What the frequency decoder reconstructs: ``amplitude`` (REF: FFT amplitude z-scored per sample, dominated
+    by the few large low-frequency bins) or ``log`` (log amplitude, each bin standardised over the batch's real
+    tokens, so a narrow line at 13 Hz weighs as much in the loss as the delta band)."""
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "decoder_layers", "codebook_size", "code_dim", "max_channels",
@@ -64,6 +75,11 @@ class TokenizerConfig:
             raise NeuroLMError(f"tokenizer config: dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.ema_decay < 1.0:
             raise NeuroLMError(f"tokenizer config: ema_decay must be in (0, 1), got {self.ema_decay}")
+        if not isinstance(self.spectral_embed, bool):
+            raise NeuroLMError(f"tokenizer config: spectral_embed must be true/false, got {self.spectral_embed!r}")
+        if self.freq_target not in FREQ_TARGETS:
+            raise NeuroLMError(f"tokenizer config: freq_target must be one of {', '.join(FREQ_TARGETS)}, got "
+                               f"{self.freq_target!r}")
         if not 0.0 <= self.dead_code_threshold < 1.0:
             raise NeuroLMError(f"tokenizer config: dead_code_threshold must be in [0, 1), got "
                                f"{self.dead_code_threshold}")

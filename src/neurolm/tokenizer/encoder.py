@@ -52,12 +52,29 @@ def masked_group_norm(x: torch.Tensor, mask: torch.Tensor, norm: nn.GroupNorm) -
     return y * norm.weight.float().view(1, c, 1, 1) + norm.bias.float().view(1, c, 1, 1)
 
 
-class TemporalPatchEmbed(nn.Module):
-    """Three 1-D convolutions along time, applied to each 200-sample patch separately, then Linear(400 → d)."""
+def masked_zscore(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One mean and (unbiased) std per sample over its real tokens × features; padded tokens set to 0."""
+    m = mask[..., None].to(x.dtype)
+    n = m.sum(dim=(1, 2), keepdim=True) * x.shape[-1]
+    mean = (x * m).sum(dim=(1, 2), keepdim=True) / n.clamp_min(1.0)
+    var = ((x - mean).square() * m).sum(dim=(1, 2), keepdim=True) / (n - 1).clamp_min(1.0)
+    return (x - mean) / var.sqrt().clamp_min(1e-6) * m
 
-    def __init__(self, n_embd: int, norm_over_padding: bool) -> None:
+
+def log_amplitude(patches: torch.Tensor) -> torch.Tensor:
+    """``patches (..., 200)`` → log FFT amplitude of bins 0–99 ``(..., 100)`` in float32 (1-Hz bins of a 1-s patch).
+    The floor keeps a flat patch finite; it sits far below any real EEG bin in µV/100 units."""
+    return torch.log(torch.fft.rfft(patches.float(), dim=-1).abs()[..., : PATCH // 2] + 1e-3)
+
+
+class TemporalPatchEmbed(nn.Module):
+    """Three 1-D convolutions along time, applied to each 200-sample patch separately, then Linear(400 → d); with
+    ``spectral`` also a Linear(100 → d) of the patch's log amplitude, z-scored per sample, added (not in REF)."""
+
+    def __init__(self, n_embd: int, norm_over_padding: bool, spectral: bool = False) -> None:
         super().__init__()
         self.norm_over_padding = norm_over_padding
+        self.spectral = nn.Linear(PATCH // 2, n_embd) if spectral else None
         self.conv1 = nn.Conv2d(1, CONV_CHANNELS, kernel_size=(1, 15), stride=(1, 8), padding=(0, 7))
         self.norm1 = nn.GroupNorm(4, CONV_CHANNELS)
         self.conv2 = nn.Conv2d(CONV_CHANNELS, CONV_CHANNELS, kernel_size=(1, 3), padding=(0, 1))
@@ -73,7 +90,11 @@ class TemporalPatchEmbed(nn.Module):
             h = conv(h)
             h = F.gelu(norm(h) if self.norm_over_padding else masked_group_norm(h, mask, norm))
         h = h.permute(0, 2, 3, 1).reshape(b, n, CONV_STEPS * CONV_CHANNELS)  # REF flattens (time, channel)
-        return self.l(h)
+        if self.spectral is None:
+            return self.l(h)
+        with torch.autocast(x.device.type, enabled=False):  # the FFT and its log in float32
+            spectrum = masked_zscore(log_amplitude(x), mask)
+        return self.l(h) + self.spectral(spectrum.to(h.dtype))
 
 
 class SelfAttention(nn.Module):
@@ -130,7 +151,8 @@ class NeuralTransformer(nn.Module):
     def __init__(self, config: TokenizerConfig, n_layer: int, in_dim: int | None = None) -> None:
         super().__init__()
         d = config.n_embd
-        self.patch_embed = TemporalPatchEmbed(d, config.norm_over_padding) if in_dim is None else nn.Linear(in_dim, d)
+        self.patch_embed = (TemporalPatchEmbed(d, config.norm_over_padding, config.spectral_embed) if in_dim is None
+                            else nn.Linear(in_dim, d))
         self.pos_embed = nn.Embedding(config.max_channels, d)
         self.time_embed = nn.Embedding(config.max_time, d)
         self.drop = nn.Dropout(config.dropout)

@@ -34,7 +34,15 @@ from ..artifacts import WEIGHTS_FILE, load_state_exact, read_artifacts, save_art
 from ..data.batch import PATCH, EEGBatch
 from ..errors import NeuroLMError
 from .config import TokenizerConfig
-from .encoder import NeuralTransformer, TokenizerEncoder, _head, _init_weights, make_quantizer
+from .encoder import (
+    NeuralTransformer,
+    TokenizerEncoder,
+    _head,
+    _init_weights,
+    log_amplitude,
+    make_quantizer,
+    masked_zscore,
+)
 
 
 class GradReverse(torch.autograd.Function):
@@ -55,24 +63,28 @@ def alignment_alpha(progress: float) -> float:
     return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
 
 
-def _zscore(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """One mean and (unbiased) std per sample over its real tokens × features; padded tokens set to 0."""
-    m = mask[..., None].to(x.dtype)
-    n = m.sum(dim=(1, 2), keepdim=True) * x.shape[-1]
-    mean = (x * m).sum(dim=(1, 2), keepdim=True) / n.clamp_min(1.0)
-    var = ((x - mean).square() * m).sum(dim=(1, 2), keepdim=True) / (n - 1).clamp_min(1.0)
-    return (x - mean) / var.sqrt().clamp_min(1e-6) * m
+def _per_bin(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each feature standardised over the batch's real tokens; padded tokens set to 0."""
+    real = x[mask]
+    if real.shape[0] < 2:
+        return x * 0.0
+    return (x - real.mean(0)) / real.std(0).clamp_min(1e-6) * mask[..., None].to(x.dtype)
 
 
 @torch.no_grad()
-def spectral_targets(batch: EEGBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reconstruction targets: FFT amplitude bins 0–99 ``(B, N, 100)`` and the patch ``(B, N, 200)``, both z-scored.
+def spectral_targets(batch: EEGBatch, freq_target: str = "amplitude") -> tuple[torch.Tensor, torch.Tensor]:
+    """Reconstruction targets: the frequency target ``(B, N, 100)`` and the patch ``(B, N, 200)`` z-scored.
 
-    The amplitude is z-scored over all 200 bins before the upper (mirrored) half is dropped, as in REF.
+    ``amplitude`` (REF): FFT amplitude z-scored over all 200 bins before the upper (mirrored) half is dropped.
+    ``log``: log amplitude of bins 0–99, each bin standardised over the batch's real tokens
+    (see ``TokenizerConfig.freq_target``).
     """
     x = batch.patches.float()
-    amplitude = torch.fft.fft(x, dim=-1).abs()
-    return _zscore(amplitude, batch.mask)[..., : PATCH // 2], _zscore(x, batch.mask)
+    if freq_target == "log":
+        freq = _per_bin(log_amplitude(x), batch.mask)
+    else:
+        freq = masked_zscore(torch.fft.fft(x, dim=-1).abs(), batch.mask)[..., : PATCH // 2]
+    return freq, masked_zscore(x, batch.mask)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -129,7 +141,7 @@ class NeuralTokenizer(TokenizerEncoder):
         feats, z = self._encode(batch)
         q = self.VQ.quantize(z, batch.mask)
         freq_pred, raw_pred = self._decode(q.quantized, batch)
-        freq_target, raw_target = spectral_targets(batch)
+        freq_target, raw_target = spectral_targets(batch, self.config.freq_target)
         loss_freq = masked_mse(freq_pred, freq_target, batch.mask)
         loss_raw = masked_mse(raw_pred, raw_target, batch.mask)
         loss = q.loss + loss_freq + loss_raw
@@ -169,7 +181,7 @@ class NeuralTokenizer(TokenizerEncoder):
         better than predicting the mean spectrum (0.48), and the encoder features lost the band-power differences
         SEED and Workload turn on. With this init, 300 steps reach 0.456 and the outputs vary (std 0.07).
         """
-        target, _ = spectral_targets(batch)
+        target, _ = spectral_targets(batch, self.config.freq_target)
         self.VQ.decode_task_layer_freq[-1].bias.copy_(target[batch.mask].mean(0))
 
     @torch.no_grad()

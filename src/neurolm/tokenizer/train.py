@@ -89,7 +89,7 @@ def evaluate_tokenizer(model: NeuralTokenizer, batches: list[EEGBatch], device: 
     for batch in batches:
         batch = batch.to(device)
         freq_pred, raw_pred = model.reconstruct(batch)
-        freq_target, raw_target = spectral_targets(batch)
+        freq_target, raw_target = spectral_targets(batch, model.config.freq_target)
         m = batch.mask[..., None].float()
         real = int(batch.mask.sum())
         sums["loss_freq"] += float(((freq_pred.float() - freq_target).square() * m).sum()) / freq_target.shape[-1]
@@ -249,7 +249,7 @@ def write_plots(model: NeuralTokenizer, rows: list[dict], val_batches: list[EEGB
 
     batch = val_batches[0]
     freq_pred, raw_pred = model.reconstruct(batch)
-    freq_target, raw_target = spectral_targets(batch)
+    freq_target, raw_target = spectral_targets(batch, model.config.freq_target)
     n = min(3, int(batch.mask[0].sum()))
     fig, axes = figure((11, 2.6 * n), n, 2, squeeze=False)
     for k in range(n):
