@@ -105,9 +105,9 @@ def load_torch_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -
             raise NeuroLMError(f"{path}: not a readable torch checkpoint ({exc})") from exc
         refused = _unsafe_globals(path) or re.findall(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if not refused:
-            detail = re.search(r"WeightsUnpickler error: (.*)", str(exc))
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
             raise NeuroLMError(f"{path}: not a readable torch checkpoint "
-                               f"({detail.group(1) if detail else str(exc).splitlines()[0]})") from None
+                               f"({detail.group(1).strip() if detail else 'not a pickle torch can read'})") from None
         raise NeuroLMError(f"{path}: refused: the file names {', '.join(refused)}, which a weights-only load does not "
                            "allow (unpickling it could run code stored in the file); if you trust where the file comes "
                            "from, load it with trust_checkpoint=True") from None
