@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -10,6 +14,7 @@ import torch
 
 from neurolm.errors import NeuroLMError
 from neurolm.lm import NeuroLM
+from neurolm.lock import LOCK_FILE, directory_lock
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig, TokenizerEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,3 +90,57 @@ def test_a_garbage_checkpoint_is_named(tmp_path):
     (tmp_path / "VQ.pt").write_bytes(b"not a pickle at all")
     with pytest.raises(NeuroLMError, match=r"VQ.pt: not a readable torch checkpoint \(Unsupported operand"):
         TokenizerEncoder.from_reference_checkpoint(tmp_path / "VQ.pt")
+
+
+# ------------------------------------------------------------------------------------- one writer per directory
+
+HOLD = """
+import sys, time
+from neurolm.lock import directory_lock
+with directory_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(directory: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_held_directory_refuses_a_second_writer_and_a_dead_holder_blocks_nothing(tmp_path):
+    holder = _holder(tmp_path)
+    try:
+        with pytest.raises(NeuroLMError, match=rf"^{tmp_path} is in use by another neurolm process "
+                                                rf"\(pid {holder.pid}\)"):
+            with directory_lock(tmp_path):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no clean-up: the .lock file and its pid stay behind
+        holder.wait()
+    assert (tmp_path / LOCK_FILE).read_text().strip() == str(holder.pid)
+    with directory_lock(tmp_path):  # the kernel released the dead process's lock
+        assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
+        with directory_lock(tmp_path):  # this process may nest its own lock
+            pass
+        with pytest.raises(NeuroLMError, match=f"in use by another neurolm process \\(pid {os.getpid()}\\)"):
+            _holder_fails(tmp_path)
+
+
+def _holder_fails(directory: Path) -> None:
+    """Another process trying the lock this one holds: re-raise its error here."""
+    proc = subprocess.run([sys.executable, "-c", HOLD, str(directory)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    raise NeuroLMError(proc.stderr.strip().splitlines()[-1])
+
+
+def test_only_rank_0_takes_the_lock(tmp_path, monkeypatch):
+    holder = _holder(tmp_path)
+    try:
+        monkeypatch.setenv("RANK", "1")
+        with directory_lock(tmp_path):  # the other ranks write nothing the lock protects
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

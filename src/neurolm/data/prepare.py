@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import NeuroLMError
+from ..lock import directory_lock
 from ..report import Paragraph, Table, to_text
 from .datasets import DATASETS
 from .labels import TaskFileReader
@@ -114,7 +115,7 @@ def _checked(reader: DatasetReader, raw_dir: str | Path, out_dir: str | Path, ma
         raise NeuroLMError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if workers < 1:
         raise NeuroLMError(f"--workers {workers}: needs at least 1")
-    with _sigterm_as_interrupt():
+    with directory_lock(out_dir), _sigterm_as_interrupt():
         return _prepare(reader, Path(raw_dir), Path(out_dir), mains, seed, progress, workers, dtype, task)
 
 

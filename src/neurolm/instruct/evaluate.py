@@ -35,6 +35,7 @@ from ..data.batch import EEGBatch
 from ..data.provenance import check_store, read_training
 from ..data.store import WindowSplit, WindowStore
 from ..errors import NeuroLMError
+from ..lock import directory_lock
 from ..lm.model import NeuroLM
 from ..plots import figure, save
 from ..report import Heading, Image, Paragraph, Table, write_report
@@ -170,7 +171,14 @@ def _baseline(store: WindowStore, split: str, subjects: list[str], chance: float
 def evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | WindowStore], out_dir: str | Path, *,
              split: str = "test", batch_size: int = 32, progress: bool = True, device: str = "auto") -> dict:
     """Evaluate an instruction-tuned model on task stores; write ``out_dir`` (see the module docstring) and return
-    the content of ``metrics.json``."""
+    the content of ``metrics.json``. One evaluation at a time writes ``out_dir`` (:mod:`neurolm.lock`)."""
+    with directory_lock(out_dir):
+        return _evaluate(model_or_dir, stores, out_dir, split=split, batch_size=batch_size, progress=progress,
+                         device=device)
+
+
+def _evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | WindowStore], out_dir: str | Path, *,
+              split: str, batch_size: int, progress: bool, device: str) -> dict:
     if not stores:
         raise NeuroLMError("evaluate needs at least one --data store")
     if batch_size < 1:
