@@ -27,7 +27,7 @@ from neurolm.data import prepare as prep
 from neurolm.data.channels import channel_indices
 from neurolm.data.prepare import JOURNAL, SHARDS, prepare_dataset
 from neurolm.data.readers import SPLITS
-from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
+from neurolm.data.store import MANIFEST, VERIFIED, SplitBuffer, WindowStore, write_split
 from neurolm.data.synth import write_corpus
 from neurolm.errors import NeuroLMError
 from neurolm.instruct.tasks import TASKS
@@ -60,8 +60,8 @@ def _signal_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 120) 
 
 def _dot_files(root: Path) -> list[str]:
     """Temporary files (dot names) anywhere under ``root``, and a left-over shard directory (not the writer's
-    ``.lock``, which stays)."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p != root / LOCK_FILE)
+    ``.lock`` and the checksum verdicts, which stay)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p not in (root / LOCK_FILE, root / VERIFIED))
 
 
 # ---------------------------------------------------------------------------------------------------- prepare

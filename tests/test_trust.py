@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from neurolm.cli import main
+from neurolm.data import store as store_module
+from neurolm.data.prepare import prepare_dataset
+from neurolm.data.store import MANIFEST, VERIFIED, WindowStore
+from neurolm.data.synth import write_corpus
 from neurolm.errors import NeuroLMError
 from neurolm.lm import NeuroLM
 from neurolm.lock import LOCK_FILE, directory_lock
@@ -144,3 +151,106 @@ def test_only_rank_0_takes_the_lock(tmp_path, monkeypatch):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+# ------------------------------------------------------------------------------------------ verified stores
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    raw = write_corpus(tmp_path_factory.mktemp("raw"), datasets=["tusl"], subjects=6, seed=0)["tusl"]
+    out = tmp_path_factory.mktemp("store") / "tusl"
+    prepare_dataset("tusl", raw, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dirs(model, tmp_path_factory) -> tuple[Path, Path]:
+    tok, lm = tmp_path_factory.mktemp("tok"), tmp_path_factory.mktemp("lm")
+    torch.manual_seed(0)
+    NeuralTokenizer(TokenizerConfig.from_preset("tiny")).save_pretrained(tok)
+    model.save_pretrained(lm)
+    return tok, lm
+
+
+def _change_a_byte(store: Path) -> str:
+    with open(store / "train.bin", "r+b") as fh:
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    return "train.bin: checksum mismatch"
+
+
+def _delete_a_split_file(store: Path) -> str:
+    (store / "val.npz").unlink()
+    return "val.npz: missing"
+
+
+def _truncate_a_split_file(store: Path) -> str:
+    with open(store / "test.bin", "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) - 8)
+    return r"test.bin: \d+ bytes, the manifest says"
+
+
+def _truncate_the_manifest(store: Path) -> str:
+    text = (store / MANIFEST).read_bytes()
+    (store / MANIFEST).write_bytes(text[: len(text) // 2])
+    return "manifest.json: damaged"
+
+
+DAMAGE = [_change_a_byte, _delete_a_split_file, _truncate_a_split_file, _truncate_the_manifest]
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda f: f.__name__.strip("_"))
+def test_a_damaged_store_is_refused_by_every_stage(prepared, model_dirs, tmp_path, damage, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(prepared, store)
+    WindowStore(store)  # the intact copy opens
+    message = damage(store)
+    tok, lm = model_dirs
+    commands = {
+        "train-tokenizer": ["--data", store, "--out", tmp_path / "t", "--steps", 1, "--device", "cpu"],
+        "pretrain": ["--tokenizer", tok, "--data", store, "--out", tmp_path / "p", "--steps", 1, "--device", "cpu"],
+        "instruct": ["--model", lm, "--data", store, "--out", tmp_path / "i", "--steps", 1, "--device", "cpu"],
+        "evaluate": ["--model", lm, "--data", store, "--out", tmp_path / "e", "--device", "cpu"],
+        "tokenize": ["--tokenizer", tok, store, "--out", tmp_path / "tokens.npz", "--device", "cpu"],
+    }
+    for command, args in commands.items():
+        assert main([command, *map(str, args)]) == 2, command
+        err = capsys.readouterr().err
+        assert re.search(rf"neurolm {command}: error: {store}/{message}", err), (command, err)
+
+
+def test_verification_hashes_once_and_again_only_what_changed(prepared, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    shutil.copytree(prepared, store, ignore=shutil.ignore_patterns(VERIFIED))
+    hashed = []
+    real = store_module.sha256_file
+    monkeypatch.setattr(store_module, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
+    WindowStore(store)
+    assert sorted(hashed) == sorted(WindowStore(store, verify=False).manifest["checksums"])  # one pass
+    hashed.clear()
+    WindowStore(store)  # unchanged: the cached verdict holds
+    assert hashed == []
+    os.utime(store / "val.bin")  # touched (same bytes): that file only is hashed again, and passes
+    WindowStore(store)
+    assert hashed == ["val.bin"]
+    hashed.clear()
+    _change_a_byte(store)
+    with pytest.raises(NeuroLMError, match="train.bin: checksum mismatch"):
+        WindowStore(store)
+
+
+def test_a_read_only_store_keeps_its_verdicts_in_the_user_cache(prepared, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    shutil.copytree(prepared, store, ignore=shutil.ignore_patterns(VERIFIED))
+    monkeypatch.setattr(store_module.os, "access", lambda path, mode: False)  # as if read-only (tests may run as root)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    WindowStore(store)
+    assert not (store / VERIFIED).exists()
+    assert len(list((tmp_path / "cache" / "neurolm" / "verified").glob("*.json"))) == 1
+    hashed = []
+    monkeypatch.setattr(store_module, "sha256_file", lambda path, *a: hashed.append(path.name))
+    WindowStore(store)
+    assert hashed == []

@@ -55,7 +55,7 @@ from .labels import TaskFileReader
 from .preprocess import PreprocessConfig
 from .readers import SPLITS, DatasetReader, Recording, get_reader
 from .taskfile import load_task_file, spec_summary
-from .store import DTYPES, MANIFEST, Group, SplitWriter, atomic_path, atomic_write_bytes
+from .store import DTYPES, MANIFEST, Group, SplitWriter, atomic_path, atomic_write_bytes, recorded_sizes
 from .windows import process_recording
 from .workers import available_cpus, ordered_map
 
@@ -188,6 +188,7 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
         "events_without_window": sum(e.get("events_without_window", 0) for e in sources),
         "implausible_windows": sum(e.get("implausible_windows", 0) for e in sources),
         "checksums": checksums,
+        "sizes": recorded_sizes(out_dir, checksums),
         "seconds": round(time.time() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
