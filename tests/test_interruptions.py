@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import interrupt_at
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from neurolm.cli import main
 from neurolm.data import prepare as prep
@@ -191,6 +191,24 @@ def test_instruct_resume_with_changed_balance_tasks_is_an_error(lm_dir, task_sto
     shutil.copytree(uninterrupted, tmp_path / "run")
     with pytest.raises(NeuroLMError, match="--balance-tasks True → False"):
         instruct(lm_dir, [task_store], tmp_path / "run", resume=True, balance_tasks=False, **COMMON)
+
+
+def test_resume_refuses_a_store_or_a_model_changed_in_place(lm_dir, task_store, tmp_path):
+    model, store, out = tmp_path / "lm", tmp_path / "tusl", tmp_path / "run"
+    shutil.copytree(lm_dir, model)
+    shutil.copytree(task_store, store)
+    instruct(model, [store], out, **COMMON)
+    instruct(model, [store], out, resume=True, **COMMON)  # unchanged inputs: a finished run resumes to itself
+    manifest = json.loads((store / MANIFEST).read_text())
+    (store / MANIFEST).write_text(json.dumps(manifest | {"classes": manifest["classes"][::-1]}))  # prepared again
+    with pytest.raises(NeuroLMError, match=r"other stage options: --data-contents \['manifest.json sha256:"):
+        instruct(model, [store], out, resume=True, **COMMON)
+    (store / MANIFEST).write_text(json.dumps(manifest))
+    weights = load_file(model / "model.safetensors")
+    weights["gpt.lm_head.weight"] = weights["gpt.lm_head.weight"] + 1  # the same path, trained again
+    save_file(weights, model / "model.safetensors")
+    with pytest.raises(NeuroLMError, match=r"--model-contents 'model.safetensors sha256:\w+' → "):
+        instruct(model, [store], out, resume=True, **COMMON)
 
 
 def test_instruct_cli_sigterm_then_resume_equals_uninterrupted(lm_dir, task_store, uninterrupted, tmp_path):

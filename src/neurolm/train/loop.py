@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..errors import NeuroLMError
+from .args import CONTENTS
 from .checkpoint import (
     CONFIG_FILE,
     OPTIONS_FILE,
@@ -384,7 +385,8 @@ def _check_options(saved: dict[str, Any] | None, now: dict[str, Any] | None, out
     written before options were saved (``saved`` None) have nothing to compare."""
     if saved is None or now is None:
         return
-    changed = [f"--{k.replace('_', '-')} {saved.get(k)!r} → {now.get(k)!r}" for k in sorted(saved.keys() | now.keys())
+    compared = [k for k in sorted(saved.keys() | now.keys()) if k in saved or not k.endswith(CONTENTS)]
+    changed = [f"--{k.replace('_', '-')} {saved.get(k)!r} → {now.get(k)!r}" for k in compared
                if saved.get(k) != now.get(k)]
     if not changed:
         return
