@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,15 +12,21 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from neurolm.cli import main
 from neurolm.data import store as store_module
+from neurolm.data.channels import channel_indices
 from neurolm.data.prepare import prepare_dataset
-from neurolm.data.store import MANIFEST, VERIFIED, WindowStore
+from neurolm.data.provenance import write_training
+from neurolm.data.store import MANIFEST, VERIFIED, SplitBuffer, WindowStore, write_split
 from neurolm.data.synth import write_corpus
+from neurolm.data.taskfile import load_task_file, spec_summary
 from neurolm.errors import NeuroLMError
+from neurolm.instruct.evaluate import evaluate
+from neurolm.instruct.train import instruct
 from neurolm.lm import NeuroLM
 from neurolm.lock import LOCK_FILE, directory_lock
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig, TokenizerEncoder
@@ -254,3 +261,46 @@ def test_a_read_only_store_keeps_its_verdicts_in_the_user_cache(prepared, tmp_pa
     monkeypatch.setattr(store_module, "sha256_file", lambda path, *a: hashed.append(path.name))
     WindowStore(store)
     assert hashed == []
+
+
+# ------------------------------------------------------------------------------ one task name, one definition
+
+WORKLOAD = Path(__file__).resolve().parents[1] / "examples" / "tasks" / "workload.toml"
+
+
+def _own_task_store(root: Path, *, swapped: bool) -> Path:
+    """A small store of the task file ``workload.toml`` (task ``eegmat``), its classes swapped if ``swapped``."""
+    root.mkdir()
+    text = WORKLOAD.read_text()
+    if swapped:
+        text = text.replace('classes = ["rest", "arithmetic"]', 'classes = ["arithmetic", "rest"]')
+    (root.parent / f"{root.name}.toml").write_text(text)
+    spec = load_task_file(root.parent / f"{root.name}.toml")
+    rng = np.random.default_rng(0)
+    chans = np.array(channel_indices(spec.dataset.channels))
+    for split, n in (("train", 4), ("val", 2), ("test", 2)):
+        buf = SplitBuffer()
+        for i in range(n):
+            buf.add(rng.normal(0, 0.3, (len(chans), 800)).astype(np.float32), chans, i % 2, 4.0 * i, f"s{i}", f"f{i}")
+        write_split(root, split, buf)
+    (root / MANIFEST).write_text(json.dumps({"dataset": spec.name, "complete": True,
+                                             "classes": list(spec.dataset.classes), "task": spec_summary(spec)}))
+    return root
+
+
+def test_two_definitions_of_one_task_are_refused_naming_both(model_dirs, tmp_path):
+    a = _own_task_store(tmp_path / "a", swapped=False)
+    b = _own_task_store(tmp_path / "b", swapped=True)
+    _, lm = model_dirs
+    both = rf"task 'eegmat' has two different definitions: {a}/manifest.json and {b}/manifest.json"
+    with pytest.raises(NeuroLMError, match=both):
+        instruct(lm, [a, b], tmp_path / "run", steps=1, batch_size=2, progress=False, device="cpu",
+                 freeze_lm=False)
+    # a model tuned on A's definition does not score B's windows
+    tuned = tmp_path / "tuned"
+    shutil.copytree(lm, tuned)
+    write_training(tuned, [WindowStore(a)], tuned=True)
+    with pytest.raises(NeuroLMError, match=rf"task 'eegmat' has two different definitions: {b}/manifest.json and "
+                                           rf"the one the model was tuned on \({tuned}/training.json"):
+        evaluate(tuned, [b], tmp_path / "eval", progress=False, device="cpu")
+    assert not (tmp_path / "eval" / "metrics.json").exists()

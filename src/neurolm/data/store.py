@@ -355,6 +355,20 @@ class WindowStore:
             _write_verdicts(cache_path, fresh)
 
 
+def check_task_definitions(stores: Iterable[WindowStore]) -> None:
+    """Refuse two stores that define one task name differently (prepared from two versions of a task file): the
+    task is known by name, so one definition would score the other store's windows, e.g. with swapped classes."""
+    seen: dict[str, WindowStore] = {}
+    for store in stores:
+        if "task" not in store.manifest:
+            continue
+        first = seen.setdefault(store.dataset, store)
+        if first.manifest["task"] != store.manifest["task"]:
+            raise NeuroLMError(f"task {store.dataset!r} has two different definitions: {first.root / MANIFEST} and "
+                               f"{store.root / MANIFEST} (prepared from different task files?); prepare both from "
+                               "one task file, or give one task another name")
+
+
 def _file_key(path: Path, digest: str) -> list:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ino, digest]
@@ -398,6 +412,7 @@ class ConcatSplits:
     """
 
     def __init__(self, stores: list[WindowStore], split: str):
+        check_task_definitions(stores)
         self.parts = [(st.dataset, st.split(split)) for st in stores if split in st.splits]
         self.offsets = np.cumsum([0] + [len(p) for _, p in self.parts])
 
