@@ -304,3 +304,19 @@ def test_two_definitions_of_one_task_are_refused_naming_both(model_dirs, tmp_pat
                                            rf"the one the model was tuned on \({tuned}/training.json"):
         evaluate(tuned, [b], tmp_path / "eval", progress=False, device="cpu")
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ checkpoints, stores
+
+
+def test_prepare_refuses_to_replace_a_finished_store_of_other_inputs(prepared, tmp_path, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(prepared, store)
+    raw = write_corpus(tmp_path / "raw", datasets=["tusl"], subjects=6, seed=1)["tusl"]  # other recordings
+    before = (store / MANIFEST).read_bytes()
+    assert main(["prepare", "tusl", str(raw), str(store), "--workers", "1"]) == 2
+    assert f"{store} holds a finished tusl store prepared from other files or settings; pass --overwrite" in \
+        capsys.readouterr().err
+    assert (store / MANIFEST).read_bytes() == before
+    assert main(["prepare", "tusl", str(raw), str(store), "--workers", "1", "--overwrite"]) == 0
+    assert WindowStore(store).manifest["fingerprint"] != json.loads(before)["fingerprint"]
