@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from neurolm.cli import main
 from neurolm.data import store as store_module
@@ -320,3 +321,62 @@ def test_prepare_refuses_to_replace_a_finished_store_of_other_inputs(prepared, t
     assert (store / MANIFEST).read_bytes() == before
     assert main(["prepare", "tusl", str(raw), str(store), "--workers", "1", "--overwrite"]) == 0
     assert WindowStore(store).manifest["fingerprint"] != json.loads(before)["fingerprint"]
+
+
+# ----------------------------------------------------------------------------- bad values: errors, not tracebacks
+
+HMC_LABELS = ["EEG F4-M1", "EEG C4-M1", "EEG O2-M1", "EEG C3-M2", "EOG E1-M2"]
+
+
+def _ask(capsys, *args) -> str:
+    assert main(["ask", *map(str, args)]) == 2, args
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_model_with_a_nan_weight_is_refused_naming_the_file(model_dirs, tmp_path, capsys):
+    _, lm = model_dirs
+    bad = tmp_path / "nan"
+    shutil.copytree(lm, bad)
+    weights = load_file(bad / "model.safetensors")
+    weights["gpt.lm_head.weight"][3, 5] = float("nan")
+    save_file(weights, bad / "model.safetensors")
+    with pytest.raises(NeuroLMError, match=rf"{bad}/model.safetensors: weights hold NaN or infinite values \(1 "
+                                           r"tensor\(s\): gpt.lm_head.weight\)"):
+        NeuroLM.from_pretrained(bad)
+    err = _ask(capsys, bad, tmp_path / "night.edf", "--task", "hmc")
+    assert "model.safetensors: weights hold NaN" in err
+
+
+def test_ask_checks_its_numbers_and_the_plot_folder_before_the_work(model_dirs, tmp_path, edf_writer, capsys):
+    _, lm = model_dirs
+    edf = edf_writer(tmp_path / "night.edf", HMC_LABELS, 256.0, 100.0)
+    common = [lm, edf, "--task", "hmc", "--device", "cpu"]
+    assert "--batch-size must be at least 1, got 0" in _ask(capsys, *common, "--every", 30, "--batch-size", 0)
+    assert "--every must be a finite number > 0 s, got nan" in _ask(capsys, *common, "--every", "nan")
+    assert "--every must be a finite number > 0 s, got inf" in _ask(capsys, *common, "--every", "inf")
+    assert "--start must be a finite number ≥ 0 s, got nan" in _ask(capsys, *common, "--start", "nan")
+    missing = tmp_path / "no" / "such" / "folder" / "plot.png"
+    assert f"--plot {missing}: no folder {missing.parent}" in _ask(capsys, *common, "--every", 30, "--plot", missing)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("garbage.txt", b"\xf7\x00\x13 not text at all"), ("garbage.vhdr", b"\xf9\x13\xd3 SECRET-TOKEN-12345"),
+    ("garbage.mat", b"MATLAB 5.0 MAT-file garbage"), ("garbage.data", b"\x00\x01\x02\x03" * 64),
+    ("garbage.fif", b"\x00" * 256), ("garbage.edf", b"0       garbage header" * 20)])
+def test_an_unreadable_recording_is_named_not_a_traceback(model_dirs, tmp_path, capsys, name, content):
+    _, lm = model_dirs
+    (tmp_path / name).write_bytes(content)
+    err = _ask(capsys, lm, tmp_path / name, "--task", "hmc", "--device", "cpu")
+    assert f"{tmp_path / name}: " in err
+    assert "SECRET-TOKEN" not in err  # the file's bytes are not echoed
+
+
+def test_a_directory_of_the_wrong_kind_is_named_by_ask_and_evaluate(model_dirs, prepared, tmp_path, capsys):
+    tok, _ = model_dirs
+    err = _ask(capsys, tok, tmp_path / "night.edf", "--task", "hmc", "--device", "cpu")
+    assert f"{tok} is a neural tokenizer directory (neurolm train-tokenizer wrote it); ask and evaluate need an " \
+           "instruction-tuned model" in err and "'gpt'" not in err
+    assert main(["evaluate", "--model", str(prepared), "--data", str(prepared), "--out", str(tmp_path / "e")]) == 2
+    assert f"{prepared} is a window store (neurolm prepare wrote it)" in capsys.readouterr().err

@@ -67,8 +67,14 @@ def read_artifacts(directory: str | Path, kind: str) -> tuple[dict, dict[str, to
 def load_state_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str,
                      optional: frozenset[str] | set[str] = frozenset()) -> None:
     """Load ``state`` into ``model``, naming every missing, unexpected or mis-shaped key; keys in ``optional`` may
-    be absent from ``state`` (they keep their current values)."""
+    be absent from ``state`` (they keep their current values). Weights holding NaN or infinity are refused: such a
+    model answers every window with NaN probabilities and no later step would say why."""
     own = model.state_dict()
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NeuroLMError(f"{source}: weights hold NaN or infinite values ({len(bad)} tensor(s): "
+                           f"{', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}); the file is damaged or the run "
+                           "that wrote it diverged")
     missing = sorted(set(own) - set(state) - set(optional))
     unexpected = sorted(set(state) - set(own))
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
