@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from neurolm.cli import main
 from neurolm.data import store as store_module
 from neurolm.data.channels import channel_indices
-from neurolm.data.prepare import prepare_dataset
+from neurolm.data.prepare import prepare_dataset, prepare_task_file
 from neurolm.data.provenance import write_training
 from neurolm.data.store import MANIFEST, VERIFIED, SplitBuffer, WindowStore, write_split
 from neurolm.data.synth import write_corpus
@@ -354,9 +354,9 @@ def test_ask_checks_its_numbers_and_the_plot_folder_before_the_work(model_dirs, 
     edf = edf_writer(tmp_path / "night.edf", HMC_LABELS, 256.0, 100.0)
     common = [lm, edf, "--task", "hmc", "--device", "cpu"]
     assert "--batch-size must be at least 1, got 0" in _ask(capsys, *common, "--every", 30, "--batch-size", 0)
-    assert "--every must be a finite number > 0 s, got nan" in _ask(capsys, *common, "--every", "nan")
-    assert "--every must be a finite number > 0 s, got inf" in _ask(capsys, *common, "--every", "inf")
-    assert "--start must be a finite number ≥ 0 s, got nan" in _ask(capsys, *common, "--start", "nan")
+    assert "--every must be > 0 s and finite, got nan" in _ask(capsys, *common, "--every", "nan")
+    assert "--every must be > 0 s and finite, got inf" in _ask(capsys, *common, "--every", "inf")
+    assert "--start must be ≥ 0 s and finite, got nan" in _ask(capsys, *common, "--start", "nan")
     missing = tmp_path / "no" / "such" / "folder" / "plot.png"
     assert f"--plot {missing}: no folder {missing.parent}" in _ask(capsys, *common, "--every", 30, "--plot", missing)
 
@@ -380,3 +380,66 @@ def test_a_directory_of_the_wrong_kind_is_named_by_ask_and_evaluate(model_dirs, 
            "instruction-tuned model" in err and "'gpt'" not in err
     assert main(["evaluate", "--model", str(prepared), "--data", str(prepared), "--out", str(tmp_path / "e")]) == 2
     assert f"{prepared} is a window store (neurolm prepare wrote it)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ task files and label tables
+
+
+@pytest.fixture(scope="module")
+def table_raw(tmp_path_factory) -> Path:
+    """Four 30 s EDF recordings and the start of a CSV label table."""
+    import mne
+    from test_taskfile import synthetic_raw
+
+    root = tmp_path_factory.mktemp("table")
+    for s in range(4):
+        mne.export.export_raw(root / f"rec{s}.edf", synthetic_raw(30, 30 + s), fmt="edf", verbose="error")
+    return root
+
+
+def _csv_task(tmp_path: Path, raw: Path, rows: list[str], *, file: str = "labels.csv", glob: str = "",
+              encoding: str = "utf-8") -> Path:
+    from test_taskfile import write_task
+
+    (raw / "labels.csv").write_bytes("\n".join(["file,start,stop,label", *rows]).encode(encoding) + b"\n")
+    extra = f'[recordings]\nglob = "{glob}"\n' if glob else ""
+    return write_task(tmp_path / "t.toml", "mi_csv", f'source = "csv"\nfile = "{file}"', extra=extra)
+
+
+GOOD = [f"rec{s}.edf,{a},{a + 12},{c}" for s in range(4) for a, c in ((0, "left"), (12, "right"))]
+
+
+def test_label_tables_and_globs_stay_below_raw_dir(table_raw, tmp_path):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("file,start,stop,label\nTOP-SECRET-LINE,0,1,left\n")
+    for file in (str(secret), "../" + secret.name, f"sub/../../{secret.name}"):
+        task = _csv_task(tmp_path, table_raw, GOOD, file=file)
+        with pytest.raises(NeuroLMError, match=r"labels.file = .*: outside RAW_DIR") as err:
+            prepare_task_file(task, table_raw, tmp_path / "out", progress=False)
+        assert "TOP-SECRET" not in str(err.value)
+    for glob in ("../*.edf", "/etc/*.edf"):
+        task = _csv_task(tmp_path, table_raw, GOOD, glob=glob)
+        with pytest.raises(NeuroLMError, match=r"recordings.glob = .*: must stay below RAW_DIR"):
+            prepare_task_file(task, table_raw, tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("rows, match", [
+    (GOOD[:-1] + ["rec3.edf,24,12,right"], r"labels.csv: line 9: start 24 s, stop 12 s: needs 0 ≤ start < stop"),
+    (GOOD + ["rec1.edf,10,14,left"], r"labels.csv: lines 5 and 10: rec1 12-24 s \('right'\) and 10-14 s \('left'\) "
+                                     r"overlap with different labels"),
+    (GOOD + ["rec2.edf,1,2,right"], r"lines 6 and 10: rec2 0-12 s \('left'\) and 1-2 s \('right'\) overlap"),
+    (GOOD + ["rec0.edf,nan,3,left"], r"line 10: start nan s, stop 3 s: needs 0 ≤ start < stop"),
+])
+def test_csv_label_rows_that_cannot_both_be_true_are_refused_with_their_lines(table_raw, tmp_path, rows, match):
+    task = _csv_task(tmp_path, table_raw, rows)
+    with pytest.raises(NeuroLMError, match=match):
+        prepare_task_file(task, table_raw, tmp_path / "out", progress=False)
+
+
+def test_csv_label_tables_list_unlabelled_recordings_and_refuse_other_encodings(table_raw, tmp_path):
+    task = _csv_task(tmp_path, table_raw, [r for r in GOOD if not r.startswith("rec2")])
+    with pytest.warns(UserWarning, match=r"labels.csv: no rows for 1 of the 4 recordings \(they are skipped\): rec2"):
+        prepare_task_file(task, table_raw, tmp_path / "out", progress=False)
+    task = _csv_task(tmp_path, table_raw, [*GOOD[:-1], "rec3.edf,12,24,rïght"], encoding="latin-1")
+    with pytest.raises(NeuroLMError, match=r"labels.csv: not UTF-8 text \(byte \d+\); save the label table as UTF-8"):
+        prepare_task_file(task, table_raw, tmp_path / "out2", progress=False)

@@ -79,9 +79,9 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
     raw, source = as_raw(recording, ch_names=ch_names, sfreq=sfreq, unit=unit), _source(recording)
     start = 0.0 if start is None else float(start)
     if not start >= 0 or math.isinf(start):  # `not >=` is also true for NaN
-        raise NeuroLMError(f"--start must be a finite number ≥ 0 s, got {start:g}")
+        raise NeuroLMError(f"--start must be ≥ 0 s and finite, got {start:g}")
     if every is not None and (not every > 0 or math.isinf(every)):
-        raise NeuroLMError(f"--every must be a finite number > 0 s, got {every:g}")
+        raise NeuroLMError(f"--every must be > 0 s and finite, got {every:g}")
     seg = Segment(raw, [])
     try:
         reader.pick(seg)

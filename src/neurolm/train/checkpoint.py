@@ -10,12 +10,12 @@ Layout of ``out_dir/training_state/``::
                        ``out_dir`` itself so that it always holds a loadable model
     SHA256SUMS         ``sha256sum -c`` format, one line per file above; verified before anything is loaded
 
-A checkpoint is written into ``out_dir/.training_state.tmp``, fsynced and verified against its own sums, then swapped
-in by two renames (the current one → ``.training_state.previous``, new → ``training_state``). The previous checkpoint
-stays until the next swap: a resume whose newest checkpoint fails its checksums falls back to it with a warning
-(:func:`verify_or_fall_back`), and a crash between the renames leaves it for :func:`recover` to rename back. The
-published model files are copies, not links into the checkpoint, so overwriting them cannot damage it. A write that
-fails (disk full) removes its temporary folder and says which checkpoint is intact.
+A checkpoint is written into ``out_dir/.training_state.tmp``, fsynced and verified against its own sums, then
+swapped in by two renames (the current one → ``.training_state.previous``, new → ``training_state``). The previous
+checkpoint stays until the next swap: a resume whose newest checkpoint fails its checksums falls back to it with a
+warning (:func:`verify_or_fall_back`), and a crash between the renames leaves it for :func:`recover` to rename back.
+The published model files are copies, not links into the checkpoint, so overwriting them cannot damage it. A write
+that fails (disk full) removes its temporary folder and says which checkpoint is intact.
 """
 
 from __future__ import annotations
@@ -178,7 +178,9 @@ def write_checkpoint(
 
 
 def _reason(exc: BaseException) -> str:
-    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return (str(exc).splitlines() or [""])[0] or type(exc).__name__
 
 
 def _intact(out_dir: Path) -> str:

@@ -148,8 +148,8 @@ def _run_stage(stage: Stage, args: StageArgs) -> StageResult:
     if is_main_process():
         for line in notes.values():
             print(line)
-    summary = train(task, cfg, args.out, resume=args.resume, progress=args.progress, options=args.options() | args.contents(),
-                    allow_changes=args.allow_changes)
+    summary = train(task, cfg, args.out, resume=args.resume, progress=args.progress,
+                    options=args.options() | args.contents(), allow_changes=args.allow_changes)
     # the in-memory module of the last save; a resumed run that had already finished saved nothing: reload it
     model = task.trained.cpu().eval() if task.trained is not None else stage.load(args.out)
     rows = read_rows(args.out / "log.jsonl")
