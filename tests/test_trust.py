@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from neurolm.cli import main
 from neurolm.data import store as store_module
 from neurolm.data.channels import channel_indices
-from neurolm.data.prepare import prepare_dataset, prepare_task_file
+from neurolm.data.prepare import format_summary, prepare_dataset, prepare_task_file
 from neurolm.data.provenance import write_training
 from neurolm.data.store import MANIFEST, VERIFIED, SplitBuffer, WindowStore, write_split
 from neurolm.data.synth import write_corpus
@@ -443,3 +443,11 @@ def test_csv_label_tables_list_unlabelled_recordings_and_refuse_other_encodings(
     task = _csv_task(tmp_path, table_raw, [*GOOD[:-1], "rec3.edf,12,24,rïght"], encoding="latin-1")
     with pytest.raises(NeuroLMError, match=r"labels.csv: not UTF-8 text \(byte \d+\); save the label table as UTF-8"):
         prepare_task_file(task, table_raw, tmp_path / "out2", progress=False)
+
+
+def test_a_class_missing_from_a_split_of_an_own_task_is_warned(table_raw, tmp_path):
+    task = _csv_task(tmp_path, table_raw, [r for r in GOOD if "right" not in r or r.startswith("rec0")])
+    m = prepare_task_file(task, table_raw, tmp_path / "out", progress=False)
+    missing = [w for w in m["warnings"] if re.fullmatch(r"split '(train|val|test)' has no 'right' window .*", w)]
+    assert len(missing) >= 2  # 'right' is in one recording only, so in one split only
+    assert f"warning: {missing[0]}" in format_summary(m)

@@ -190,7 +190,8 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
         "stride_s": reader.stride_s or reader.window_s or "window",
         "splits": splits,
         "warnings": [f"split {s!r} is empty: no recording or window went to it (a layout folder missing, such as "
-                     f"TUH's eval/ for the test split?)" for s, summary in splits.items() if not summary["windows"]],
+                     f"TUH's eval/ for the test split?)" for s, summary in splits.items() if not summary["windows"]]
+                    + _missing_classes(splits, task),
         "files": {"found": len(recordings), "ok": len(recordings) - len(failures), "skipped": failures,
                   "repaired": [{"file": e["file"], "notes": e["notes"]} for e in sources if e["status"] == "repaired"]},
         "sources": sources,
@@ -205,6 +206,15 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
     journal.path.unlink()
     shutil.rmtree(shard_dir, ignore_errors=True)
     return manifest
+
+
+def _missing_classes(splits: dict[str, dict], task: dict | None) -> list[str]:
+    """Own tasks only (the built-in datasets' splits are fixed): a class absent from a split that has windows, which
+    its balanced accuracy cannot score (a label table or split that needs a look)."""
+    if task is None:
+        return []
+    return [f"split {s!r} has no {c!r} window (check the labels and the split)" for s, summary in splits.items()
+            if summary["windows"] for c, n in summary["classes"].items() if not n]
 
 
 def _relative(path: Path, root: Path) -> str:
