@@ -117,6 +117,8 @@ def _checked(reader: DatasetReader, raw_dir: str | Path, out_dir: str | Path, ma
         raise NeuroLMError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if workers < 1:
         raise NeuroLMError(f"--workers {workers}: needs at least 1")
+    if not Path(raw_dir).is_dir():  # before the lock creates OUT_DIR
+        raise NeuroLMError(f"{raw_dir}: no such directory")
     with directory_lock(out_dir), _sigterm_as_interrupt():
         return _prepare(reader, Path(raw_dir), Path(out_dir), mains, seed, progress, workers, dtype, task, overwrite)
 
