@@ -10,7 +10,7 @@ Layout of ``out_dir/training_state/``::
                        ``out_dir`` itself so that it always holds a loadable model
     SHA256SUMS         ``sha256sum -c`` format, one line per file above; verified before anything is loaded
 
-A checkpoint is written into ``out_dir/.training_state.tmp``, fsynced and verified against its own sums, then
+A checkpoint is written into ``out_dir/.training_state.tmp``, fsynced, hashed and opened again, then
 swapped in by two renames (the current one → ``.training_state.previous``, new → ``training_state``). The previous
 checkpoint stays until the next swap: a resume whose newest checkpoint fails its checksums falls back to it with a
 warning (:func:`verify_or_fall_back`), and a crash between the renames leaves it for :func:`recover` to rename back.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 from collections.abc import Callable, Iterator
@@ -158,8 +159,10 @@ def write_checkpoint(
         _fsync(tmp / SUMS_FILE)
         for d in sorted({p.parent for p in _files(tmp)}, key=lambda p: len(p.parts), reverse=True):
             _fsync(d)
-        _verify(tmp)  # read back: what the disk holds, not what was meant to be written
-    except (OSError, RuntimeError, NeuroLMError) as exc:  # torch.save reports a failed write as a RuntimeError
+        # read back before it replaces anything: the sums above hash what was written; this checks that torch can
+        # open it (mmap: the archive's index and pickle, not the tensors' bytes again)
+        torch.load(tmp / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:  # torch.save reports a failed write as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
         raise NeuroLMError(f"{out_dir}: could not write the checkpoint of step {meta.get('step')} "
                            f"({_reason(exc)}); its temporary folder is removed. {_intact(out_dir)}") from None
