@@ -162,7 +162,7 @@ def write_checkpoint(
         # read back before it replaces anything: the sums above hash what was written; this checks that torch can
         # open it (mmap: the archive's index and pickle, not the tensors' bytes again)
         torch.load(tmp / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:  # torch.save reports a failed write as a RuntimeError
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:  # torch.save: a failed write is a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
         raise NeuroLMError(f"{out_dir}: could not write the checkpoint of step {meta.get('step')} "
                            f"({_reason(exc)}); its temporary folder is removed. {_intact(out_dir)}") from None
