@@ -326,8 +326,12 @@ class WindowStore:
 
     def _check_sizes(self) -> None:
         """Every file of the manifest is there, with its recorded size (manifests before sizes: presence only)."""
-        sizes = self.manifest.get("sizes", {})
-        for name in self.manifest.get("checksums", {}):
+        sizes, checksums = self.manifest.get("sizes", {}), self.manifest.get("checksums", {})
+        if not isinstance(sizes, dict) or not isinstance(checksums, dict) or not isinstance(
+                self.manifest.get("dataset"), str):
+            raise NeuroLMError(f"{self.root / MANIFEST}: damaged (no dataset name, or its checksums or sizes are not "
+                               "tables); re-run `neurolm prepare` into a new folder")
+        for name in checksums:
             path = self.root / name
             if not path.is_file():
                 raise NeuroLMError(f"{path}: missing (the store's manifest lists it); re-run `neurolm prepare` into "
