@@ -20,18 +20,19 @@ import numpy as np
 import pytest
 import torch
 from conftest import interrupt_at
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from neurolm.cli import main
 from neurolm.data import prepare as prep
 from neurolm.data.channels import channel_indices
 from neurolm.data.prepare import JOURNAL, SHARDS, prepare_dataset
 from neurolm.data.readers import SPLITS
-from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
+from neurolm.data.store import MANIFEST, VERIFIED, SplitBuffer, WindowStore, write_split
 from neurolm.data.synth import write_corpus
 from neurolm.errors import NeuroLMError
 from neurolm.instruct.tasks import TASKS
 from neurolm.instruct.train import InstructTask, instruct
+from neurolm.lock import LOCK_FILE
 from neurolm.train import STATE_DIR, read_meta
 
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # runs compared must compute alike
@@ -58,8 +59,9 @@ def _signal_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 120) 
 
 
 def _dot_files(root: Path) -> list[str]:
-    """Temporary files (dot names) anywhere under ``root``, and a left-over shard directory."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob(".*"))
+    """Temporary files (dot names) anywhere under ``root``, and a left-over shard directory (not the writer's
+    ``.lock`` and the checksum verdicts, which stay)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p not in (root / LOCK_FILE, root / VERIFIED))
 
 
 # ---------------------------------------------------------------------------------------------------- prepare
@@ -191,6 +193,24 @@ def test_instruct_resume_with_changed_balance_tasks_is_an_error(lm_dir, task_sto
         instruct(lm_dir, [task_store], tmp_path / "run", resume=True, balance_tasks=False, **COMMON)
 
 
+def test_resume_refuses_a_store_or_a_model_changed_in_place(lm_dir, task_store, tmp_path):
+    model, store, out = tmp_path / "lm", tmp_path / "tusl", tmp_path / "run"
+    shutil.copytree(lm_dir, model)
+    shutil.copytree(task_store, store)
+    instruct(model, [store], out, **COMMON)
+    instruct(model, [store], out, resume=True, **COMMON)  # unchanged inputs: a finished run resumes to itself
+    manifest = json.loads((store / MANIFEST).read_text())
+    (store / MANIFEST).write_text(json.dumps(manifest | {"classes": manifest["classes"][::-1]}))  # prepared again
+    with pytest.raises(NeuroLMError, match=r"other stage options: --data-contents \['manifest.json sha256:"):
+        instruct(model, [store], out, resume=True, **COMMON)
+    (store / MANIFEST).write_text(json.dumps(manifest))
+    weights = load_file(model / "model.safetensors")
+    weights["gpt.lm_head.weight"] = weights["gpt.lm_head.weight"] + 1  # the same path, trained again
+    save_file(weights, model / "model.safetensors")
+    with pytest.raises(NeuroLMError, match=r"--model-contents 'model.safetensors sha256:\w+' → "):
+        instruct(model, [store], out, resume=True, **COMMON)
+
+
 def test_instruct_cli_sigterm_then_resume_equals_uninterrupted(lm_dir, task_store, uninterrupted, tmp_path):
     args = ["instruct", "--model", lm_dir, "--data", task_store, "--out", tmp_path, "--steps", STEPS,
             "--batch-size", 2, "--device", "cpu", "--no-freeze-lm"]
@@ -202,3 +222,58 @@ def test_instruct_cli_sigterm_then_resume_equals_uninterrupted(lm_dir, task_stor
     assert main([*map(str, args), "--resume"]) == 0  # in this process: a second child would only add start-up time
     assert read_meta(tmp_path)["step"] == STEPS
     _same_weights(uninterrupted, tmp_path)  # the child computed exactly as this process does (one thread each)
+
+
+# ------------------------------------------------------------------------------------- one writer per directory
+
+
+def _stopped_holding_lock(proc: subprocess.Popen, out: Path, timeout: float = 120) -> None:
+    """Wait until ``proc`` holds ``out``'s lock (its pid in the file), then stop it (SIGSTOP) so that it surely
+    still holds it while a second process tries."""
+    deadline = time.monotonic() + timeout
+    while not ((out / LOCK_FILE).is_file() and (out / LOCK_FILE).read_text().strip() == str(proc.pid)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGSTOP)
+
+
+def _refused_at_once(args: list, holder: subprocess.Popen, out: Path) -> None:
+    started = time.monotonic()
+    second = subprocess.run([sys.executable, "-m", "neurolm.cli", *map(str, args)], env=ENV, capture_output=True,
+                            text=True, timeout=120)
+    log = second.stdout + second.stderr
+    assert second.returncode == 2, log
+    assert f"{out} is in use by another neurolm process (pid {holder.pid})" in log, log
+    assert "Traceback" not in log, log
+    assert time.monotonic() - started < 60  # at once: start-up only, not a wait for the holder
+
+
+def test_a_second_training_and_a_requeued_resume_on_one_out_stop_at_once(lm_dir, task_store, uninterrupted,
+                                                                        tmp_path):
+    args = ["instruct", "--model", lm_dir, "--data", task_store, "--out", tmp_path, "--steps", STEPS,
+            "--batch-size", 2, "--device", "cpu", "--no-freeze-lm"]
+    first = _cli(*args)
+    try:
+        _stopped_holding_lock(first, tmp_path)
+        _refused_at_once(args, first, tmp_path)
+        _refused_at_once([*args, "--resume"], first, tmp_path)  # a scheduler's requeue while the first still runs
+    finally:
+        first.send_signal(signal.SIGCONT)
+    log = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, log
+    _same_weights(uninterrupted, tmp_path)  # the first run was not disturbed
+    assert _train_rows(tmp_path) == _train_rows(uninterrupted)
+
+
+def test_a_second_prepare_on_one_store_stops_at_once(raw, whole, tmp_path):
+    out = tmp_path / "store"
+    first = _cli("prepare", "tusl", raw, out)
+    try:
+        _stopped_holding_lock(first, out)
+        _refused_at_once(["prepare", "tusl", raw, out], first, out)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    log = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, log
+    done = WindowStore(out).manifest
+    assert done["checksums"] == whole["checksums"] and done["splits"] == whole["splits"]

@@ -150,9 +150,10 @@ def test_split_by_time_cuts_every_stretch_into_the_three_splits(own, tmp_path):
 
 
 def test_a_subject_table_labels_whole_recordings(own, tmp_path):
-    names = own[0] / "names"
-    (tmp_path / "subjects.csv").write_text("subject,label\nsub0,left\nsub1,right\nsub2,left\nsub3,right\n")
-    task = write_task(tmp_path / "t.toml", "mi_subjects", f'source = "subject_table"\nfile = "{tmp_path / "subjects.csv"}"'
+    names = tmp_path / "names"
+    shutil.copytree(own[0] / "names", names)
+    (names / "subjects.csv").write_text("subject,label\nsub0,left\nsub1,right\nsub2,left\nsub3,right\n")
+    task = write_task(tmp_path / "t.toml", "mi_subjects", f'source = "subject_table"\nfile = "{names / "subjects.csv"}"'
                       '\nlast_s = 10', extra='[recordings]\nsubject = \'(sub\\d+)_\'\n')
     m = prepare_task_file(task, names, tmp_path / "out", progress=False)
     counts = {c: sum(s["classes"][c] for s in m["splits"].values()) for c in ("left", "right")}

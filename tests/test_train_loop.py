@@ -6,6 +6,7 @@ Run as a script, this file is also the child process of the DDP and signal tests
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -25,7 +26,8 @@ from torch import nn
 
 from neurolm.errors import NeuroLMError
 from neurolm.train import StepSampler, TrainConfig, configure_optimizer, lr_at, read_meta, train
-from neurolm.train.checkpoint import STATE_DIR, STATE_FILE
+from neurolm.train import checkpoint
+from neurolm.train.checkpoint import DAMAGED_DIR, PREVIOUS_DIR, STATE_DIR, STATE_FILE
 
 HERE = Path(__file__).resolve()
 
@@ -237,15 +239,60 @@ def test_corrupted_or_half_swapped_checkpoint(tmp_path, capsys):
     (tmp_path / STATE_DIR).rename(tmp_path / f".{STATE_DIR}.old")
     assert train(RegressionTask(longer), longer, tmp_path, resume=True, progress=False)["step"] == 5
     assert "changed training settings: steps 3 → 5" in capsys.readouterr().err
-    assert not list(tmp_path.glob(".training_state*"))
+    assert [p.name for p in tmp_path.glob(".training_state*")] == [PREVIOUS_DIR]  # step 3's, kept
 
-    path = tmp_path / STATE_DIR / STATE_FILE
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    def damage(state_dir: Path) -> None:
+        path = state_dir / STATE_FILE
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    # a damaged newest checkpoint: the run resumes from the previous one, with a warning
+    damage(tmp_path / STATE_DIR)
     even_longer = replace(cfg, steps=7)
+    with pytest.warns(UserWarning, match=r"state.pt is corrupted.*resuming from the previous checkpoint \(step 3\)"):
+        assert train(RegressionTask(even_longer), even_longer, tmp_path, resume=True, progress=False)["step"] == 7
+    whole = tmp_path / "whole"
+    train(RegressionTask(even_longer), even_longer, whole, progress=False)
+    assert_state_equal(final_state(whole), final_state(tmp_path))  # steps 4 and 5 trained again, identically
+    assert (tmp_path / DAMAGED_DIR / STATE_FILE).is_file()
+    # both damaged: nothing to fall back to
+    damage(tmp_path / STATE_DIR)
+    damage(tmp_path / PREVIOUS_DIR)
     with pytest.raises(NeuroLMError, match="corrupted"):
-        train(RegressionTask(even_longer), even_longer, tmp_path, resume=True, progress=False)
+        train(RegressionTask(replace(cfg, steps=9)), replace(cfg, steps=9), tmp_path, resume=True, progress=False)
+
+
+def test_overwriting_the_published_model_leaves_the_checkpoint_intact(tmp_path):
+    cfg = make_cfg(steps=3)
+    train(RegressionTask(cfg), cfg, tmp_path, progress=False)
+    with open(tmp_path / "model.safetensors", "r+b") as fh:  # what `cp other.safetensors model.safetensors` does
+        fh.write(b"\0" * 64)
+    longer = replace(cfg, steps=5)
+    assert train(RegressionTask(longer), longer, tmp_path, resume=True, progress=False)["step"] == 5
+    assert load_file(tmp_path / "model.safetensors").keys() == final_state(tmp_path)["model"].keys()
+
+
+def test_a_full_disk_while_checkpointing_cleans_up_and_names_the_intact_checkpoint(tmp_path, monkeypatch):
+    cfg = make_cfg(steps=7)  # checkpoints at steps 3, 6, 7
+    real = torch.save
+    calls = []
+
+    def save(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # the second checkpoint: a disk that fills up mid-file
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    with pytest.raises(NeuroLMError, match=rf"{tmp_path}: could not write the checkpoint of step 6 \(No space left "
+                                           rf"on device\); its temporary folder is removed. The checkpoint in "
+                                           rf"{tmp_path / STATE_DIR} \(step 3\) is intact"):
+        train(RegressionTask(cfg), cfg, tmp_path, progress=False)
+    assert not (tmp_path / f".{STATE_DIR}.tmp").exists()
+    monkeypatch.undo()
+    assert train(RegressionTask(cfg), cfg, tmp_path, resume=True, progress=False)["step"] == 7
 
 
 def test_non_finite_loss_is_an_error(tmp_path):

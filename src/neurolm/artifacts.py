@@ -1,15 +1,17 @@
 """Model directories and foreign checkpoints, shared by the tokenizer and the LM.
 
 A model directory is ``config.json`` + ``model.safetensors``; loading names every missing, unexpected or mis-shaped
-key instead of failing deep inside ``load_state_dict``. The authors' checkpoints are torch pickles: they are opened with
-``weights_only=True`` and fully unpickled only after a warning.
+key instead of failing deep inside ``load_state_dict``. The authors' checkpoints are torch pickles, and a pickle can run
+code while it is read: they are opened with ``weights_only=True`` only, which admits tensors, containers and numbers
+(all the authors' files hold: state dicts, ``*_args`` dicts, optimizer state, counters) and nothing else. A file naming
+any other global is refused; a full unpickle needs the explicit ``trust_checkpoint=True``.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-import warnings
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,8 +67,14 @@ def read_artifacts(directory: str | Path, kind: str) -> tuple[dict, dict[str, to
 def load_state_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str,
                      optional: frozenset[str] | set[str] = frozenset()) -> None:
     """Load ``state`` into ``model``, naming every missing, unexpected or mis-shaped key; keys in ``optional`` may
-    be absent from ``state`` (they keep their current values)."""
+    be absent from ``state`` (they keep their current values). Weights holding NaN or infinity are refused: such a
+    model answers every window with NaN probabilities and no later step would say why."""
     own = model.state_dict()
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NeuroLMError(f"{source}: weights hold NaN or infinite values ({len(bad)} tensor(s): "
+                           f"{', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}); the file is damaged or the run "
+                           "that wrote it diverged")
     missing = sorted(set(own) - set(state) - set(optional))
     unexpected = sorted(set(state) - set(own))
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
@@ -87,24 +95,39 @@ def build_uninitialised(factory: Callable[[], nn.Module]) -> nn.Module:
     return model.to_empty(device="cpu")
 
 
-def load_torch_checkpoint(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True``; falls back to a full unpickle only with a warning."""
+def load_torch_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True``: a file that names any global outside torch's weights-only allow-list
+    is refused, naming the globals, because unpickling it could run code. ``trust_checkpoint=True`` unpickles fully:
+    only for files whose source you trust."""
     path = Path(path)
     if not path.is_file():
         raise NeuroLMError(f"{path}: no such checkpoint file")
-    unreadable = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ModuleNotFoundError)
+    unreadable = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ModuleNotFoundError,
+                  ValueError, TypeError, IndexError, KeyError)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # a type outside the weights-only allow-list
-        warnings.warn(f"{path}: cannot be loaded with weights_only=True ({str(exc).splitlines()[0]}); loading it with "
-                      "weights_only=False, which can run code stored in the file: only do this for files you trust",
-                      UserWarning, stacklevel=3)
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except pickle.UnpicklingError as exc:
+        if trust_checkpoint:
+            raise NeuroLMError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+        refused = _unsafe_globals(path) or re.findall(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if not refused:
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+            raise NeuroLMError(f"{path}: not a readable torch checkpoint "
+                               f"({detail.group(1).strip() if detail else 'not a pickle torch can read'})") from None
+        raise NeuroLMError(f"{path}: refused: the file names {', '.join(refused)}, which a weights-only load does not "
+                           "allow (unpickling it could run code stored in the file); if you trust where the file comes "
+                           "from, load it with trust_checkpoint=True") from None
     except unreadable as exc:
         raise NeuroLMError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The globals of a checkpoint outside the weights-only allow-list, read without unpickling (empty for a legacy
+    non-zip file, which the scanner cannot read)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except unreadable as exc:
-        raise NeuroLMError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - only the message's detail depends on it; the refusal stands either way
+        return []
 
 
 def strip_compile_prefix(state: dict) -> dict:

@@ -20,7 +20,10 @@ file whose label source matches nothing, a class without a single labelled event
 from __future__ import annotations
 
 import csv
+import math
+import os
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,7 +56,10 @@ def _mne_bids():
 def _read_table(path: Path, delimiter: str | None = None) -> list[dict[str, str]]:
     if not path.is_file():
         raise NeuroLMError(f"{path}: no such label table")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:  # guessing a code page could turn labels into other labels silently
+        raise NeuroLMError(f"{path}: not UTF-8 text (byte {exc.start}); save the label table as UTF-8") from None
     delimiter = delimiter or ("\t" if path.suffix == ".tsv" else ",")
     return list(csv.DictReader(text.splitlines(), delimiter=delimiter))
 
@@ -113,12 +119,22 @@ class TaskFileReader(DatasetReader):
             if mapped or self.spec.labels.source not in _EVENT_SOURCES:
                 labelled.append(rec)
             counts.update(mapped)
+        if self.spec.labels.source == "csv":
+            unlabelled = [_rel(rec.path, root) for rec in recs if _rel(rec.path, root) not in self.rows]
+            if unlabelled:
+                more = " ..." if len(unlabelled) > 10 else ""
+                warnings.warn(f"{self._table_path(root)}: no rows for {len(unlabelled)} of the {len(recs)} recordings "
+                              f"(they are skipped): {', '.join(unlabelled[:10])}{more}", UserWarning, stacklevel=2)
         self._check_labels(root, recs, counts, seen)
         self._check_channels(heads)
         return labelled
 
     def _find_files(self, root: Path) -> list[Recording]:
         pattern = re.compile(self.spec.subject) if self.spec.subject else None
+        glob = Path(self.spec.glob)
+        if glob.is_absolute() or ".." in glob.parts:  # a task file reads below RAW_DIR only
+            raise NeuroLMError(f"{self.spec.source}: recordings.glob = {self.spec.glob!r}: must stay below RAW_DIR "
+                               f"({root}): no absolute path, no '..'")
         files = sorted(p for p in root.glob(self.spec.glob) if p.suffix.lower() in READABLE)
         lab = self.spec.labels
         if lab.source == "filename" and files and not any(re.search(lab.pattern, _rel(p, root)) for p in files):
@@ -152,8 +168,11 @@ class TaskFileReader(DatasetReader):
             return root / "participants.tsv"
         if not lab.file:
             return None
-        path = Path(lab.file)
-        return path if path.is_absolute() else root / path
+        path = Path(os.path.normpath(root / lab.file))  # an absolute lab.file replaces root
+        if not path.is_relative_to(os.path.normpath(root)):  # a task file reads below RAW_DIR only
+            raise NeuroLMError(f"{self.spec.source}: labels.file = {lab.file!r}: outside RAW_DIR ({root}); copy the "
+                               "table into RAW_DIR and name it relative to it")
+        return path
 
     def _extras(self, root: Path) -> tuple[Path, ...]:
         table = self._table_path(root)
@@ -165,14 +184,29 @@ class TaskFileReader(DatasetReader):
             rows = _read_table(path)
             for col in ("file", "start", "stop", "label"):
                 _column(rows, path, col)
+            lines: dict[str, list[tuple[float, float, str, int]]] = {}
             for i, row in enumerate(rows, start=2):
                 try:
                     start, stop = float(row["start"]), float(row["stop"])
-                except ValueError:
+                except (TypeError, ValueError):
                     raise NeuroLMError(f"{path}: line {i}: start/stop {row['start']!r}, {row['stop']!r} are not "
                                        "seconds") from None
+                if not (math.isfinite(start) and math.isfinite(stop) and 0 <= start < stop):
+                    raise NeuroLMError(f"{path}: line {i}: start {start:g} s, stop {stop:g} s: needs "
+                                       "0 ≤ start < stop")
                 key = Path(row["file"]).with_suffix("").as_posix()
-                self.rows.setdefault(key, []).append((start, stop, row["label"].strip()))
+                lines.setdefault(key, []).append((start, stop, row["label"].strip(), i))
+            for key, spans in lines.items():  # one moment, two different labels: which one is the answer?
+                reach: dict[str, tuple[float, float, int]] = {}  # label → its span reaching furthest so far
+                for b0, b1, b, j in sorted(spans):
+                    for a, (a0, a1, i) in reach.items():
+                        if a != b and b0 < a1:
+                            (i, *x), (j, *y) = sorted([(i, a0, a1, a), (j, b0, b1, b)])  # in the file's order
+                            raise NeuroLMError(f"{path}: lines {i} and {j}: {key} {x[0]:g}-{x[1]:g} s ({x[2]!r}) and "
+                                               f"{y[0]:g}-{y[1]:g} s ({y[2]!r}) overlap with different labels")
+                    if b not in reach or b1 > reach[b][1]:
+                        reach[b] = (b0, b1, j)
+                self.rows[key] = [(s0, s1, v) for s0, s1, v, _ in sorted(spans, key=lambda r: r[3])]
         elif lab.source == "subject_table":
             rows = _read_table(path)
             subject_col = lab.subject_column or ("participant_id" if self.bids else "subject")

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import NeuroLMError
-from .store import MANIFEST, SplitWriter, WindowSplit, WindowStore, atomic_write_bytes
+from .store import MANIFEST, SplitWriter, WindowSplit, WindowStore, atomic_write_bytes, recorded_sizes
 
 TUH_NAME = re.compile(r"^(?P<subject>[a-z]{8}|\d{8})_s(?P<session>\d{3})_t(?P<token>\d{3})")
 SFREQ = 200
@@ -224,7 +224,8 @@ def exclude(pretrain: WindowStore, matches: list[Match], out_dir: Path, progress
         splits[split] = {"windows": writer.windows, "subjects": len({g.subject for g in writer.groups}),
                          "files": len({g.file for g in writer.groups}), "classes": {}}
     manifest = pretrain.manifest | {
-        "splits": splits, "checksums": checksums, "derived_from": str(pretrain.root),
+        "splits": splits, "checksums": checksums, "sizes": recorded_sizes(out_dir, checksums),
+        "derived_from": str(pretrain.root),
         "fingerprint": None,  # not the raw inputs' store: `neurolm prepare` into this directory starts afresh
         "excluded": [{"file": f, "reasons": r} for f, r in sorted(reasons.items())],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -48,13 +48,14 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import NeuroLMError
+from ..lock import directory_lock
 from ..report import Paragraph, Table, to_text
 from .datasets import DATASETS
 from .labels import TaskFileReader
 from .preprocess import PreprocessConfig
 from .readers import SPLITS, DatasetReader, Recording, get_reader
 from .taskfile import load_task_file, spec_summary
-from .store import DTYPES, MANIFEST, Group, SplitWriter, atomic_path, atomic_write_bytes
+from .store import DTYPES, MANIFEST, Group, SplitWriter, atomic_path, atomic_write_bytes, recorded_sizes
 from .windows import process_recording
 from .workers import available_cpus, ordered_map
 
@@ -91,35 +92,39 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None,
-                    seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32") -> dict:
+                    seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32",
+                    overwrite: bool = False) -> dict:
     """Prepare one dataset; return its manifest. See the module docstring for resume, interruptions and failure
-    handling; ``workers`` processes read the recordings (the store does not depend on how many)."""
+    handling; ``workers`` processes read the recordings (the store does not depend on how many). A finished store
+    of other inputs or settings in ``out_dir`` is replaced only with ``overwrite``."""
     return _checked(get_reader(name), raw_dir, out_dir, mains, 0 if seed is None else seed, progress, workers,
-                    dtype, None)
+                    dtype, None, overwrite)
 
 
 def prepare_task_file(task_file: str | Path, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None,
-                      seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32"
-                      ) -> dict:
+                      seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32",
+                      overwrite: bool = False) -> dict:
     """Prepare the recordings a task file describes (docs/own-tasks.md), like :func:`prepare_dataset`; the split
     seed is the file's ``split.seed`` unless ``seed`` is given, and the manifest's ``task`` holds the definition."""
     spec = load_task_file(task_file)
     return _checked(TaskFileReader(spec), raw_dir, out_dir, mains, spec.split_seed if seed is None else seed,
-                    progress, workers, dtype, spec_summary(spec))
+                    progress, workers, dtype, spec_summary(spec), overwrite)
 
 
 def _checked(reader: DatasetReader, raw_dir: str | Path, out_dir: str | Path, mains: float | None, seed: int,
-             progress: bool, workers: int, dtype: str, task: dict | None) -> dict:
+             progress: bool, workers: int, dtype: str, task: dict | None, overwrite: bool) -> dict:
     if dtype not in DTYPES:
         raise NeuroLMError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if workers < 1:
         raise NeuroLMError(f"--workers {workers}: needs at least 1")
-    with _sigterm_as_interrupt():
-        return _prepare(reader, Path(raw_dir), Path(out_dir), mains, seed, progress, workers, dtype, task)
+    if not Path(raw_dir).is_dir():  # before the lock creates OUT_DIR
+        raise NeuroLMError(f"{raw_dir}: no such directory")
+    with directory_lock(out_dir), _sigterm_as_interrupt():
+        return _prepare(reader, Path(raw_dir), Path(out_dir), mains, seed, progress, workers, dtype, task, overwrite)
 
 
 def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float | None, seed: int, progress: bool,
-             workers: int, dtype: str, task: dict | None) -> dict:
+             workers: int, dtype: str, task: dict | None, overwrite: bool) -> dict:
     name = reader.name
     if not raw_dir.is_dir():
         raise NeuroLMError(f"{raw_dir}: no such directory")
@@ -132,7 +137,14 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
     inputs = _fingerprint(settings, [_file_key(r, raw_dir) for r in recordings])
     manifest_path, shard_dir = out_dir / MANIFEST, out_dir / SHARDS
     if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
+        try:
+            old = json.loads(manifest_path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError):  # damaged: nothing finished to keep
+            old = {}
+        if old.get("complete") and old.get("fingerprint") != inputs and not overwrite:
+            raise NeuroLMError(f"{out_dir} holds a finished {old.get('dataset')} store prepared from other files or "
+                               "settings; pass --overwrite (overwrite=True) to replace it, or prepare into another "
+                               "folder")
         if old.get("complete") and old.get("fingerprint") == inputs:
             shutil.rmtree(shard_dir, ignore_errors=True)  # left by a run stopped between its manifest and cleanup
             if progress:
@@ -180,13 +192,15 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
         "stride_s": reader.stride_s or reader.window_s or "window",
         "splits": splits,
         "warnings": [f"split {s!r} is empty: no recording or window went to it (a layout folder missing, such as "
-                     f"TUH's eval/ for the test split?)" for s, summary in splits.items() if not summary["windows"]],
+                     f"TUH's eval/ for the test split?)" for s, summary in splits.items() if not summary["windows"]]
+                    + _missing_classes(splits, task),
         "files": {"found": len(recordings), "ok": len(recordings) - len(failures), "skipped": failures,
                   "repaired": [{"file": e["file"], "notes": e["notes"]} for e in sources if e["status"] == "repaired"]},
         "sources": sources,
         "events_without_window": sum(e.get("events_without_window", 0) for e in sources),
         "implausible_windows": sum(e.get("implausible_windows", 0) for e in sources),
         "checksums": checksums,
+        "sizes": recorded_sizes(out_dir, checksums),
         "seconds": round(time.time() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -194,6 +208,15 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
     journal.path.unlink()
     shutil.rmtree(shard_dir, ignore_errors=True)
     return manifest
+
+
+def _missing_classes(splits: dict[str, dict], task: dict | None) -> list[str]:
+    """Own tasks only (the built-in datasets' splits are fixed): a class absent from a split that has windows, which
+    its balanced accuracy cannot score (a label table or split that needs a look)."""
+    if task is None:
+        return []
+    return [f"split {s!r} has no {c!r} window (check the labels and the split)" for s, summary in splits.items()
+            if summary["windows"] for c, n in summary["classes"].items() if not n]
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -355,6 +378,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "for any number")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="sample type on disk (float16 halves the store; reads return float32 either way)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished store in OUT_DIR that was prepared from other files or settings")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -362,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
         raise NeuroLMError("give a built-in DATASET or --task-file T.toml, not both or neither")
     prepare = prepare_dataset if args.task_file is None else prepare_task_file
     m = prepare(args.dataset or args.task_file, args.raw_dir, args.out_dir, mains=args.mains, seed=args.seed,
-                workers=args.workers, dtype=args.dtype)
+                workers=args.workers, dtype=args.dtype, overwrite=args.overwrite)
     print(format_summary(m))
     total = sum(s["windows"] for s in m["splits"].values())
     print(f"prepared {m['dataset']}: {total} windows from {m['files']['ok']}/{m['files']['found']} files "

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import NeuroLMError
 from .preprocess import PreprocessConfig
-from .store import WindowStore
+from .store import MANIFEST, WindowStore
 from .taskfile import remember
 
 TRAINING_FILE = "training.json"
@@ -102,10 +102,16 @@ def check_task(record: dict[str, Any] | None, task: str, *, allow_untrained: boo
 
 def check_store(record: dict[str, Any] | None, store: WindowStore, source: str) -> None:
     """Warn when ``store`` was prepared differently from the windows the model learnt its dataset from, or is a
-    task the model was not tuned on (evaluating it is legitimate, e.g. zero-shot, but worth saying)."""
+    task the model was not tuned on (evaluating it is legitimate, e.g. zero-shot, but worth saying); refuse a store
+    whose task definition is not the one the model was tuned on (its classes may mean other answers)."""
     if record is None:
         return
     name = store.dataset
+    tuned_definition = record.get("task_definitions", {}).get(name)
+    if tuned_definition is not None and "task" in store.manifest and store.manifest["task"] != tuned_definition:
+        raise NeuroLMError(f"task {name!r} has two different definitions: {store.root / MANIFEST} and the one the "
+                           f"model was tuned on ({source}/{TRAINING_FILE}: task_definitions.{name}); prepare the "
+                           "store from the task file the model was tuned with")
     if name not in record.get("tuned_tasks", []):
         warnings.warn(f"{source}: evaluating {name}, a task the model was not instruction-tuned on", UserWarning,
                       stacklevel=3)

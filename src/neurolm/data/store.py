@@ -18,6 +18,11 @@ Every file is written under a temporary name beside its target and renamed onto 
 writer leaves either the old file or the new one, never half of one, and an interrupted one (SIGINT/SIGTERM) also
 deletes its temporary file. A ``SIGKILL`` can leave a ``.<name>.tmp`` behind; the next write of the same file
 reuses and renames it.
+
+Opening a store checks it (:class:`WindowStore`): every file the manifest lists must exist with its recorded size,
+and its sha256 must match, so that a changed byte is refused rather than trained on. Hashing a large store on every
+run would cost minutes, so a verdict is cached in ``.verified.json`` (or, for a read-only store, in the user's cache
+folder) under each file's size, mtime and inode: a file that any of these says was touched is hashed again.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ PATCH = 200
 """Samples per token: one second at the store's 200 Hz."""
 
 MANIFEST = "manifest.json"
+VERIFIED = ".verified.json"
+"""The cached checksum verdicts of a store (see the module notes)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -281,16 +288,24 @@ class WindowSplit:
 
 
 class WindowStore:
-    """A prepared dataset directory: its manifest and its splits."""
+    """A prepared dataset directory: its manifest and its splits, checked on opening (see the module notes;
+    ``verify=False`` skips the checksums, not the sizes)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, verify: bool = True):
         self.root = Path(path)
         manifest = self.root / MANIFEST
         if not manifest.is_file():
             raise NeuroLMError(f"{self.root}: not a window store (no {MANIFEST}; run `neurolm prepare` first)")
-        self.manifest: dict = json.loads(manifest.read_text())
-        if not self.manifest.get("complete"):
+        try:
+            self.manifest: dict = json.loads(manifest.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise NeuroLMError(f"{manifest}: damaged (not valid JSON: {exc}); re-run `neurolm prepare` into a new "
+                               "folder") from None
+        if not isinstance(self.manifest, dict) or not self.manifest.get("complete"):
             raise NeuroLMError(f"{self.root}: preparation did not finish; re-run `neurolm prepare` to resume")
+        self._check_sizes()
+        if verify and int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0's refusal stops every rank
+            self.verify(cached=True)
         if "task" in self.manifest:  # prepared from a task file: its task is now known by name (data.taskfile)
             remember(self.manifest["task"], str(self.root / MANIFEST))
 
@@ -309,11 +324,88 @@ class WindowStore:
     def split(self, name: str) -> WindowSplit:
         return WindowSplit(self.root, name)
 
-    def verify(self) -> None:
-        """Recompute the checksums recorded in the manifest; raise naming any file that changed."""
-        for name, digest in self.manifest.get("checksums", {}).items():
-            if sha256_file(self.root / name) != digest:
-                raise NeuroLMError(f"{self.root / name}: checksum mismatch (file changed or corrupt)")
+    def _check_sizes(self) -> None:
+        """Every file of the manifest is there, with its recorded size (manifests before sizes: presence only)."""
+        sizes, checksums = self.manifest.get("sizes", {}), self.manifest.get("checksums", {})
+        if not isinstance(sizes, dict) or not isinstance(checksums, dict) or not isinstance(
+                self.manifest.get("dataset"), str):
+            raise NeuroLMError(f"{self.root / MANIFEST}: damaged (no dataset name, or its checksums or sizes are not "
+                               "tables); re-run `neurolm prepare` into a new folder")
+        for name in checksums:
+            path = self.root / name
+            if not path.is_file():
+                raise NeuroLMError(f"{path}: missing (the store's manifest lists it); re-run `neurolm prepare` into "
+                                   "a new folder")
+            if name in sizes and path.stat().st_size != sizes[name]:
+                raise NeuroLMError(f"{path}: {path.stat().st_size} bytes, the manifest says {sizes[name]} (truncated "
+                                   "or changed); re-run `neurolm prepare` into a new folder")
+
+    def verify(self, *, cached: bool = False) -> None:
+        """Recompute the checksums recorded in the manifest; raise naming any file that changed. ``cached``: skip
+        files whose size, mtime and inode are those of an earlier verdict (see the module notes)."""
+        checksums = self.manifest.get("checksums", {})
+        cache_path = _verdict_path(self.root)
+        verdicts = _read_verdicts(cache_path) if cached else {}
+        fresh = {}
+        for name, digest in checksums.items():
+            path = self.root / name
+            key = _file_key(path, digest)
+            if verdicts.get(name) != key:
+                if sha256_file(path) != digest:
+                    raise NeuroLMError(f"{path}: checksum mismatch (file changed or corrupt); re-run `neurolm "
+                                       "prepare` into a new folder")
+            fresh[name] = key
+        if cached and fresh != verdicts:
+            _write_verdicts(cache_path, fresh)
+
+
+def check_task_definitions(stores: Iterable[WindowStore]) -> None:
+    """Refuse two stores that define one task name differently (prepared from two versions of a task file): the
+    task is known by name, so one definition would score the other store's windows, e.g. with swapped classes."""
+    seen: dict[str, WindowStore] = {}
+    for store in stores:
+        if "task" not in store.manifest:
+            continue
+        first = seen.setdefault(store.dataset, store)
+        if first.manifest["task"] != store.manifest["task"]:
+            raise NeuroLMError(f"task {store.dataset!r} has two different definitions: {first.root / MANIFEST} and "
+                               f"{store.root / MANIFEST} (prepared from different task files?); prepare both from "
+                               "one task file, or give one task another name")
+
+
+def _file_key(path: Path, digest: str) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+
+
+def _verdict_path(root: Path) -> Path:
+    if os.access(root, os.W_OK):
+        return root / VERIFIED
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "neurolm" / "verified"
+    return cache / f"{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32]}.json"
+
+
+def _read_verdicts(path: Path) -> dict:
+    try:
+        verdicts = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or damaged: everything is hashed again
+        return {}
+    return verdicts if isinstance(verdicts, dict) else {}
+
+
+def _write_verdicts(path: Path, verdicts: dict) -> None:
+    """Best effort: a verdict that cannot be written only costs the next run a hash pass."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, f".{path.name}.{os.getpid()}.tmp") as tmp:  # a private name: readers may race
+            tmp.write_text(json.dumps(verdicts))
+    except OSError:
+        pass
+
+
+def recorded_sizes(root: Path, names: Iterable[str]) -> dict[str, int]:
+    """The sizes a manifest records beside the checksums of ``names``, checked on every opening."""
+    return {name: (Path(root) / name).stat().st_size for name in names}
 
 
 class ConcatSplits:
@@ -324,6 +416,7 @@ class ConcatSplits:
     """
 
     def __init__(self, stores: list[WindowStore], split: str):
+        check_task_definitions(stores)
         self.parts = [(st.dataset, st.split(split)) for st in stores if split in st.splits]
         self.offsets = np.cumsum([0] + [len(p) for _, p in self.parts])
 

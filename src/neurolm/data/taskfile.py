@@ -54,7 +54,7 @@ class LabelSource:
     """``filename``: regular expression searched in the path relative to RAW_DIR without its extension; its first
     group (or the group named ``label``) is the label value."""
     file: str = ""
-    """``csv`` / ``subject_table``: the table, relative to RAW_DIR unless absolute."""
+    """``csv`` / ``subject_table``: the table, relative to RAW_DIR (a path outside RAW_DIR is refused)."""
     column: str = ""
     """``bids_events``: the events.tsv column (``trial_type``); ``subject_table``: the label column (``label``)."""
     subject_column: str = ""

@@ -20,6 +20,7 @@ most probable allowed answer and every option's probability comes with it; it is
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -77,10 +78,10 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
     reader = get_reader(task)
     raw, source = as_raw(recording, ch_names=ch_names, sfreq=sfreq, unit=unit), _source(recording)
     start = 0.0 if start is None else float(start)
-    if start < 0:
-        raise NeuroLMError(f"--start must be ≥ 0 s, got {start:g}")
-    if every is not None and every <= 0:
-        raise NeuroLMError(f"--every must be > 0 s, got {every:g}")
+    if not start >= 0 or math.isinf(start):  # `not >=` is also true for NaN
+        raise NeuroLMError(f"--start must be ≥ 0 s and finite, got {start:g}")
+    if every is not None and (not every > 0 or math.isinf(every)):
+        raise NeuroLMError(f"--every must be > 0 s and finite, got {every:g}")
     seg = Segment(raw, [])
     try:
         reader.pick(seg)
@@ -153,6 +154,8 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
     tuned on with a warning instead of refusing it."""
     if max_new_tokens < 1:
         raise NeuroLMError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise NeuroLMError(f"--batch-size must be at least 1, got {batch_size}")
     checked = not isinstance(model, NeuroLM) or training is not None  # an object says nothing of its training
     source = "the model" if isinstance(model, NeuroLM) else str(model)
     if not isinstance(model, NeuroLM):
@@ -254,6 +257,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.plot is not None and args.question is not None:
         raise NeuroLMError("--plot needs the task's scored answers; it cannot plot free-form text (--question)")
+    if args.plot is not None and not args.plot.parent.is_dir():  # before the work, not after it
+        raise NeuroLMError(f"--plot {args.plot}: no folder {args.plot.parent}; create it first")
     model = load_model(args.model, args.device)
     training = read_training(args.model)
     if training is None:

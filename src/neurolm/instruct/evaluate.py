@@ -31,10 +31,12 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from tqdm import tqdm
 
+from ..artifacts import read_config
 from ..data.batch import EEGBatch
 from ..data.provenance import check_store, read_training
 from ..data.store import WindowSplit, WindowStore
 from ..errors import NeuroLMError
+from ..lock import directory_lock
 from ..lm.model import NeuroLM
 from ..plots import figure, save
 from ..report import Heading, Image, Paragraph, Table, write_report
@@ -80,7 +82,15 @@ def load_model(model_or_dir: NeuroLM | str | Path, device: str | torch.device = 
     dev = resolve_device(str(device))
     if isinstance(model_or_dir, NeuroLM):
         return model_or_dir.to(dev).eval()
-    return NeuroLM.from_pretrained(model_or_dir, device=dev)
+    directory = Path(model_or_dir)
+    if (directory / "manifest.json").is_file():
+        raise NeuroLMError(f"{directory} is a window store (neurolm prepare wrote it); ask and evaluate need an "
+                           "instruction-tuned model, the --out directory of neurolm instruct")
+    values = read_config(directory, "NeuroLM model")
+    if "gpt" not in values and "codebook_size" in values:
+        raise NeuroLMError(f"{directory} is a neural tokenizer directory (neurolm train-tokenizer wrote it); ask and "
+                           "evaluate need an instruction-tuned model, the --out directory of neurolm instruct")
+    return NeuroLM.from_pretrained(directory, device=dev)
 
 
 def decode_answer(tokens: torch.Tensor | list[int], tokenizer: TextTokenizer) -> str:
@@ -170,7 +180,7 @@ def _baseline(store: WindowStore, split: str, subjects: list[str], chance: float
 def evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | WindowStore], out_dir: str | Path, *,
              split: str = "test", batch_size: int = 32, progress: bool = True, device: str = "auto") -> dict:
     """Evaluate an instruction-tuned model on task stores; write ``out_dir`` (see the module docstring) and return
-    the content of ``metrics.json``."""
+    the content of ``metrics.json``. One evaluation at a time writes ``out_dir`` (:mod:`neurolm.lock`)."""
     if not stores:
         raise NeuroLMError("evaluate needs at least one --data store")
     if batch_size < 1:
@@ -194,17 +204,17 @@ def evaluate(model_or_dir: NeuroLM | str | Path, stores: list[str | Path | Windo
             check_store(training, store, str(model_or_dir))
     model = load_model(model_or_dir, device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _warm_up(model, opened[0], split)
-    results = {}
-    for store in opened:
-        res = evaluate_task(model, store, split, batch_size, progress)
-        name = store.dataset
-        results[name] = res["metrics"]
-        write_predictions(out_dir / f"{name}_predictions.csv", name, res)
-        write_plots(out_dir, name, res)
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_report_files(results, out_dir)
+    with directory_lock(out_dir):  # after the checks: a refused evaluation creates nothing
+        _warm_up(model, opened[0], split)
+        results = {}
+        for store in opened:
+            res = evaluate_task(model, store, split, batch_size, progress)
+            name = store.dataset
+            results[name] = res["metrics"]
+            write_predictions(out_dir / f"{name}_predictions.csv", name, res)
+            write_plots(out_dir, name, res)
+        (out_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_report_files(results, out_dir)
     return results
 
 

@@ -44,6 +44,7 @@ from ..data.channels import PAD_INDEX
 from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
+from ..lock import LOCK_FILE, directory_lock
 from ..lm import lora
 from ..lm.backbone import load_text_tokenizer
 from ..lm.gpt import GPTConfig
@@ -429,7 +430,7 @@ def publish_choice(results: dict[str, StageResult], out: Path) -> StageResult:
     report = results[best].report | {"freeze_lm_choice": {"selected": best, "val_ba": val}}
     if is_main_process():
         shutil.copytree(results[best].out_dir, out, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(STATE_DIR, f".{STATE_DIR}.*"))
+                        ignore=shutil.ignore_patterns(STATE_DIR, f".{STATE_DIR}.*", LOCK_FILE))
         (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     return StageResult(out, results[best].model, report)
 
@@ -479,9 +480,10 @@ class InstructStage(Stage):
         better published in ``out`` (:func:`publish_choice`)."""
         if not compares_freezing(args):
             return run_stage(self, replace(args, freeze_lm=bool(args.freeze_lm)))
-        return publish_choice({name: run_stage(self, replace(args, out=Path(args.out) / "candidates" / name,
-                                                             freeze_lm=name == "frozen"))
-                               for name in ("full", "frozen")}, Path(args.out))
+        with directory_lock(args.out):  # the candidates' folders are locked by their own runs
+            return publish_choice({name: run_stage(self, replace(args, out=Path(args.out) / "candidates" / name,
+                                                                 freeze_lm=name == "frozen"))
+                                   for name in ("full", "frozen")}, Path(args.out))
 
     def report(self, args: InstructArgs, task: InstructTask, preset: StageDefaults, summary: dict, model: NeuroLM,
                rows: list[dict], notes: dict[str, str]) -> dict:

@@ -433,13 +433,17 @@ class NeuroLM(nn.Module):
 
     @classmethod
     def from_reference_checkpoint(
-        cls, path: str | Path, vq_path: str | Path | None = None, *, ref_text_positions: bool = False
+        cls, path: str | Path, vq_path: str | Path | None = None, *, ref_text_positions: bool = False,
+        trust_checkpoint: bool = False,
     ) -> NeuroLM:
         """Load the authors' ``NeuroLM-B/L/XL.pt`` (with their ``VQ.pt`` for the quantizer, see module notes):
-        exact GELU and GroupNorm over padding as their code (:mod:`neurolm.lm.reference`). Returned in eval mode."""
+        exact GELU and GroupNorm over padding as their code (:mod:`neurolm.lm.reference`). Returned in eval mode.
+        Both files are read weights-only; ``trust_checkpoint=True`` unpickles them fully (see
+        :func:`neurolm.artifacts.load_torch_checkpoint`)."""
         from .reference import load_neurolm_checkpoint
 
-        return load_neurolm_checkpoint(cls, path, vq_path, ref_text_positions=ref_text_positions)
+        return load_neurolm_checkpoint(cls, path, vq_path, ref_text_positions=ref_text_positions,
+                                       trust_checkpoint=trust_checkpoint)
 
     def save_reference_checkpoint(self, path: str | Path, vq_path: str | Path | None = None) -> None:
         """Write a ``NeuroLM-*.pt`` the authors' code reads (their keys and ``model_args``; the feature scaler

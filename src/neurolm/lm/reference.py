@@ -80,15 +80,16 @@ def _reference_configs(path: Path, state: dict[str, torch.Tensor], args: dict, v
 
 
 def load_neurolm_checkpoint(cls: type[NeuroLM], path: str | Path, vq_path: str | Path | None = None, *,
-                            ref_text_positions: bool = False) -> NeuroLM:
+                            ref_text_positions: bool = False, trust_checkpoint: bool = False) -> NeuroLM:
     """See :meth:`NeuroLM.from_reference_checkpoint`."""
     path = Path(path)
-    ckpt = load_torch_checkpoint(path)
+    ckpt = load_torch_checkpoint(path, trust_checkpoint=trust_checkpoint)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise NeuroLMError(f"{path}: not a NeuroLM checkpoint (expected a dict with a 'model' state dict)")
     state = strip_compile_prefix(ckpt["model"])
     ours = ckpt.get("neurolm") if isinstance(ckpt.get("neurolm"), dict) else {}
-    vq = TokenizerEncoder.from_reference_checkpoint(vq_path) if vq_path is not None else None
+    vq = (TokenizerEncoder.from_reference_checkpoint(vq_path, trust_checkpoint=trust_checkpoint)
+          if vq_path is not None else None)
     if "config" in ours:  # written by save_neurolm_checkpoint: our exact config
         config = NeuroLMConfig.from_dict(ours["config"])
     else:

@@ -244,7 +244,8 @@ class TokenizerEncoder(nn.Module):
         self.load_state_dict({k: theirs[k] for k in self.state_dict()})
 
     @classmethod
-    def from_reference_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> TokenizerEncoder:
+    def from_reference_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", *,
+                                  trust_checkpoint: bool = False) -> TokenizerEncoder:
         """Load the authors' ``VQ.pt``; the config comes from its ``encoder_args``/``decoder_args`` and weight shapes.
         A :class:`TokenizerEncoder` takes the encoder side of a whole ``VQ.pt`` or the encoder-side file that
         :meth:`save_reference_checkpoint` writes from one; a :class:`~neurolm.tokenizer.model.NeuralTokenizer` needs
@@ -253,10 +254,13 @@ class TokenizerEncoder(nn.Module):
         ``norm_over_padding=True`` reproduces REF features (every stage then pads to REF's length: 1024 / 276
         tokens); ``dead_code_threshold=0`` as REF has none. A file written by :meth:`save_reference_checkpoint`
         restores its exact config instead. Returned in eval mode.
+
+        The file is read with ``weights_only=True``: one that names any other global is refused, since unpickling it
+        could run code; ``trust_checkpoint=True`` unpickles it fully (only for a file whose source you trust).
         """
         from .reference import load_vq_checkpoint
 
-        return load_vq_checkpoint(cls, path, device)
+        return load_vq_checkpoint(cls, path, device, trust_checkpoint=trust_checkpoint)
 
     def save_reference_checkpoint(self, path: str | Path) -> None:
         """Write a ``VQ.pt`` the authors' code reads (their keys, ``encoder_args``/``decoder_args``); our loader

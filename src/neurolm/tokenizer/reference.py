@@ -33,11 +33,11 @@ REF_IN_CHANS_ENCODER = 1
 REF_OUT_CHANS_ENCODER = 16
 
 
-def load_vq_checkpoint(cls: type[TokenizerEncoder], path: str | Path, device: str | torch.device = "cpu"
-                       ) -> TokenizerEncoder:
+def load_vq_checkpoint(cls: type[TokenizerEncoder], path: str | Path, device: str | torch.device = "cpu", *,
+                       trust_checkpoint: bool = False) -> TokenizerEncoder:
     """See :meth:`TokenizerEncoder.from_reference_checkpoint`."""
     path = Path(path)
-    ckpt = load_torch_checkpoint(path)
+    ckpt = load_torch_checkpoint(path, trust_checkpoint=trust_checkpoint)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise NeuroLMError(f"{path}: not a VQ checkpoint (expected a dict with a 'model' state dict)")
     state = strip_compile_prefix(ckpt["model"])

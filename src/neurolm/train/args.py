@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import inspect
 import os
 import textwrap
@@ -92,6 +93,37 @@ class StageArgs:
     def options(self) -> dict[str, Any]:
         """The stage options (see the module notes) as JSON values, paths made absolute."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.metadata.get("compared", True)}
+
+    def contents(self) -> dict[str, Any]:
+        """What the directories among the stage options hold, hashed (``<field>_contents``): a store's manifest
+        (which lists every file's checksum) or a model directory's weights. A store prepared again or a tokenizer
+        trained again at the same path is another run's input, so resuming compares these like the options."""
+        hints = typing.get_type_hints(type(self))
+        found = {}
+        for f in fields(self):
+            base = _strip_optional(hints[f.name])
+            value = getattr(self, f.name)
+            if not f.metadata.get("compared", True) or value is None or base not in (Path, list[Path]):
+                continue
+            digests = [_content_digest(Path(p)) for p in (value if isinstance(value, list) else [value])]
+            if any(d is not None for d in digests):
+                found[f.name + CONTENTS] = digests if isinstance(value, list) else digests[0]
+        return found
+
+
+CONTENTS = "_contents"
+"""The suffix of :meth:`StageArgs.contents`'s keys (checkpoints written before them have none to compare)."""
+
+
+def _content_digest(path: Path) -> str | None:
+    for name in ("manifest.json", "model.safetensors"):  # a window store, a model directory
+        if (path / name).is_file():
+            h = hashlib.sha256()
+            with open(path / name, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
+            return f"{name} sha256:{h.hexdigest()[:16]}"
+    return None
 
 
 def _jsonable(value: Any) -> Any:

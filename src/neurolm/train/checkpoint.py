@@ -6,13 +6,16 @@ Layout of ``out_dir/training_state/``::
     meta.json          step, elapsed seconds, world size: enough to tell whether a run is finished without state.pt
     train_config.json  the TrainConfig of the run
     stage_options.json the stage's own options (what its task was built from), compared on resume
-    artifacts/         what the stage's ``task.save`` wrote (config.json + model.safetensors), also published to
+    artifacts/         what the stage's ``task.save`` wrote (config.json + model.safetensors), also copied to
                        ``out_dir`` itself so that it always holds a loadable model
     SHA256SUMS         ``sha256sum -c`` format, one line per file above; verified before anything is loaded
 
-A checkpoint is written into ``out_dir/.training_state.tmp`` and fsynced, then swapped in by two renames (old →
-``.training_state.old``, new → ``training_state``). A crash between the renames leaves only ``.old``, which
-:func:`recover` renames back, so a complete checkpoint always survives.
+A checkpoint is written into ``out_dir/.training_state.tmp``, fsynced, hashed and opened again, then
+swapped in by two renames (the current one → ``.training_state.previous``, new → ``training_state``). The previous
+checkpoint stays until the next swap: a resume whose newest checkpoint fails its checksums falls back to it with a
+warning (:func:`verify_or_fall_back`), and a crash between the renames leaves it for :func:`recover` to rename back.
+The published model files are copies, not links into the checkpoint, so overwriting them cannot damage it. A write
+that fails (disk full) removes its temporary folder and says which checkpoint is intact.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 from collections.abc import Callable, Iterator
@@ -39,6 +43,9 @@ CONFIG_FILE = "train_config.json"
 OPTIONS_FILE = "stage_options.json"
 ARTIFACTS_DIR = "artifacts"
 SUMS_FILE = "SHA256SUMS"
+PREVIOUS_DIR = f".{STATE_DIR}.previous"
+DAMAGED_DIR = f".{STATE_DIR}.damaged"
+"""Where a resume moves a newest checkpoint that failed its checksums (kept for inspection, replaced next time)."""
 
 
 # ----------------------------------------------------------------------------------------------------- RNG states
@@ -98,10 +105,12 @@ def _files(root: Path) -> list[Path]:
 
 
 def recover(out_dir: Path) -> None:
-    """Finish a swap that a crash interrupted (only ``.training_state.old`` left) and drop a half-written temp dir."""
-    final, old, tmp = out_dir / STATE_DIR, out_dir / f".{STATE_DIR}.old", out_dir / f".{STATE_DIR}.tmp"
-    if not final.exists() and old.exists():
-        os.rename(old, final)
+    """Finish a swap that a crash interrupted (only the previous checkpoint left; ``.training_state.old`` in runs
+    written before it was kept) and drop a half-written temp dir."""
+    final, tmp = out_dir / STATE_DIR, out_dir / f".{STATE_DIR}.tmp"
+    for old in (out_dir / PREVIOUS_DIR, out_dir / f".{STATE_DIR}.old"):
+        if not final.exists() and old.exists():
+            os.rename(old, final)
     if tmp.exists():
         shutil.rmtree(tmp)
 
@@ -114,8 +123,9 @@ def resumable(out_dir: Path) -> bool:
 
 
 def has_checkpoint(out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds a checkpoint (call :func:`recover` first, on one process)."""
-    return (Path(out_dir) / STATE_DIR / SUMS_FILE).exists()
+    """Whether ``out_dir`` holds a checkpoint (call :func:`recover` first, on one process); a newest one damaged
+    beyond its sums still counts when the previous one is there."""
+    return (Path(out_dir) / STATE_DIR / SUMS_FILE).exists() or (Path(out_dir) / PREVIOUS_DIR / SUMS_FILE).exists()
 
 
 def write_checkpoint(
@@ -128,37 +138,62 @@ def write_checkpoint(
     """Write a checkpoint atomically and publish its artifacts into ``out_dir``; returns ``out_dir/training_state``.
     ``files``: text files of the checkpoint by name (the run's configs).
 
-    Artifact files are hard-linked (copied where links are impossible) into ``out_dir`` one ``os.replace`` each, so
-    a reader never sees a half-written ``model.safetensors``; files are never modified in place, which makes the
-    shared inode safe.
+    Artifact files are copied into ``out_dir`` one ``os.replace`` each, so a reader never sees a half-written
+    ``model.safetensors`` and a user's edit of the published copy leaves the checkpoint intact.
     """
     out_dir = Path(out_dir)
     recover(out_dir)
-    tmp, final, old = out_dir / f".{STATE_DIR}.tmp", out_dir / STATE_DIR, out_dir / f".{STATE_DIR}.old"
-    (tmp / ARTIFACTS_DIR).mkdir(parents=True)
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    for name, text in files.items():
-        (tmp / name).write_text(text)
-    save_artifacts(tmp / ARTIFACTS_DIR)
-    lines = []
-    for path in _files(tmp):
-        _fsync(path)
-        lines.append(f"{_sha256(path)}  {path.relative_to(tmp).as_posix()}\n")
-    (tmp / SUMS_FILE).write_text("".join(lines))
-    _fsync(tmp / SUMS_FILE)
-    for d in sorted({p.parent for p in _files(tmp)}, key=lambda p: len(p.parts), reverse=True):
-        _fsync(d)
+    tmp, final, previous = out_dir / f".{STATE_DIR}.tmp", out_dir / STATE_DIR, out_dir / PREVIOUS_DIR
+    try:
+        (tmp / ARTIFACTS_DIR).mkdir(parents=True)
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        save_artifacts(tmp / ARTIFACTS_DIR)
+        lines = []
+        for path in _files(tmp):
+            _fsync(path)
+            lines.append(f"{_sha256(path)}  {path.relative_to(tmp).as_posix()}\n")
+        (tmp / SUMS_FILE).write_text("".join(lines))
+        _fsync(tmp / SUMS_FILE)
+        for d in sorted({p.parent for p in _files(tmp)}, key=lambda p: len(p.parts), reverse=True):
+            _fsync(d)
+        # read back before it replaces anything: the sums above hash what was written; this checks that torch can
+        # open it (mmap: the archive's index and pickle, not the tensors' bytes again)
+        torch.load(tmp / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:  # torch.save: a failed write is a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise NeuroLMError(f"{out_dir}: could not write the checkpoint of step {meta.get('step')} "
+                           f"({_reason(exc)}); its temporary folder is removed. {_intact(out_dir)}") from None
     if final.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.rename(final, old)
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.rename(final, previous)
     os.rename(tmp, final)
     _fsync(out_dir)
-    if old.exists():
-        shutil.rmtree(old)
-    _publish(final / ARTIFACTS_DIR, out_dir)
+    try:
+        _publish(final / ARTIFACTS_DIR, out_dir)
+    except OSError as exc:
+        raise NeuroLMError(f"{out_dir}: could not copy the model files of step {meta.get('step')} into the "
+                           f"directory ({_reason(exc)}). {_intact(out_dir)}") from None
     return final
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return (str(exc).splitlines() or [""])[0] or type(exc).__name__
+
+
+def _intact(out_dir: Path) -> str:
+    """Which checkpoint a failed write left intact, for its message."""
+    for name in (STATE_DIR, PREVIOUS_DIR):
+        meta = out_dir / name / META_FILE
+        if (out_dir / name / SUMS_FILE).is_file() and meta.is_file():
+            step = json.loads(meta.read_text()).get("step")
+            return f"The checkpoint in {out_dir / name} (step {step}) is intact: free space, then resume."
+    return "No checkpoint of this run is intact yet."
 
 
 def _publish(src_root: Path, out_dir: Path) -> None:
@@ -168,11 +203,11 @@ def _publish(src_root: Path, out_dir: Path) -> None:
         staging = dst.with_name(f".{dst.name}.tmp")
         staging.unlink(missing_ok=True)
         try:
-            os.link(src, staging)
-        except OSError:
-            shutil.copy2(src, staging)
+            shutil.copyfile(src, staging)  # a copy: a hard link would let an edit of dst change the checkpoint
             _fsync(staging)
-        os.replace(staging, dst)
+            os.replace(staging, dst)
+        finally:
+            staging.unlink(missing_ok=True)
     _fsync(out_dir)
 
 
@@ -206,6 +241,31 @@ def read_meta(out_dir: Path) -> dict[str, Any]:
 def verify_checkpoint(out_dir: Path) -> None:
     """Check every file of the checkpoint against ``SHA256SUMS``; NeuroLMError names the first bad one."""
     _verify(Path(out_dir) / STATE_DIR)
+
+
+def verify_or_fall_back(out_dir: Path) -> str | None:
+    """:func:`verify_checkpoint`; when the newest checkpoint is damaged and the previous one is intact, put the
+    previous one in its place (the damaged one moves to ``.training_state.damaged``), publish its model files
+    again and return a warning saying so. One process only."""
+    out_dir = Path(out_dir)
+    final, previous, damaged = out_dir / STATE_DIR, out_dir / PREVIOUS_DIR, out_dir / DAMAGED_DIR
+    try:
+        _verify(final)
+        return None
+    except NeuroLMError as newest:
+        try:
+            _verify(previous)
+        except NeuroLMError:
+            raise newest from None
+        if damaged.exists():
+            shutil.rmtree(damaged)
+        os.rename(final, damaged)
+        os.rename(previous, final)
+        _fsync(out_dir)
+        _publish(final / ARTIFACTS_DIR, out_dir)
+        step = json.loads((final / META_FILE).read_text()).get("step")
+        return (f"{newest}; resuming from the previous checkpoint (step {step}) instead; the damaged one is kept in "
+                f"{damaged}")
 
 
 def read_state(out_dir: Path) -> dict[str, Any]:

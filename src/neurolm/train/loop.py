@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..errors import NeuroLMError
+from .args import CONTENTS
 from .checkpoint import (
     CONFIG_FILE,
     OPTIONS_FILE,
@@ -34,7 +36,7 @@ from .checkpoint import (
     read_state,
     recover,
     restore_rng,
-    verify_checkpoint,
+    verify_or_fall_back,
     write_checkpoint,
 )
 from .config import TrainConfig, TrainTask
@@ -159,6 +161,7 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
 
     start, elapsed = 0, 0.0
     if resume:
+        _verify_once(out_dir, ctx)  # before anything is read from it: a damaged newest one gives way to the previous
         meta = read_meta(out_dir)
         _check_options(meta["options"], options, out_dir, allow_changes, ctx)  # the same error on every rank
         if meta["step"] >= cfg.steps:  # finished already: nothing to load
@@ -175,7 +178,6 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
     sharded = ShardedModel(raw, ctx) if cfg.fsdp and ctx.world > 1 else None
     raw = raw.to(ctx.device)
     if resume:
-        _verify_once(out_dir, ctx)
         state = read_state(out_dir)
         raw.load_state_dict(state["model"])
     if sharded is not None:
@@ -350,11 +352,13 @@ def _checkpoint(task: TrainTask, raw: nn.Module, optimizer: torch.optim.Optimize
 
 
 def _verify_once(out_dir: Path, ctx: DistContext) -> None:
-    """Checksums are read on rank 0 only (hashing GBs once is enough); every rank raises the same error."""
+    """Checksums are read on rank 0 only (hashing GBs once is enough), falling back to the previous checkpoint when
+    the newest is damaged (with a warning); every rank raises the same error."""
     problem = None
     if ctx.is_main:
         try:
-            verify_checkpoint(out_dir)
+            if (fallback := verify_or_fall_back(out_dir)) is not None:
+                warnings.warn(fallback, UserWarning, stacklevel=4)
         except NeuroLMError as exc:
             problem = str(exc)
     if (problem := ctx.broadcast(problem)) is not None:
@@ -384,7 +388,8 @@ def _check_options(saved: dict[str, Any] | None, now: dict[str, Any] | None, out
     written before options were saved (``saved`` None) have nothing to compare."""
     if saved is None or now is None:
         return
-    changed = [f"--{k.replace('_', '-')} {saved.get(k)!r} → {now.get(k)!r}" for k in sorted(saved.keys() | now.keys())
+    compared = [k for k in sorted(saved.keys() | now.keys()) if k in saved or not k.endswith(CONTENTS)]
+    changed = [f"--{k.replace('_', '-')} {saved.get(k)!r} → {now.get(k)!r}" for k in compared
                if saved.get(k) != now.get(k)]
     if not changed:
         return

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Protocol
 from torch import nn
 
 from ..errors import NeuroLMError
+from ..lock import directory_lock
 from .args import StageArgs, add_arguments, from_namespace
 from .config import TrainConfig, TrainTask
 from .distributed import is_main_process
@@ -132,7 +133,13 @@ def train_config(stage: Stage, args: StageArgs, preset: Preset) -> TrainConfig:
 
 
 def run_stage(stage: Stage, args: StageArgs) -> StageResult:
-    """Train ``stage`` with ``args`` into ``args.out`` (or continue it with ``args.resume``)."""
+    """Train ``stage`` with ``args`` into ``args.out`` (or continue it with ``args.resume``), holding the
+    directory's lock (:mod:`neurolm.lock`) from the first check to the last file."""
+    with directory_lock(args.out):
+        return _run_stage(stage, args)
+
+
+def _run_stage(stage: Stage, args: StageArgs) -> StageResult:
     if not args.data:
         raise NeuroLMError(f"{stage.command} needs at least one --data store")
     preset = stage.preset(args)
@@ -141,8 +148,8 @@ def run_stage(stage: Stage, args: StageArgs) -> StageResult:
     if is_main_process():
         for line in notes.values():
             print(line)
-    summary = train(task, cfg, args.out, resume=args.resume, progress=args.progress, options=args.options(),
-                    allow_changes=args.allow_changes)
+    summary = train(task, cfg, args.out, resume=args.resume, progress=args.progress,
+                    options=args.options() | args.contents(), allow_changes=args.allow_changes)
     # the in-memory module of the last save; a resumed run that had already finished saved nothing: reload it
     model = task.trained.cpu().eval() if task.trained is not None else stage.load(args.out)
     rows = read_rows(args.out / "log.jsonl")

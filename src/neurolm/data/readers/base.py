@@ -141,13 +141,20 @@ def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
     return raw
 
 
+NEEDS_MORE_THAN_A_PATH = {".mat": "FieldTrip", ".data": "Nicolet"}
+"""Extensions MNE's generic reader dispatches to a reader that needs more than the file (an info, a channel type)."""
+
+
 def _mne_read(path: Path, **kwargs) -> mne.io.BaseRaw:
+    if path.suffix.lower() in NEEDS_MORE_THAN_A_PATH:
+        raise NeuroLMError(f"{path}: {NEEDS_MORE_THAN_A_PATH[path.suffix.lower()]} {path.suffix} files cannot be read "
+                           "from the file alone; convert the recording to EDF, BDF, BrainVision or FIF")
     try:
         return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
-    except Exception as exc:  # noqa: BLE001 - MNE raises a bare Exception for undecodable EDF+ annotations
-        if type(exc) is Exception or isinstance(exc, (ValueError, OSError, RuntimeError, IndexError, KeyError)):
-            raise NeuroLMError(f"{path}: cannot be read as EEG ({type(exc).__name__}: {exc})") from exc
-        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails anywhere in MNE's parsers, with any type
+        # the first line only, shortened: a parser's message may quote the file's bytes
+        detail = (str(exc).splitlines() or [""])[0][:160]
+        raise NeuroLMError(f"{path}: cannot be read as EEG ({type(exc).__name__}: {detail})") from exc
 
 
 # Per-signal header fields in file order (each stored for all signals before the next field), with their widths.
