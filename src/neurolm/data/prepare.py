@@ -91,29 +91,37 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None,
-                    seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32") -> dict:
+                    seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32",
+                    scale: float | None = None) -> dict:
     """Prepare one dataset; return its manifest. See the module docstring for resume, interruptions and failure
-    handling; ``workers`` processes read the recordings (the store does not depend on how many)."""
+    handling; ``workers`` processes read the recordings (the store does not depend on how many). ``scale``: a
+    declared factor for samples not in the unit their files state (:class:`~.preprocess.PreprocessConfig`)."""
     return _checked(get_reader(name), raw_dir, out_dir, mains, 0 if seed is None else seed, progress, workers,
-                    dtype, None)
+                    dtype, None, scale)
 
 
 def prepare_task_file(task_file: str | Path, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None,
-                      seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32"
-                      ) -> dict:
+                      seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32",
+                      scale: float | None = None) -> dict:
     """Prepare the recordings a task file describes (docs/own-tasks.md), like :func:`prepare_dataset`; the split
-    seed is the file's ``split.seed`` unless ``seed`` is given, and the manifest's ``task`` holds the definition."""
+    seed is the file's ``split.seed`` and the scale its ``scale`` unless ``seed`` / ``scale`` are given, and the
+    manifest's ``task`` holds the definition."""
     spec = load_task_file(task_file)
     return _checked(TaskFileReader(spec), raw_dir, out_dir, mains, spec.split_seed if seed is None else seed,
-                    progress, workers, dtype, spec_summary(spec))
+                    progress, workers, dtype, spec_summary(spec), scale)
 
 
 def _checked(reader: DatasetReader, raw_dir: str | Path, out_dir: str | Path, mains: float | None, seed: int,
-             progress: bool, workers: int, dtype: str, task: dict | None) -> dict:
+             progress: bool, workers: int, dtype: str, task: dict | None, scale: float | None) -> dict:
     if dtype not in DTYPES:
         raise NeuroLMError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if workers < 1:
         raise NeuroLMError(f"--workers {workers}: needs at least 1")
+    if scale is not None:
+        if not 0 < scale < float("inf"):
+            raise NeuroLMError(f"--scale {scale:g}: must be a positive factor (0.01: samples stored 100 times too "
+                               "large)")
+        reader.scale = float(scale)
     with _sigterm_as_interrupt():
         return _prepare(reader, Path(raw_dir), Path(out_dir), mains, seed, progress, workers, dtype, task)
 
@@ -126,7 +134,7 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
     recordings = reader.find(raw_dir)
     if not recordings:
         raise NeuroLMError(f"{raw_dir}: no {name} recordings found (see `neurolm prepare --help` for the layout)")
-    config = PreprocessConfig(mains=reader.mains if mains is None else mains)
+    config = PreprocessConfig(mains=reader.mains if mains is None else mains, input_scale=reader.scale)
     settings = {"dataset": name, "preprocessing": config.to_dict(), "seed": seed, "dtype": dtype,
                 "version": __version__, **({"task": task} if task is not None else {})}
     inputs = _fingerprint(settings, [_file_key(r, raw_dir) for r in recordings])
@@ -355,6 +363,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "for any number")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="sample type on disk (float16 halves the store; reads return float32 either way)")
+    p.add_argument("--scale", type=float, default=None, metavar="F",
+                   help="multiply the samples by F as they are read, for files not in the unit they state (0.01: "
+                        "values stored 100 times too large); default: a task file's scale, else 1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -362,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
         raise NeuroLMError("give a built-in DATASET or --task-file T.toml, not both or neither")
     prepare = prepare_dataset if args.task_file is None else prepare_task_file
     m = prepare(args.dataset or args.task_file, args.raw_dir, args.out_dir, mains=args.mains, seed=args.seed,
-                workers=args.workers, dtype=args.dtype)
+                workers=args.workers, dtype=args.dtype, scale=args.scale)
     print(format_summary(m))
     total = sum(s["windows"] for s in m["splits"].values())
     print(f"prepared {m['dataset']}: {total} windows from {m['files']['ok']}/{m['files']['found']} files "

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import NeuroLMError
 from .channels import channel_indices
 from .preprocess import (PreprocessConfig, RepairWarning, degenerate_rows, flat_rows, implausible_windows,
-                         preprocess_raw)
+                         preprocess_raw, read_uv, suggested_scale)
 from .readers import DatasetReader, Recording, Segment
 
 
@@ -96,7 +96,7 @@ def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) ->
 def drop_bad_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fixed: bool) -> None:
     """Drop the flat and the degenerate channels of a segment with a :class:`RepairWarning`, or raise where the
     channel set is fixed."""
-    data = seg.raw.get_data(picks=seg.labels, units="uV")
+    data = read_uv(seg.raw, seg.labels, config)
     flat = flat_rows(data, config)
     degenerate = ~flat & degenerate_rows(data, config)
     faults = []
@@ -138,6 +138,10 @@ def plausible_windows(windows: np.ndarray, source: str | Path, config: Preproces
         what = (f"{int(bad.sum())} of {len(bad)} windows implausible for scalp EEG (median channel standard deviation "
                 f"above {config.max_sd_uv:g} µV: a damaged file or a wrong unit)")
         if bad.mean() > config.max_implausible:
-            raise NeuroLMError(f"{source}: {what}")
+            sd = float(np.median(windows.std(axis=2))) * config.scale_uv
+            raise NeuroLMError(f"{source}: {what}. If the samples are not in the unit the file states (median "
+                               f"channel standard deviation {sd:.3g} µV), declare their scale: "
+                               f"`scale = {suggested_scale(windows, config):g}` in the task file, or "
+                               f"--scale {suggested_scale(windows, config):g} for prepare and ask")
         warnings.warn(f"{source}: {what}; dropped", RepairWarning)
     return ~bad

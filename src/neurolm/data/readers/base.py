@@ -87,6 +87,8 @@ class DatasetReader:
     stride_s: float | None = None
     """Window hop in seconds; None = non-overlapping."""
     split: SplitRule = SplitRule("subjects")
+    scale: float = 1.0
+    """Declared factor the samples are multiplied by as read (a task file's ``scale``; 1 for the built-in datasets)."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -1,0 +1,162 @@
+"""Real recordings as they come (issue 38): a declared scale for samples not in their stated unit, MNE events files
+as a label source, the SSVEP-Exo development recordings prepared from the example task file unmodified."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+
+from neurolm.cli import main
+from neurolm.data.prepare import prepare_task_file
+from neurolm.data.store import WindowStore
+from neurolm.errors import NeuroLMError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SSVEP = SHARED / "data" / "ssvep-dev"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tasks"
+CHANNELS = ["Oz", "O1", "O2"]
+SFREQ = 256.0
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def write_fif_with_events(folder: Path, seed: int, *, too_large: float = 100.0, first_samp: int = 0) -> Path:
+    """A FIF recording of 3 occipital channels whose samples are ``too_large`` times scalp EEG's, with 5 s trials of
+    event ids 1 / 2 every 7 s in a ``-eve.fif`` beside it (MNE's naming), sample numbers from acquisition start."""
+    rng = np.random.default_rng(seed)
+    n = int(60 * SFREQ)
+    t = np.arange(n) / SFREQ
+    data = (rng.normal(0, 20, (len(CHANNELS), n)) + 10 * np.sin(2 * np.pi * 13 * t)) * 1e-6 * too_large
+    raw = mne.io.RawArray(data, mne.create_info(CHANNELS, SFREQ, "eeg"), first_samp=first_samp, verbose="error")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "record-[2012.07.06-19.02.16]_raw.fif"
+    raw.save(path, verbose="error")
+    onsets = np.arange(1, 55, 7.0)
+    events = np.array([[first_samp + int(o * SFREQ), 0, 1 + i % 2] for i, o in enumerate(onsets)])
+    mne.write_events(folder / "record-[2012.07.06-19.02.16]-eve.fif", events, verbose="error")
+    return path
+
+
+def write_task(path: Path, *, scale: str = "", labels: str = "") -> Path:
+    path.write_text(f'''name = "flicker"
+question = "Which flicker?"
+answers = ["none", "thirteen"]
+classes = ["rest", "13hz"]
+channels = ["OZ", "O1", "O2"]
+window_s = 4
+stride_s = 1
+{scale}
+[recordings]
+glob = "**/*.fif"
+subject = '(s\\d+)/'
+
+[labels]
+source = "events"
+map = {{ "1" = "rest", "2" = "13hz" }}
+{labels or "duration_s = 5"}
+
+[split]
+by = "subject"
+order = "sorted"
+fractions = {{ train = 0.5, val = 0.25, test = 0.25 }}
+''')
+    return path
+
+
+@pytest.fixture(scope="module")
+def fifs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fif")
+    for s in range(4):
+        write_fif_with_events(root / f"s{s}", s, first_samp=1000 * s)
+    return root
+
+
+def test_events_files_label_five_second_trials_with_the_declared_scale(fifs, tmp_path):
+    task = write_task(tmp_path / "t.toml", scale="scale = 0.01")
+    m = prepare_task_file(task, fifs, tmp_path / "store", progress=False)
+    assert m["files"]["found"] == 4 and not m["files"]["skipped"]  # the -eve.fif files are not recordings
+    assert m["preprocessing"]["input_scale"] == 0.01
+    # 8 trials of 5 s a recording, ids alternating, two 4 s windows (stride 1 s) in each
+    store = WindowStore(tmp_path / "store")
+    labels = np.concatenate([store.split(s).labels for s in ("train", "val", "test")])
+    assert np.bincount(labels).tolist() == [32, 32]
+    items = [store.split("train")[i] for i in range(len(store.split("train")))]
+    # onsets were taken relative to first_samp: window starts are trial onsets (1 s, 8 s, …) and onset + 1 s
+    assert sorted({round(it["start"], 3) for it in items})[:4] == [1.0, 2.0, 8.0, 9.0]
+    # the scaled samples are scalp EEG's size (µV/100: ~0.2), not a hundred times more
+    assert 0.05 < float(np.median([it["signal"].std(axis=-1) for it in items])) < 0.5
+
+
+def test_an_undeclared_scale_is_refused_naming_the_key_and_the_factor(fifs, tmp_path):
+    task = write_task(tmp_path / "t.toml")
+    with pytest.raises(NeuroLMError, match=r"implausible.*declare their scale: `scale = 0\.01` in the task file, "
+                                           r"or --scale 0\.01"):
+        prepare_task_file(task, fifs, tmp_path / "store", progress=False)
+    m = prepare_task_file(task, fifs, tmp_path / "flag", progress=False, scale=0.01)  # the flag declares it too
+    assert m["preprocessing"]["input_scale"] == 0.01 and m["files"]["ok"] == 4
+
+
+@pytest.mark.parametrize("labels, match", [("", "labels.duration_s is missing"),
+                                           ("duration_s = -1", "labels.duration_s = -1: must be > 0")])
+def test_events_need_a_positive_duration(tmp_path, labels, match):
+    task = write_task(tmp_path / "t.toml", labels=labels or "ignore_unmapped = true")
+    with pytest.raises(NeuroLMError, match=match):
+        prepare_task_file(task, tmp_path, tmp_path / "store", progress=False)
+
+
+@pytest.mark.parametrize("scale", ["scale = 0", "scale = -2", 'scale = "0.01"'])
+def test_a_bad_scale_names_the_key(tmp_path, scale):
+    task = write_task(tmp_path / "t.toml", scale=scale)
+    with pytest.raises(NeuroLMError, match=r"t\.toml: scale = "):
+        prepare_task_file(task, tmp_path, tmp_path / "store", progress=False)
+
+
+def test_an_undeclared_scale_keeps_the_recorded_preprocessing_unchanged(fifs, tmp_path):
+    """Stores prepared without a declared scale record the same preprocessing as before the key existed (so their
+    fingerprints and the models' training.json comparisons do not change)."""
+    from neurolm.data.preprocess import PreprocessConfig
+
+    assert "input_scale" not in PreprocessConfig().to_dict()
+    assert PreprocessConfig(input_scale=0.5).to_dict()["input_scale"] == 0.5
+
+
+@pytest.mark.skipif(not SSVEP.is_dir(), reason=f"SSVEP-Exo development recordings not found at {SSVEP} (a fresh "
+                                                "clone has no ../shared)")
+def test_ssvep_exo_prepares_unmodified_from_the_example_task_file(tmp_path, capsys):
+    assert main(["prepare", "--task-file", str(EXAMPLES / "ssvep_exo.toml"), str(SSVEP), str(tmp_path / "s"),
+                 "--workers", "2"]) == 0
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    n = len(list(SSVEP.glob("subject*/*_raw.fif")))
+    assert m["files"]["ok"] == n and not m["files"]["skipped"] and m["implausible_windows"] == 0
+    total = sum(s["windows"] for s in m["splits"].values())
+    assert total == n * 32 * 2  # 32 trials of 5 s a recording, two 4 s windows each
+    store = WindowStore(tmp_path / "s")
+    for split in ("train", "val", "test"):  # 8 trials per class in every recording: balanced in every split
+        counts = np.bincount(store.split(split).labels, minlength=4)
+        assert counts.min() == counts.max() > 0, (split, counts)
+    assert "ssvep_exo" in capsys.readouterr().out
+
+
+def test_ask_reads_new_recordings_with_the_scale_the_model_was_tuned_on(fifs, model, tmp_path, capsys):
+    from neurolm.data.provenance import read_training
+    from neurolm.instruct.ask import ask
+    from neurolm.instruct.train import instruct
+
+    task = write_task(tmp_path / "t.toml", scale="scale = 0.01")
+    prepare_task_file(task, fifs, tmp_path / "store", progress=False)
+    model.save_pretrained(tmp_path / "lm")
+    instruct(tmp_path / "lm", [tmp_path / "store"], tmp_path / "inst", steps=2, batch_size=4, progress=False,
+             device="cpu")
+    assert read_training(tmp_path / "inst")["datasets"]["flicker"]["preprocessing"]["input_scale"] == 0.01
+    recording = fifs / "s1" / "record-[2012.07.06-19.02.16]_raw.fif"
+    answers = ask(tmp_path / "inst", recording, "flicker", every=4.0)  # the recorded scale, by default
+    assert len(answers) == 15 and {a.label_name for a in answers} <= {"rest", "13hz"}
+    with pytest.raises(NeuroLMError, match=r"implausible.*`scale = 0\.01`"):
+        ask(tmp_path / "inst", recording, "flicker", scale=1.0)  # an explicit --scale overrides it
+    assert main(["ask", str(tmp_path / "inst"), str(recording), "--task", "flicker", "--scale", "0.01",
+                 "--device", "cpu"]) == 0
+    assert "asked flicker" in capsys.readouterr().out
