@@ -4,6 +4,7 @@ as a label source, the SSVEP-Exo development recordings prepared from the exampl
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import mne
@@ -160,3 +161,54 @@ def test_ask_reads_new_recordings_with_the_scale_the_model_was_tuned_on(fifs, mo
     assert main(["ask", str(tmp_path / "inst"), str(recording), "--task", "flicker", "--scale", "0.01",
                  "--device", "cpu"]) == 0
     assert "asked flicker" in capsys.readouterr().out
+
+
+# --- channel aliases --------------------------------------------------------------------------------------------------
+LEMON_CAP = ("Fp1 Fp2 F7 F3 Fz F4 F8 FC5 FC1 FC2 FC6 T7 C3 Cz C4 T8 CP5 CP1 CP2 CP6 AFz P7 P3 Pz P4 P8 PO9 O1 Oz O2 "
+             "PO10 AF7 AF3 AF4 AF8 F5 F1 F2 F6 FT7 FC3 FC4 FT8 C5 C1 C2 C6 TP7 CP3 CPz CP4 TP8 P5 P1 P2 P6 PO7 PO3 "
+             "POz PO4 PO8").split() + ["VEOG"]
+"""LEMON's BrainVision cap: 61 EEG electrodes under their 10-10 names (as MNE's standard_1020 montage spells them)
+and a vertical EOG: 62 channels."""
+
+
+def test_a_10_10_cap_serves_every_builtin_task_its_electrodes_cover():
+    from neurolm.data.channels import SAME_ELECTRODE, map_channels
+    from neurolm.data.datasets import DATASETS
+
+    with warnings.catch_warnings():  # MNE 1.12 renames the montage colin27_1020; the names are the same
+        warnings.simplefilter("ignore", FutureWarning)
+        montage = mne.channels.make_standard_montage("standard_1020")
+    assert set(LEMON_CAP[:-1]) <= set(montage.ch_names) and len(LEMON_CAP) == 62
+    cap = {c.upper() for c in LEMON_CAP}
+    covered = {name for name, d in DATASETS.items() if d.channels
+               and all(c in cap or SAME_ELECTRODE.get(c) in cap for c in d.channels)}
+    assert covered == {"hmc", "workload"}  # TUH wants A1 A2 T1 T2, SEED CB1 CB2 PO5 PO6: not on this cap
+    for name in covered:
+        mapping = map_channels(LEMON_CAP, DATASETS[name].channels)
+        assert list(mapping) == list(DATASETS[name].channels)
+    mapping = map_channels(LEMON_CAP, DATASETS["workload"].channels)
+    assert {k: mapping[k] for k in ("T3", "T4", "T5", "T6")} == {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+    # the other way round: a task asking for the 10-10 names takes a 10-20 file (case and reference suffixes too)
+    assert map_channels(["EEG T3-REF", "eeg t6-le", "Cz"], ["T7", "P8", "CZ"]) == {"T7": "EEG T3-REF",
+                                                                                  "P8": "eeg t6-le", "CZ": "Cz"}
+    # a missing channel is named with its other name, and the labels that are no 10-20 name are listed
+    with pytest.raises(NeuroLMError, match=r"missing required channel\(s\) T3 \(or T7\); the recording has: Cz, "
+                                           r"VEOG, ECG \(not 10-20 names: VEOG, ECG\)"):
+        map_channels(["Cz", "VEOG", "ECG"], ["T3"])
+    # pretraining (no channel list) keeps each file's own name
+    assert "T7" in map_channels(LEMON_CAP) and "T3" not in map_channels(LEMON_CAP)
+
+
+def test_a_10_10_cap_prepares_for_workload_and_the_manifest_keeps_the_file_names(tmp_path, edf_writer):
+    from neurolm.data.channels import INDEX
+    from neurolm.data.prepare import prepare_dataset
+
+    for s in range(3):
+        for k in (1, 2):
+            edf_writer(tmp_path / "raw" / f"Subject{s:02d}_{k}.edf", LEMON_CAP, 250.0, 64, seed=10 * s + k)
+    m = prepare_dataset("workload", tmp_path / "raw", tmp_path / "store", progress=False)
+    assert m["files"]["ok"] == 6 and not m["files"]["skipped"]
+    assert all(e["renamed"] == {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"} for e in m["sources"])
+    store = WindowStore(tmp_path / "store")
+    chans = store.split("train")[0]["chans"].tolist()
+    assert INDEX["T3"] in chans and INDEX["T7"] not in chans  # the task's names: windows look the same as EEGMAT's

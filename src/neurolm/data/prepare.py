@@ -24,7 +24,8 @@ Bad inputs: a file that cannot be used is skipped with a reason naming the fault
 is free, an EDF truncated mid-record read up to its last whole record, EDF+ annotations read as Latin-1, events past
 the recording's ends or implausible windows dropped) is kept, and its :class:`~neurolm.data.preprocess.RepairWarning`
 notes are listed under ``files.repaired`` in the manifest. ``sources`` lists every file with its status (prepared /
-repaired / skipped), reason or notes, subject, duration, size and windows per split; ``warnings`` names the splits
+repaired / skipped), reason or notes, subject, duration, size and windows per split (and ``renamed``: the task's
+channels read under the other name of their electrode, T3 for T7, with the file's label); ``warnings`` names the splits
 that came out empty.
 """
 
@@ -244,6 +245,8 @@ def _commit(rec: Recording, rel: str, shard: Path, result: dict, writers: dict[s
                 writer.append(signals[keep], chans, labels[keep], starts[keep], rec.subject, rel)
                 windows[s] = int(keep.sum())
         notes = sh["notes"].tolist()
+        renamed = dict(r.split("=", 1) for r in sh["renamed"].tolist()) if "renamed" in sh else {}
+        entry |= {"renamed": renamed} if renamed else {}  # a task's channel read under the file's other name
         entry |= {"status": "repaired" if notes else "prepared", "notes": notes, "duration_s": float(sh["seconds"]),
                   "windows": windows, "events_without_window": int(sh["dropped"]),
                   "implausible_windows": int(sh["implausible"]), "chans": chans.tolist(),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NeuroLMError
-from .channels import channel_indices
+from .channels import channel_indices, normalize_name
 from .preprocess import (PreprocessConfig, RepairWarning, degenerate_rows, flat_rows, implausible_windows,
                          preprocess_raw, read_uv, suggested_scale)
 from .readers import DatasetReader, Recording, Segment
@@ -59,9 +59,10 @@ def process_recording(reader: DatasetReader, rec: Recording, config: PreprocessC
 
 def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:
     signals, labels, starts, splits, dropped, outside, seconds_total = [], [], [], [], 0, 0, 0.0
-    chans = None
+    chans, renamed = None, {}
     for seg in reader.read(rec):
         reader.pick(seg)
+        renamed |= {n: lab for n, lab in zip(seg.names, seg.labels) if normalize_name(lab) != n}
         data, idx = preprocess_segment(seg, rec.path, config, fixed=reader.channels is not None)
         if chans is not None and not np.array_equal(chans, idx):
             raise NeuroLMError(f"{rec.path}: channel set changes between segments")
@@ -90,6 +91,7 @@ def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) ->
         "signals": stacked[keep], "labels": np.array(labels, np.int16)[keep], "starts": np.array(starts)[keep],
         "splits": np.array(splits, dtype=str)[keep], "chans": chans, "dropped": np.array(dropped),
         "implausible": np.array(int((~keep).sum())), "seconds": np.array(seconds_total),
+        "renamed": np.array([f"{n}={lab}" for n, lab in renamed.items()], dtype=str),
     }
 
 
