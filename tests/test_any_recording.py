@@ -212,3 +212,98 @@ def test_a_10_10_cap_prepares_for_workload_and_the_manifest_keeps_the_file_names
     store = WindowStore(tmp_path / "store")
     chans = store.split("train")[0]["chans"].tolist()
     assert INDEX["T3"] in chans and INDEX["T7"] not in chans  # the task's names: windows look the same as EEGMAT's
+
+
+# --- low rates, one channel -----------------------------------------------------------------------------------------
+def test_a_low_rate_is_low_passed_below_nyquist_and_resampled_to_200_hz():
+    from neurolm.data.preprocess import PreprocessConfig, low_pass, preprocess_array
+
+    with pytest.raises(NeuroLMError, match=r"100 Hz is too low.*low-pass at 40 Hz instead, allow low rates "
+                                           r"\(`allow_low_rate = true` in a task file, --allow-low-rate"):
+        preprocess_array(np.zeros((1, 1000)), 100.0, PreprocessConfig())
+    config = PreprocessConfig(allow_low_rate=True)
+    assert [low_pass(r, config) for r in (100.0, 128.0, 151.0, 256.0)] == [40.0, 51.0, 75.0, 75.0]
+    with pytest.raises(NeuroLMError, match="at least 50 Hz"):
+        low_pass(32.0, config)
+    t = np.arange(6000) / 100.0
+    out = preprocess_array(np.stack([20 * np.sin(2 * np.pi * 10 * t), 20 * np.sin(2 * np.pi * 47 * t)]), 100.0,
+                           config)
+    assert out.shape == (2, 12000)  # 200 Hz
+    inner = out[:, 2000:-2000].std(axis=1) * 100 * np.sqrt(2)
+    assert 18 < inner[0] < 22 and inner[1] < 5  # 10 Hz kept, 47 Hz (in the transition above 40 Hz) cut down
+    assert "allow_low_rate" not in PreprocessConfig().to_dict()
+
+
+def write_low_rate_task(path: Path, *, allow: bool = True) -> Path:
+    path.write_text(f'''name = "one_channel"
+question = "Is the alpha rhythm strong?"
+answers = ["No", "Yes"]
+classes = ["weak", "strong"]
+channels = ["CZ"]
+window_s = 4
+{"allow_low_rate = true" if allow else ""}
+[recordings]
+subject = '(p\\d+)_'
+
+[labels]
+source = "filename"
+pattern = '_(weak|strong)$'
+
+[split]
+by = "subject"
+order = "sorted"
+fractions = {{ train = 0.5, val = 0.25, test = 0.25 }}
+''')
+    return path
+
+
+def one_channel_edfs(root: Path, sfreq: float, edf_writer) -> None:
+    """One-channel EDFs (``EEG Cz``) of four subjects, a weak- and a strong-alpha file each, 40 s at ``sfreq``."""
+    t = np.arange(int(40 * sfreq)) / sfreq
+    for s in range(4):
+        for k, cls in enumerate(("weak", "strong")):
+            rng = np.random.default_rng(10 * s + k)
+            data = rng.normal(0, 10, (1, len(t))) + (5 + 25 * k) * np.sin(2 * np.pi * 10 * t)
+            edf_writer(root / f"p{s}_{cls}.edf", ["EEG Cz"], sfreq, 40, data=data)
+
+
+def test_one_channel_at_128_hz_and_100_hz_prepare_tune_and_ask(model, tmp_path, edf_writer, capsys):
+    from neurolm.data.provenance import read_training
+    from neurolm.instruct.ask import ask
+    from neurolm.instruct.train import instruct
+
+    one_channel_edfs(tmp_path / "r128", 128.0, edf_writer)
+    with pytest.raises(NeuroLMError, match=r"every one_channel file failed .*128 Hz is too low.*allow_low_rate"):
+        prepare_task_file(write_low_rate_task(tmp_path / "off.toml", allow=False), tmp_path / "r128",
+                          tmp_path / "refused", progress=False)
+    m = prepare_task_file(write_low_rate_task(tmp_path / "t.toml"), tmp_path / "r128", tmp_path / "store",
+                          progress=False)
+    assert m["files"]["ok"] == 8 and m["band_hz"] == [0.1, 51.0]
+    assert m["preprocessing"]["allow_low_rate"] is True and {e["low_pass_hz"] for e in m["sources"]} == {51.0}
+    assert WindowStore(tmp_path / "store").split("train")[0]["signal"].shape == (1, 800)  # 4 s at 200 Hz
+
+    model.save_pretrained(tmp_path / "lm")
+    instruct(tmp_path / "lm", [tmp_path / "store"], tmp_path / "inst", steps=2, batch_size=4, progress=False,
+             device="cpu")
+    assert read_training(tmp_path / "inst")["datasets"]["one_channel"]["band_hz"] == [0.1, 51.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the band it was tuned on: nothing to warn about
+        answers = ask(tmp_path / "inst", tmp_path / "r128" / "p0_strong.edf", "one_channel", every=4.0)
+    assert len(answers) == 10 and {a.label_name for a in answers} <= {"weak", "strong"}
+
+    one_channel_edfs(tmp_path / "r100", 100.0, edf_writer)  # a lower rate than the model was tuned on
+    with pytest.warns(UserWarning, match=r"at 100 Hz its band is 0\.1–40 Hz, but the model was tuned on one_channel "
+                                         r"windows of 0\.1–51 Hz"):
+        answers = ask(tmp_path / "inst", tmp_path / "r100" / "p1_weak.edf", "one_channel", every=4.0)
+    assert len(answers) == 10
+    assert main(["ask", str(tmp_path / "inst"), str(tmp_path / "r100" / "p1_weak.edf"), "--task", "one_channel",
+                 "--device", "cpu"]) == 0
+    assert "asked one_channel" in capsys.readouterr().out
+
+
+def test_the_flag_allows_low_rates_for_a_builtin_free_task_file(tmp_path, edf_writer):
+    one_channel_edfs(tmp_path / "r100", 100.0, edf_writer)
+    assert main(["prepare", "--task-file", str(write_low_rate_task(tmp_path / "t.toml", allow=False)),
+                 str(tmp_path / "r100"), str(tmp_path / "store"), "--allow-low-rate", "--workers", "1"]) == 0
+    m = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    assert m["band_hz"] == [0.1, 40.0] and m["files"]["ok"] == 8

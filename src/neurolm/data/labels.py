@@ -86,7 +86,7 @@ class TaskFileReader(DatasetReader):
         d = spec.dataset
         self.spec, self.name, self.channels, self.classes = spec, d.name, d.channels, d.classes
         self.mains, self.window_s, self.stride_s, self.split = d.mains, d.window_s, d.stride_s, d.split
-        self.scale = spec.scale
+        self.scale, self.allow_low_rate = spec.scale, spec.allow_low_rate
         self.root: Path | None = None
         self.bids = False
         self.rows: dict[str, list[tuple[float, float, str]]] = {}

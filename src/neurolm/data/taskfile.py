@@ -38,7 +38,7 @@ MAX_EEG_TOKENS = 276
 LABEL_SOURCES = ("annotations", "bids_events", "events", "filename", "csv", "subject_table")
 SPLIT_BY = ("subject", "recording", "time")
 _TOP = {"name", "question", "answers", "options", "classes", "channels", "mains", "window_s", "stride_s",
-        "recordings", "labels", "split", "scale"}
+        "recordings", "labels", "split", "scale", "allow_low_rate"}
 _RECORDINGS = {"glob", "subject"}
 _LABELS = {"source", "map", "pattern", "file", "column", "subject_column", "last_s", "ignore_unmapped", "duration_s"}
 _SPLIT = {"by", "order", "fractions", "seed"}
@@ -90,6 +90,8 @@ class TaskSpec:
     scale: float = 1.0
     """Factor the samples are multiplied by as they are read (``scale``), for recordings not in the unit their files
     state: 0.01 for values stored a hundred times too large, 1000 for millivolts labelled microvolts."""
+    allow_low_rate: bool = False
+    """Accept recordings at or below 150 Hz, low-passed below their Nyquist frequency (``allow_low_rate``)."""
     source: str = "task file"
     """Where the definition was read (file name, or the store / model directory it was recorded in)."""
     definition: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -271,7 +273,7 @@ def parse_task(raw: dict, source: str) -> TaskSpec:
                     _get(source, recordings, "glob", str, "**/*", "recordings."),
                     _regex(source, "recordings.subject",
                            _get(source, recordings, "subject", str, "", "recordings.")),
-                    seed, float(scale), source, raw)
+                    seed, float(scale), _get(source, raw, "allow_low_rate", bool, False), source, raw)
 
 
 def load_task_file(path: str | Path) -> TaskSpec:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import NeuroLMError
 from .channels import channel_indices, normalize_name
 from .preprocess import (PreprocessConfig, RepairWarning, degenerate_rows, flat_rows, implausible_windows,
-                         preprocess_raw, read_uv, suggested_scale)
+                         low_pass, preprocess_raw, read_uv, suggested_scale)
 from .readers import DatasetReader, Recording, Segment
 
 
@@ -59,7 +59,7 @@ def process_recording(reader: DatasetReader, rec: Recording, config: PreprocessC
 
 def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:
     signals, labels, starts, splits, dropped, outside, seconds_total = [], [], [], [], 0, 0, 0.0
-    chans, renamed = None, {}
+    chans, renamed, band_top = None, {}, config.h_freq
     for seg in reader.read(rec):
         reader.pick(seg)
         renamed |= {n: lab for n, lab in zip(seg.names, seg.labels) if normalize_name(lab) != n}
@@ -67,6 +67,7 @@ def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) ->
         if chans is not None and not np.array_equal(chans, idx):
             raise NeuroLMError(f"{rec.path}: channel set changes between segments")
         chans = idx
+        band_top = min(band_top, low_pass(seg.raw.info["sfreq"], config))
         w_s = reader.window_seconds(len(idx))
         seconds = seg.raw.n_times / seg.raw.info["sfreq"]
         seconds_total += seconds
@@ -92,6 +93,7 @@ def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) ->
         "splits": np.array(splits, dtype=str)[keep], "chans": chans, "dropped": np.array(dropped),
         "implausible": np.array(int((~keep).sum())), "seconds": np.array(seconds_total),
         "renamed": np.array([f"{n}={lab}" for n, lab in renamed.items()], dtype=str),
+        "low_pass": np.array([band_top] if band_top < config.h_freq else []),  # a low rate's lower edge
     }
 
 

@@ -89,6 +89,8 @@ class DatasetReader:
     split: SplitRule = SplitRule("subjects")
     scale: float = 1.0
     """Declared factor the samples are multiplied by as read (a task file's ``scale``; 1 for the built-in datasets)."""
+    allow_low_rate: bool = False
+    """Accept recordings at or below 150 Hz with a lower low-pass (a task file's ``allow_low_rate``)."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
