@@ -4,6 +4,9 @@ as a label source, the SSVEP-Exo development recordings prepared from the exampl
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -307,3 +310,73 @@ def test_the_flag_allows_low_rates_for_a_builtin_free_task_file(tmp_path, edf_wr
                  str(tmp_path / "r100"), str(tmp_path / "store"), "--allow-low-rate", "--workers", "1"]) == 0
     m = json.loads((tmp_path / "store" / "manifest.json").read_text())
     assert m["band_hz"] == [0.1, 40.0] and m["files"]["ok"] == 8
+
+
+# --- Python 3.10 ----------------------------------------------------------------------------------------------------
+def test_task_files_parse_with_tomli_where_tomllib_is_missing(monkeypatch):
+    """Python 3.10 has no tomllib: the task-file parser falls back to tomli (a dependency there)."""
+    import importlib
+    import sys
+
+    pytest.importorskip("tomli", reason="tomli is in the dev extra: pip install -c constraints-cpu.txt -e '.[dev]'")
+    from neurolm.data import taskfile
+
+    monkeypatch.setattr(sys, "version_info", (3, 10, 13, "final", 0))
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # `import tomllib` now fails, as on 3.10
+    try:
+        reloaded = importlib.reload(taskfile)
+        assert reloaded.tomllib.__name__ == "tomli"
+        spec = reloaded.load_task_file(EXAMPLES / "ssvep_exo.toml")
+        assert spec.scale == 0.01 and spec.labels.duration_s == 5.0
+    finally:
+        monkeypatch.undo()
+        importlib.reload(taskfile)
+    assert taskfile.tomllib.__name__ == "tomllib"
+
+
+def _python310() -> str | None:
+    """A working Python 3.10 interpreter (PATH, or pyenv's versions whose shims may not be active), if any."""
+    candidates = [shutil.which("python3.10"), *map(str, Path.home().glob(".pyenv/versions/3.10*/bin/python3.10"))]
+    for exe in filter(None, candidates):
+        try:
+            out = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                                 text=True, timeout=30)
+        except OSError:
+            continue
+        if out.returncode == 0 and out.stdout.strip() == "(3, 10)":
+            return exe
+    return None
+
+
+PY310 = _python310()
+
+
+@pytest.mark.skipif(PY310 is None, reason="no working Python 3.10 interpreter to parse the package with")
+def test_every_module_parses_on_python_3_10_and_imports_no_newer_stdlib_module():
+    """The declared minimum (requires-python >= 3.10): its parser reads every module, and no module imports a
+    standard-library module 3.10 lacks, but behind a version check (tomllib)."""
+    script = r'''
+import ast, pathlib, sys
+bad = []
+for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.py")):
+    text = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(text, str(path))
+    except SyntaxError as exc:
+        bad.append(f"{path}: {exc}")
+        continue
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+        for name in names:
+            top = name.split(".")[0]
+            if top in sys.argv[2].split(",") and top not in sys.stdlib_module_names and (
+                    "sys.version_info >= (3, 11)" not in text):
+                bad.append(f"{path}: imports {top}, not in Python 3.10")
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+'''
+    newer = ",".join(sorted(sys.stdlib_module_names))
+    src = Path(__file__).resolve().parents[1] / "src" / "neurolm"
+    out = subprocess.run([PY310, "-c", script, str(src), newer], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
