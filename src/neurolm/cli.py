@@ -28,6 +28,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+TRAINING_COMMANDS = ("train-tokenizer", "pretrain", "instruct")
+"""Commands that take ``--resume`` (the training stages)."""
+
+
+def interruption_advice(command: str) -> str:
+    """What to do after Ctrl-C or SIGTERM: what each command actually offers to continue."""
+    if command in TRAINING_COMMANDS:
+        return "re-run the same command with --resume to continue from its last checkpoint"
+    if command == "demo":
+        return ("re-run `neurolm demo` with the same --out to continue: finished stages are kept and an interrupted "
+                "training stage continues from its checkpoint")
+    if command == "prepare":
+        return "re-run the same command to continue: the recordings already written are kept"
+    return "re-run the same command"
+
+
 _REST = re.compile(r"(:[a-z]+:)?`(`?)(~?)([^`]+)`\2")
 """reST markup in docstrings: ``literal``, :role:`target` and :role:`~module.name`."""
 
@@ -65,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neurolm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"neurolm {args.command}: interrupted; re-run the same command (with --resume for training stages) to continue", file=sys.stderr)
+        print(f"neurolm {args.command}: interrupted; {interruption_advice(args.command)}", file=sys.stderr)
         return 130
 
 
