@@ -145,6 +145,24 @@ def test_ssvep_exo_prepares_unmodified_from_the_example_task_file(tmp_path, caps
     assert "ssvep_exo" in capsys.readouterr().out
 
 
+def assert_scalars_match_the_log(run: Path) -> None:
+    """``log.csv`` (the scalars: loss, learning rate, throughput, validation metrics) holds every row and value of
+    ``log.jsonl``."""
+    import csv
+
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    with open(run / "log.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and {r["split"] for r in rows} == {"train", "val"}
+    for row, line in zip(rows, table):
+        for key, value in row.items():
+            assert (line[key] == value if isinstance(value, str) else float(line[key]) == pytest.approx(value)), key
+        assert all(line[k] == "" for k in line if k not in row)
+    train = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2]  # a two-step run logs both steps
+    assert {"loss", "lr", "samples_per_s", "steps_per_s", "grad_norm"} <= set(train[-1])
+
+
 def test_ask_reads_new_recordings_with_the_scale_the_model_was_tuned_on(fifs, model, tmp_path, capsys):
     from neurolm.data.provenance import read_training
     from neurolm.instruct.ask import ask
@@ -156,6 +174,7 @@ def test_ask_reads_new_recordings_with_the_scale_the_model_was_tuned_on(fifs, mo
     instruct(tmp_path / "lm", [tmp_path / "store"], tmp_path / "inst", steps=2, batch_size=4, progress=False,
              device="cpu")
     assert read_training(tmp_path / "inst")["datasets"]["flicker"]["preprocessing"]["input_scale"] == 0.01
+    assert_scalars_match_the_log(tmp_path / "inst")
     recording = fifs / "s1" / "record-[2012.07.06-19.02.16]_raw.fif"
     answers = ask(tmp_path / "inst", recording, "flicker", every=4.0)  # the recorded scale, by default
     assert len(answers) == 15 and {a.label_name for a in answers} <= {"rest", "13hz"}
@@ -380,3 +399,26 @@ sys.exit(1 if bad else 0)
     src = Path(__file__).resolve().parents[1] / "src" / "neurolm"
     out = subprocess.run([PY310, "-c", script, str(src), newer], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --- logging ----------------------------------------------------------------------------------------------------------
+def test_library_messages_go_through_the_neurolm_logger_and_the_cli_sets_its_level(fifs, tmp_path, capsys, caplog):
+    import logging
+
+    task = write_task(tmp_path / "t.toml", scale="scale = 0.01")
+    cmd = ["prepare", "--task-file", str(task), str(fifs), str(tmp_path / "store"), "--workers", "1"]
+    assert main(cmd) == 0
+    capsys.readouterr()
+    assert main(cmd) == 0  # done already: the library says so, at INFO, on stdout
+    out = capsys.readouterr().out
+    assert "flicker: already prepared in" in out and "prepared flicker: 64 windows" in out
+    assert main([*cmd, "--quiet"]) == 0  # only warnings and errors of the library; the command's result stays
+    out = capsys.readouterr().out
+    assert "already prepared" not in out and "prepared flicker: 64 windows" in out
+    assert main([*cmd, "-v"]) == 0 and logging.getLogger("neurolm").level == logging.DEBUG
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="neurolm"):  # a host application's own handler sees the records
+        prepare_task_file(task, fifs, tmp_path / "store", progress=False)
+    assert [(r.name, r.levelno) for r in caplog.records if "already prepared" in r.getMessage()] == [
+        ("neurolm.data.prepare", logging.INFO)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import warnings
@@ -32,6 +33,8 @@ from pathlib import Path
 from .data.datasets import TASK_NAMES
 from .data.prepare import prepare_dataset
 from .data.synth import ALL, write_corpus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,11 @@ QUICK = DemoPlan(subjects=1, tokenizer_steps=20, pretrain_steps=20, instruct_ste
 
 
 def _line(stage: str, t0: float, text: str) -> None:
-    print(f"{stage:<10s}{time.time() - t0:7.1f} s  {text}", flush=True)
+    log.info(f"{stage:<10s}{time.time() - t0:7.1f} s  {text}")
 
 
 def _begin(stage: str, text: str) -> None:
-    print(f"{stage:<10s}{'…':>9s}  {text}", flush=True)
+    log.info(f"{stage:<10s}{'…':>9s}  {text}")
 
 
 def _package(filename: str) -> str | None:

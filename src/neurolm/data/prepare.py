@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -58,6 +59,8 @@ from .taskfile import load_task_file, spec_summary
 from .store import DTYPES, MANIFEST, Group, SplitWriter, atomic_path, atomic_write_bytes
 from .windows import process_recording
 from .workers import available_cpus, ordered_map
+
+log = logging.getLogger(__name__)
 
 SHARDS = ".shards"
 JOURNAL = ".journal.jsonl"
@@ -148,8 +151,7 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
         old = json.loads(manifest_path.read_text())
         if old.get("complete") and old.get("fingerprint") == inputs:
             shutil.rmtree(shard_dir, ignore_errors=True)  # left by a run stopped between its manifest and cleanup
-            if progress:
-                print(f"{name}: already prepared in {out_dir} (same files and settings); nothing to do")
+            log.info(f"{name}: already prepared in {out_dir} (same files and settings); nothing to do")
             return old
     shard_dir.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
