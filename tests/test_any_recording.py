@@ -422,3 +422,16 @@ def test_library_messages_go_through_the_neurolm_logger_and_the_cli_sets_its_lev
         prepare_task_file(task, fifs, tmp_path / "store", progress=False)
     assert [(r.name, r.levelno) for r in caplog.records if "already prepared" in r.getMessage()] == [
         ("neurolm.data.prepare", logging.INFO)]
+
+
+def test_labels_left_out_of_an_all_channels_task_are_logged(caplog):
+    import logging
+
+    from neurolm.data.readers import Segment
+    from neurolm.data.readers.pretrain import Pretrain
+
+    raw = mne.io.RawArray(np.zeros((3, 200)), mne.create_info(["Cz", "VEOG", "EKG1"], 200.0, "eeg"), verbose="error")
+    with caplog.at_level(logging.DEBUG, logger="neurolm"):
+        seg = Pretrain().pick(Segment(raw, []))
+    assert seg.names == ["CZ"]
+    assert "no 10-20 channel, left out: VEOG, EKG1" in caplog.text
