@@ -435,3 +435,19 @@ def test_labels_left_out_of_an_all_channels_task_are_logged(caplog):
         seg = Pretrain().pick(Segment(raw, []))
     assert seg.names == ["CZ"]
     assert "no 10-20 channel, left out: VEOG, EKG1" in caplog.text
+
+
+def test_an_events_file_named_by_a_template(fifs, tmp_path):
+    import shutil as sh
+
+    root = tmp_path / "raw"
+    for s in ("s0", "s1", "s2", "s3"):
+        (root / s).mkdir(parents=True)
+        sh.copy(fifs / s / "record-[2012.07.06-19.02.16]_raw.fif", root / s / "rec_raw.fif")
+        sh.copy(fifs / s / "record-[2012.07.06-19.02.16]-eve.fif", root / s / "rec.events.fif")
+    task = write_task(tmp_path / "t.toml", scale="scale = 0.01", labels='duration_s = 5\nfile = "{stem}.events.fif"')
+    m = prepare_task_file(task, root, tmp_path / "store", progress=False)
+    assert m["files"]["ok"] == 4 and sum(s["windows"] for s in m["splits"].values()) == 64
+    bad = write_task(tmp_path / "b.toml", labels='duration_s = 5\nfile = "{name}.eve"')
+    with pytest.raises(NeuroLMError, match=r"labels\.file = '\{name\}\.eve': .*\{stem\}"):
+        prepare_task_file(bad, root, tmp_path / "s2", progress=False)

@@ -183,9 +183,10 @@ class TaskFileReader(DatasetReader):
 
     def _mne_events(self, rec: Recording, raw: mne.io.BaseRaw) -> list[tuple[float, float, str]]:
         """``events``: (start, stop, event id) of the recording's events file, in seconds from the recording start."""
-        if not rec.extras:
+        found = self._events_file(rec.path)
+        if not found:
             return []
-        path = rec.extras[-1]
+        (path,) = found
         try:
             events = mne.read_events(path, verbose="error")
         except Exception as exc:  # noqa: BLE001 - MNE raises ValueError/OSError/... for a file that is not events

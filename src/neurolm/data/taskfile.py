@@ -216,6 +216,12 @@ def _labels(source: str, raw: dict, classes: tuple[str, ...]) -> LabelSource:
     if kind == "filename" and not pattern:
         raise NeuroLMError(f"{source}: labels.pattern is missing (labels.source = 'filename' needs it)")
     file = _get(source, raw, "file", str, "", "labels.")
+    if kind == "events" and file:
+        try:
+            file.format(stem="x")
+        except (KeyError, IndexError, ValueError):
+            raise _fail(source, "labels.file", file, "the events file's name may hold {stem} (the recording's name "
+                                                     "without extension and _raw) and no other {…}") from None
     if kind == "csv" and not file:
         raise NeuroLMError(f"{source}: labels.file is missing (labels.source = 'csv' needs it)")
     duration_s = _get(source, raw, "duration_s", (int, float), None, "labels.")
