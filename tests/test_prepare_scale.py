@@ -77,8 +77,10 @@ def test_each_damage_is_reported_with_its_fault_and_kept_out_of_the_store(damage
     assert skipped["aacrlf00"].startswith("data section longer than the header declares (")
     assert re.search(r": (\d+) extra bytes\): copied in text mode, which put a CR byte before each of its \1 LF "
                      r"bytes and misaligned the samples into noise$", skipped["aacrlf00"]), skipped["aacrlf00"]
-    assert skipped["aaloud01"] == ("6 of 6 windows implausible for scalp EEG (median channel standard deviation above "
-                                   "1000 µV: a damaged file or a wrong unit)")
+    assert re.fullmatch(r"6 of 6 windows implausible for scalp EEG \(median channel standard deviation above 1000 µV: "
+                        r"a damaged file or a wrong unit\)\. If the samples are not in the unit the file states \(median "
+                        r"channel standard deviation \d\.\d+e\+03 µV\), declare their scale: `scale = 0\.01` in the "
+                        r"task file, or --scale 0\.01 for prepare and ask", skipped["aaloud01"]), skipped["aaloud01"]
     assert skipped["aadegn00"].startswith("degenerate channel(s) F4 (EEG F4-REF): fewer than 16 distinct values "
                                           "(a degenerate export); the dataset needs every one of its channels")
     repaired = {f["file"].split("/")[-1].split("_")[0]: f["notes"] for f in m["files"]["repaired"]}

@@ -10,19 +10,31 @@ so an interrupted demo continues where it stopped.
 that every stage runs and reports, not that the model learns; the full demo is the one whose accuracies mean
 something. ``--seed`` seeds the three training stages (the corpus is always the same), so a demo's spread over seeds
 can be measured on one corpus.
+
+A line starts every long stage (so minutes of training are never silent) and ends it with its result. Warnings raised
+inside other packages (scikit-learn's convergence warnings from the band-power baseline, …) are counted instead of
+printed between those lines, and summarised once at the end; NeuroLM's own warnings are shown as they come.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sys
 import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .data.datasets import TASK_NAMES
 from .data.prepare import prepare_dataset
 from .data.synth import ALL, write_corpus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,47 @@ QUICK = DemoPlan(subjects=1, tokenizer_steps=20, pretrain_steps=20, instruct_ste
 
 
 def _line(stage: str, t0: float, text: str) -> None:
-    print(f"{stage:<10s}{time.time() - t0:7.1f} s  {text}", flush=True)
+    log.info(f"{stage:<10s}{time.time() - t0:7.1f} s  {text}")
+
+
+def _begin(stage: str, text: str) -> None:
+    log.info(f"{stage:<10s}{'…':>9s}  {text}")
+
+
+def _package(filename: str) -> str | None:
+    """The installed package a warning was raised in (``sklearn``), or None for NeuroLM's own code and scripts."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts and parts.index(marker) + 1 < len(parts):
+            name = parts[parts.index(marker) + 1].removesuffix(".py")
+            return None if name == "neurolm" else name
+    return None
+
+
+@contextmanager
+def dependency_warnings() -> Iterator[Counter]:
+    """Count the warnings raised inside other packages by (package, category, first line) instead of showing them
+    (module notes); the others are shown as usual."""
+    counts: Counter = Counter()
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        package = _package(filename)
+        if package is None:
+            shown(message, category, filename, lineno, file, line)
+        else:
+            counts[(package, category.__name__, str(message).strip().splitlines()[0][:120])] += 1
+
+    warnings.showwarning = show
+    try:
+        yield counts
+    finally:
+        warnings.showwarning = shown
+
+
+def summarise_warnings(counts: Counter) -> list[str]:
+    """One line per kind of dependency warning, most frequent first."""
+    return [f"{n} × {package} {category}: {text}" for (package, category, text), n in counts.most_common()]
 
 
 def run_demo(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
@@ -73,8 +125,10 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
 
     t0 = time.time()
     if not all((raw / d).is_dir() for d in ALL):
+        _begin("synth", "writing the synthetic recordings")
         write_corpus(raw, ALL, subjects=plan.subjects, seed=0)
     _line("synth", t0, f"recordings in native formats → {raw}")
+    _begin("prepare", f"filtering and cutting {len(ALL)} datasets into window stores")
     for name in ALL:
         t0 = time.time()
         m = prepare_dataset(name, raw / name, prep / name, progress=False)
@@ -95,7 +149,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
     t0 = time.time()
     report = _cached(tok_dir / "report.json", lambda: train_tokenizer(
         stores, tok_dir, size="tiny", steps=plan.tokenizer_steps, seed=seed, progress=False,
-        resume=resumable(tok_dir)).report)
+        resume=resumable(tok_dir)).report, ("tokenizer", f"training the tiny tokenizer, {plan.tokenizer_steps} steps"))
     v = report["val"]
     _line("tokenizer", t0, f"val loss_freq {v['loss_freq']:.3f}, loss_raw {v['loss_raw']:.3f}, "
                            f"codebook utilisation {v['utilisation']:.0%}")
@@ -103,7 +157,8 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
     t0 = time.time()
     report = _cached(lm_dir / "report.json", lambda: pretrain(
         tok_dir, stores, lm_dir, size="tiny", steps=plan.pretrain_steps, progress=False,
-        eval_every=plan.pretrain_eval_every, seed=seed, resume=resumable(lm_dir)).report)
+        eval_every=plan.pretrain_eval_every, seed=seed, resume=resumable(lm_dir)).report,
+        ("pretrain", f"pretraining the tiny NeuroLM, {plan.pretrain_steps} steps"))
     v = report["val"]
     _line("pretrain", t0, f"val EEG loss {v['eeg_loss']:.3f} (unigram baseline {v['unigram_loss']:.3f}), "
                           f"train text loss {report['train_last']['text_loss']:.3f}")
@@ -111,11 +166,14 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
     t0 = time.time()
     report = _cached(inst_dir / "report.json", lambda: instruct(
         lm_dir, task_stores, inst_dir, steps=plan.instruct_steps, balance_tasks=plan.balance_tasks, seed=seed,
-        progress=False, resume=resumable(inst_dir)).report)
+        progress=False, resume=resumable(inst_dir)).report,
+        ("instruct", f"instruction tuning on the six tasks, {plan.instruct_steps or 'the default'} steps (the longest "
+                     "stage)"))
     _line("instruct", t0, f"val balanced accuracy (mean over tasks) {report['val']['ba_mean']:.2f}")
 
     t0 = time.time()
-    metrics = _cached(eval_dir / "metrics.json", lambda: evaluate(inst_dir, task_stores, eval_dir, progress=False))
+    metrics = _cached(eval_dir / "metrics.json", lambda: evaluate(inst_dir, task_stores, eval_dir, progress=False),
+                      ("evaluate", "answering the six tasks' test windows (both protocols) and the baseline"))
     _line("evaluate", t0, "test balanced accuracy " + ", ".join(
         f"{t} {metrics[t]['scored']['balanced_accuracy']:.2f}" for t in TASK_NAMES))
 
@@ -133,10 +191,13 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0) -> dict:
     return summary
 
 
-def _cached(path: Path, compute):
-    """The JSON result of a finished stage, or compute it (the stage writes ``path`` itself or we do)."""
+def _cached(path: Path, compute, begin: tuple[str, str] | None = None):
+    """The JSON result of a finished stage, or compute it (the stage writes ``path`` itself or we do), saying first
+    what starts (``begin``: stage, text)."""
     if path.is_file():
         return json.loads(path.read_text())
+    if begin is not None:
+        _begin(*begin)
     result = compute()
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +249,8 @@ def _metric(m: dict, key: str) -> str:
 def _verdict(m: dict) -> str:
     """How the scored answers compare with the band-power baseline, by their 95 % intervals."""
     s, b = m["scored"], m["baseline"]
+    if s.get("below_chance"):
+        return "below chance"
     if s["includes_chance"]:
         return "not above chance"
     if s["ci95"][0] > b["ci95"][1]:
@@ -260,6 +323,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.time()
-    run_demo(args.out, args.quick, args.seed)
+    with dependency_warnings() as counts:
+        run_demo(args.out, args.quick, args.seed)
+    lines = summarise_warnings(counts)
+    if lines:
+        print(f"warnings from other packages ({sum(counts.values())}, summarised; they do not change the results):",
+              *(f"  {line}" for line in lines), sep="\n", file=sys.stderr)
     print(f"demo finished in {time.time() - t0:.0f} s → {args.out / 'report.html'}")
     return 0

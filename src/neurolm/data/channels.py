@@ -1,5 +1,11 @@
 """The 10-20 channel vocabulary of NeuroLM and normalisation of real-world channel labels.
 
+The 10-20 and 10-10 names of one electrode (``T3``/``T7``, ``T4``/``T8``, ``T5``/``P7``, ``T6``/``P8``) are one
+channel to a task: a task asking for either name takes a recording labelled with the other (MNE's ``standard_1020``
+montage and modern caps use the 10-10 names, TUH and EEGMAT the 10-20 ones). The window keeps the name the task asks
+for, so a task's windows look the same to the model whatever cap they came from; the manifest records the file's
+label. Both names stay vocabulary entries (the reference's list), so pretraining keeps each file's own name.
+
 The vocabulary order is the reference implementation's ``standard_1020`` list: the index of a channel is what the
 models' channel embeddings are looked up with, so the order must never change (checkpoint compatibility).
 """
@@ -26,8 +32,10 @@ PAD_INDEX: int = INDEX["PAD"]
 pad = 125", which contradicts its own list and the reference code, so the list wins (docs/data.md, decisions)."""
 
 # Old (10-20) and new (10-10) names of the same temporal/parietal sites. The reference keeps both as separate
-# vocabulary entries and does not alias them, so aliasing is opt-in.
+# vocabulary entries; a task's channel list accepts either (module notes), pretraining keeps the file's name.
 T3_T7_ALIASES: dict[str, str] = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+SAME_ELECTRODE: dict[str, str] = T3_T7_ALIASES | {new: old for old, new in T3_T7_ALIASES.items()}
+"""Either name of an electrode → its other name."""
 
 # Montage references that trail a label: TUH "-REF"/"-LE", mastoid/ear references "-A1/-A2/-M1/-M2", average "-AVG".
 _REFERENCE_SUFFIX = re.compile(r"-(REF|LE|AR|AVG|AV|A1|A2|M1|M2|CZ)$")
@@ -69,9 +77,10 @@ def map_channels(
 ) -> dict[str, str]:
     """Map vocabulary names to the recording's labels.
 
-    With ``wanted`` (a dataset's channel list), every wanted channel must be present, else the error names the
-    missing ones and what the file has. Without it, every recognisable EEG channel is kept (pretraining).
-    The first label wins when two labels normalise to the same site.
+    With ``wanted`` (a dataset's channel list), every wanted channel must be present, under its name or the other
+    name of the same electrode (:data:`SAME_ELECTRODE`), else the error names the missing ones, what the file has
+    and which of its labels are no 10-20 name at all. Without it, every recognisable EEG channel is kept
+    (pretraining). The first label wins when two labels normalise to the same site.
     """
     found: dict[str, str] = {}
     for label in labels:
@@ -80,9 +89,22 @@ def map_channels(
             found[name] = label
     if wanted is None:
         return found
+    for w in wanted:
+        other = SAME_ELECTRODE.get(w)
+        if w not in found and other in found and other not in wanted:
+            found[w] = found[other]
     missing = [w for w in wanted if w not in found]
     if missing:
+        named = [f"{w} (or {SAME_ELECTRODE[w]})" if w in SAME_ELECTRODE else w for w in missing]
+        unknown = [lab for lab in labels if normalize_name(lab) is None]
         raise UnknownChannelError(
-            f"missing required channel(s) {', '.join(missing)}; the recording has: {', '.join(labels)}"
+            f"missing required channel(s) {', '.join(named)}; the recording has: {', '.join(labels)}"
+            + (f" (not 10-20 names: {', '.join(unknown)})" if unknown else "")
         )
     return {w: found[w] for w in wanted}
+
+
+def renamed_channels(mapping: dict[str, str]) -> dict[str, str]:
+    """The channels of a :func:`map_channels` result read under the other name of their electrode: task name →
+    the file's label (what the manifest records)."""
+    return {name: label for name, label in mapping.items() if normalize_name(label) != name}

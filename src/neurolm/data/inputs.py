@@ -37,7 +37,10 @@ def as_raw(recording: mne.io.BaseRaw | str | os.PathLike | np.ndarray, *, ch_nam
            sfreq: float | None = None, unit: str = "V") -> mne.io.BaseRaw:
     """The recording as an MNE recording: a Raw is returned as is, a path is read (preloaded), and a
     ``(channels, samples)`` array becomes an EEG ``RawArray`` in volts named by ``ch_names`` at ``sfreq`` Hz
-    (``unit``: ``"V"`` or ``"uV"``; the caller's array is copied, never modified)."""
+    (``unit``: ``"V"`` or ``"uV"``; the caller's array is copied, never modified). A torch tensor is read as the
+    array it holds: like an array, it carries no channel names or rate."""
+    if type(recording).__module__.split(".")[0] == "torch" and hasattr(recording, "detach"):
+        recording = recording.detach().cpu().numpy()  # without importing torch here (the data layer needs none)
     if isinstance(recording, np.ndarray):
         return _from_array(recording, ch_names, sfreq, unit)
     given = [name for name, value in (("ch_names", ch_names), ("sfreq", sfreq)) if value is not None]

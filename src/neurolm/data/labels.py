@@ -5,6 +5,9 @@ label sources, for the preparation every built-in reader goes through.
   FIF); ``bids_events``: the recording's BIDS ``events.tsv`` (column ``trial_type`` unless ``column``). A labelled
   event at least a window long is cut into windows (with the task's stride); a shorter one gives the one window
   centred on it.
+- ``events``: an MNE events file beside each recording (``mne.read_events``: FIF or text, as MNE writes them with
+  ``mne.write_events``), whose event ids are the label values, each lasting ``duration_s`` from its onset. Its sample
+  numbers count from the acquisition start, as MNE's do, so the recording's ``first_samp`` is taken off.
 - ``filename``: the label is a group of ``pattern`` searched in the path relative to RAW_DIR without its extension
   (EEGMAT's ``_1`` / ``_2``); ``subject_table``: a table of subject → label (a BIDS root's ``participants.tsv``
   by default). Both label the whole recording, or its last ``last_s`` seconds.
@@ -38,7 +41,11 @@ from .taskfile import TaskSpec
 READABLE = (".edf", ".bdf", ".gdf", ".vhdr", ".set", ".fif", ".cnt")
 """File suffixes a task file's recordings may have (what MNE reads)."""
 BIDS_EXTENSIONS = [".edf", ".bdf", ".vhdr", ".set", ".fif"]
-_EVENT_SOURCES = ("annotations", "bids_events", "csv")
+_EVENT_SOURCES = ("annotations", "bids_events", "events", "csv")
+EVENT_FILES = ("{stem}-eve.fif", "{stem}_eve.fif", "{stem}-eve.txt", "{stem}.eve")
+"""``events`` label source: where a recording's events file is looked for, by default (``{stem}``: its name without
+extension and a trailing ``_raw`` / ``-raw``, MNE's naming)."""
+_RAW_SUFFIX = re.compile(r"[-_]raw$")
 
 
 def is_bids_root(root: Path) -> bool:
@@ -85,6 +92,7 @@ class TaskFileReader(DatasetReader):
         d = spec.dataset
         self.spec, self.name, self.channels, self.classes = spec, d.name, d.channels, d.classes
         self.mains, self.window_s, self.stride_s, self.split = d.mains, d.window_s, d.stride_s, d.split
+        self.scale, self.allow_low_rate = spec.scale, spec.allow_low_rate
         self.root: Path | None = None
         self.bids = False
         self.rows: dict[str, list[tuple[float, float, str]]] = {}
@@ -137,6 +145,9 @@ class TaskFileReader(DatasetReader):
                                f"({root}): no absolute path, no '..'")
         files = sorted(p for p in root.glob(self.spec.glob) if p.suffix.lower() in READABLE)
         lab = self.spec.labels
+        if lab.source == "events":  # a glob as wide as **/*.fif also matches the events files themselves
+            events = {e for p in files for e in self._events_file(p)}
+            files = [p for p in files if p not in events]
         if lab.source == "filename" and files and not any(re.search(lab.pattern, _rel(p, root)) for p in files):
             raise NeuroLMError(f"{self.spec.source}: labels.pattern = {lab.pattern!r}: matches none of the "
                                f"{len(files)} recordings under {root} (e.g. {_rel(files[0], root)})")
@@ -149,7 +160,8 @@ class TaskFileReader(DatasetReader):
             if pattern and m is None:
                 raise NeuroLMError(f"{self.spec.source}: recordings.subject = {self.spec.subject!r}: does not match "
                                    f"{rel}")
-            recs.append(Recording(path, _group(m, "subject") if m else path.stem, None, self._extras(root)))
+            recs.append(Recording(path, _group(m, "subject") if m else path.stem, None,
+                                  (*self._extras(root), *self._events_file(path))))
         return recs
 
     def _find_bids(self, root: Path) -> list[Recording]:
@@ -164,6 +176,8 @@ class TaskFileReader(DatasetReader):
 
     def _table_path(self, root: Path) -> Path | None:
         lab = self.spec.labels
+        if lab.source == "events":
+            return None  # labels.file names each recording's own events file (_events_file)
         if lab.source == "subject_table" and not lab.file:
             return root / "participants.tsv"
         if not lab.file:
@@ -173,6 +187,31 @@ class TaskFileReader(DatasetReader):
             raise NeuroLMError(f"{self.spec.source}: labels.file = {lab.file!r}: outside RAW_DIR ({root}); copy the "
                                "table into RAW_DIR and name it relative to it")
         return path
+
+    def _events_file(self, path: Path) -> tuple[Path, ...]:
+        """``events``: the recording's events file, if one exists (module notes); a recording without one has no
+        labelled event."""
+        if self.spec.labels.source != "events":
+            return ()
+        stem = _RAW_SUFFIX.sub("", path.stem)
+        for name in (self.spec.labels.file,) if self.spec.labels.file else EVENT_FILES:
+            candidate = path.parent / name.format(stem=stem)
+            if candidate.is_file():
+                return (candidate,)
+        return ()
+
+    def _mne_events(self, rec: Recording, raw: mne.io.BaseRaw) -> list[tuple[float, float, str]]:
+        """``events``: (start, stop, event id) of the recording's events file, in seconds from the recording start."""
+        found = self._events_file(rec.path)
+        if not found:
+            return []
+        (path,) = found
+        try:
+            events = mne.read_events(path, verbose="error")
+        except Exception as exc:  # noqa: BLE001 - MNE raises ValueError/OSError/... for a file that is not events
+            raise NeuroLMError(f"{path}: cannot be read as MNE events ({type(exc).__name__}: {exc})") from exc
+        rate, first, length = raw.info["sfreq"], raw.first_samp, self.spec.labels.duration_s
+        return [((s - first) / rate, (s - first) / rate + length, str(v)) for s, _, v in events]
 
     def _extras(self, root: Path) -> tuple[Path, ...]:
         table = self._table_path(root)
@@ -224,6 +263,8 @@ class TaskFileReader(DatasetReader):
             return None if raw is None else [str(d) for d in raw.annotations.description]
         if lab.source == "bids_events":
             return [v for _, _, v in self._bids_events(rec)]
+        if lab.source == "events":
+            return None if raw is None else [v for _, _, v in self._mne_events(rec, raw)]
         if lab.source == "csv":
             return [v for _, _, v in self.rows.get(_rel(rec.path, self.root), [])]
         if lab.source == "filename":
@@ -307,6 +348,8 @@ class TaskFileReader(DatasetReader):
                          for o, d, v in zip(ann.onset, ann.duration, ann.description)]
             elif lab.source == "bids_events":
                 spans = self._bids_events(rec)
+            elif lab.source == "events":
+                spans = self._mne_events(rec, raw)
             else:
                 spans = self.rows.get(_rel(rec.path, self.root), [])
             return [self._event_window(a, b, v) for a, b, v in spans]

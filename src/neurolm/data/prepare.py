@@ -24,7 +24,8 @@ Bad inputs: a file that cannot be used is skipped with a reason naming the fault
 is free, an EDF truncated mid-record read up to its last whole record, EDF+ annotations read as Latin-1, events past
 the recording's ends or implausible windows dropped) is kept, and its :class:`~neurolm.data.preprocess.RepairWarning`
 notes are listed under ``files.repaired`` in the manifest. ``sources`` lists every file with its status (prepared /
-repaired / skipped), reason or notes, subject, duration, size and windows per split; ``warnings`` names the splits
+repaired / skipped), reason or notes, subject, duration, size and windows per split (and ``renamed``: the task's
+channels read under the other name of their electrode, T3 for T7, with the file's label); ``warnings`` names the splits
 that came out empty.
 """
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -58,6 +60,8 @@ from .taskfile import load_task_file, spec_summary
 from .store import DTYPES, MANIFEST, Group, SplitWriter, atomic_path, atomic_write_bytes, recorded_sizes
 from .windows import process_recording
 from .workers import available_cpus, ordered_map
+
+log = logging.getLogger(__name__)
 
 SHARDS = ".shards"
 JOURNAL = ".journal.jsonl"
@@ -93,30 +97,40 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None,
                     seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32",
-                    overwrite: bool = False) -> dict:
+                    overwrite: bool = False, scale: float | None = None, allow_low_rate: bool = False) -> dict:
     """Prepare one dataset; return its manifest. See the module docstring for resume, interruptions and failure
     handling; ``workers`` processes read the recordings (the store does not depend on how many). A finished store
-    of other inputs or settings in ``out_dir`` is replaced only with ``overwrite``."""
+    of other inputs or settings in ``out_dir`` is replaced only with ``overwrite``. ``scale``: a declared factor for
+    samples not in the unit their files state, ``allow_low_rate`` accepts recordings at or below 150 Hz with a lower
+    low-pass (:class:`~.preprocess.PreprocessConfig`)."""
     return _checked(get_reader(name), raw_dir, out_dir, mains, 0 if seed is None else seed, progress, workers,
-                    dtype, None, overwrite)
+                    dtype, None, overwrite, scale, allow_low_rate)
 
 
 def prepare_task_file(task_file: str | Path, raw_dir: str | Path, out_dir: str | Path, *, mains: float | None = None,
                       seed: int | None = None, progress: bool = True, workers: int = 1, dtype: str = "float32",
-                      overwrite: bool = False) -> dict:
+                      overwrite: bool = False, scale: float | None = None, allow_low_rate: bool = False) -> dict:
     """Prepare the recordings a task file describes (docs/own-tasks.md), like :func:`prepare_dataset`; the split
-    seed is the file's ``split.seed`` unless ``seed`` is given, and the manifest's ``task`` holds the definition."""
+    seed is the file's ``split.seed`` and the scale its ``scale`` unless ``seed`` / ``scale`` are given, low rates
+    are allowed by its ``allow_low_rate`` or by ``allow_low_rate``, and the manifest's ``task`` holds the definition."""
     spec = load_task_file(task_file)
     return _checked(TaskFileReader(spec), raw_dir, out_dir, mains, spec.split_seed if seed is None else seed,
-                    progress, workers, dtype, spec_summary(spec), overwrite)
+                    progress, workers, dtype, spec_summary(spec), overwrite, scale, allow_low_rate)
 
 
 def _checked(reader: DatasetReader, raw_dir: str | Path, out_dir: str | Path, mains: float | None, seed: int,
-             progress: bool, workers: int, dtype: str, task: dict | None, overwrite: bool) -> dict:
+             progress: bool, workers: int, dtype: str, task: dict | None, overwrite: bool, scale: float | None,
+             allow_low_rate: bool = False) -> dict:
     if dtype not in DTYPES:
         raise NeuroLMError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if workers < 1:
         raise NeuroLMError(f"--workers {workers}: needs at least 1")
+    if scale is not None:
+        if not 0 < scale < float("inf"):
+            raise NeuroLMError(f"--scale {scale:g}: must be a positive factor (0.01: samples stored 100 times too "
+                               "large)")
+        reader.scale = float(scale)
+    reader.allow_low_rate = reader.allow_low_rate or allow_low_rate
     if not Path(raw_dir).is_dir():  # before the lock creates OUT_DIR
         raise NeuroLMError(f"{raw_dir}: no such directory")
     with directory_lock(out_dir), _sigterm_as_interrupt():
@@ -131,7 +145,8 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
     recordings = reader.find(raw_dir)
     if not recordings:
         raise NeuroLMError(f"{raw_dir}: no {name} recordings found (see `neurolm prepare --help` for the layout)")
-    config = PreprocessConfig(mains=reader.mains if mains is None else mains)
+    config = PreprocessConfig(mains=reader.mains if mains is None else mains, input_scale=reader.scale,
+                              allow_low_rate=reader.allow_low_rate)
     settings = {"dataset": name, "preprocessing": config.to_dict(), "seed": seed, "dtype": dtype,
                 "version": __version__, **({"task": task} if task is not None else {})}
     inputs = _fingerprint(settings, [_file_key(r, raw_dir) for r in recordings])
@@ -147,8 +162,7 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
                                "folder")
         if old.get("complete") and old.get("fingerprint") == inputs:
             shutil.rmtree(shard_dir, ignore_errors=True)  # left by a run stopped between its manifest and cleanup
-            if progress:
-                print(f"{name}: already prepared in {out_dir} (same files and settings); nothing to do")
+            log.info(f"{name}: already prepared in {out_dir} (same files and settings); nothing to do")
             return old
     shard_dir.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
@@ -197,6 +211,7 @@ def _prepare(reader: DatasetReader, raw_dir: Path, out_dir: Path, mains: float |
         "files": {"found": len(recordings), "ok": len(recordings) - len(failures), "skipped": failures,
                   "repaired": [{"file": e["file"], "notes": e["notes"]} for e in sources if e["status"] == "repaired"]},
         "sources": sources,
+        "band_hz": [config.l_freq, min([config.h_freq, *(e["low_pass_hz"] for e in sources if "low_pass_hz" in e)])],
         "events_without_window": sum(e.get("events_without_window", 0) for e in sources),
         "implausible_windows": sum(e.get("implausible_windows", 0) for e in sources),
         "checksums": checksums,
@@ -259,6 +274,10 @@ def _commit(rec: Recording, rel: str, shard: Path, result: dict, writers: dict[s
                 writer.append(signals[keep], chans, labels[keep], starts[keep], rec.subject, rel)
                 windows[s] = int(keep.sum())
         notes = sh["notes"].tolist()
+        renamed = dict(r.split("=", 1) for r in sh["renamed"].tolist()) if "renamed" in sh else {}
+        entry |= {"renamed": renamed} if renamed else {}  # a task's channel read under the file's other name
+        if "low_pass" in sh and sh["low_pass"].size:  # a low rate, low-passed below its Nyquist frequency
+            entry["low_pass_hz"] = float(sh["low_pass"][0])
         entry |= {"status": "repaired" if notes else "prepared", "notes": notes, "duration_s": float(sh["seconds"]),
                   "windows": windows, "events_without_window": int(sh["dropped"]),
                   "implausible_windows": int(sh["implausible"]), "chans": chans.tolist(),
@@ -380,6 +399,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sample type on disk (float16 halves the store; reads return float32 either way)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a finished store in OUT_DIR that was prepared from other files or settings")
+    p.add_argument("--scale", type=float, default=None, metavar="F",
+                   help="multiply the samples by F as they are read, for files not in the unit they state (0.01: "
+                        "values stored 100 times too large); default: a task file's scale, else 1")
+    p.add_argument("--allow-low-rate", action="store_true",
+                   help="accept recordings at or below 150 Hz, low-passed below their Nyquist frequency (0.4 × the "
+                        "rate) instead of at 75 Hz; the manifest records the band (default: a task file's "
+                        "allow_low_rate)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -387,7 +413,8 @@ def run(args: argparse.Namespace) -> int:
         raise NeuroLMError("give a built-in DATASET or --task-file T.toml, not both or neither")
     prepare = prepare_dataset if args.task_file is None else prepare_task_file
     m = prepare(args.dataset or args.task_file, args.raw_dir, args.out_dir, mains=args.mains, seed=args.seed,
-                workers=args.workers, dtype=args.dtype, overwrite=args.overwrite)
+                workers=args.workers, dtype=args.dtype, overwrite=args.overwrite, scale=args.scale,
+                allow_low_rate=args.allow_low_rate)
     print(format_summary(m))
     total = sum(s["windows"] for s in m["splits"].values())
     print(f"prepared {m['dataset']}: {total} windows from {m['files']['ok']}/{m['files']['found']} files "

@@ -1,5 +1,16 @@
 """The paper's signal pipeline: pick channels → band-pass 0.1–75 Hz → notch at mains → resample to 200 Hz → µV/100.
 
+Declared scale: a recording whose samples are not in the unit its file states (SSVEP-Exo's FIF files hold values
+about a hundred times too large) is multiplied by ``input_scale`` as it is read, before any check or filter, so the
+µV thresholds below mean µV; a task file's ``scale`` key and the ``--scale`` flag of ``prepare`` and ``ask`` set it.
+
+Low rates: the 75 Hz low-pass needs a rate above 150 Hz. A recording below that is refused unless low rates are
+allowed (``allow_low_rate``: a task file's key, ``prepare --allow-low-rate``); then the low-pass moves below Nyquist
+(:func:`low_pass`), the resampling to 200 Hz stays, and the store records the band its windows share, which the
+model's ``training.json`` keeps so that ``ask`` can say when a recording's band differs. Opt-in, because a store
+whose windows lack the 40–75 Hz content the paper's windows have is a different task for the model, and a user
+should choose that, not find it.
+
 Filters are MNE's (FIR band-pass and notch, as the reference calls ``raw.filter``/``raw.notch_filter``) and the
 resampler is MNE's polyphase one; nothing here hand-rolls DSP. The mains frequency is a per-dataset setting, not a
 constant: the reference notches 50 Hz on US (TUH) data, where the hum is at 60 Hz.
@@ -49,6 +60,11 @@ class PreprocessConfig:
     """Output sampling rate (Hz): one token = one second = 200 samples."""
     scale_uv: float = 100.0
     """Signals in µV are divided by this before the model (the paper: 1.0 = 100 µV)."""
+    input_scale: float = 1.0
+    """Factor the samples are multiplied by as they are read (in µV as the file states them), for a recording whose
+    stated unit is wrong: a task file's ``scale`` (0.01 for values stored a hundred times too large)."""
+    allow_low_rate: bool = False
+    """Accept recordings at or below ``2 * h_freq``, low-passed below their Nyquist frequency (:func:`low_pass`)."""
     flat_uv: float = 1.0
     """A channel whose peak-to-peak amplitude over the whole recording is below this (µV) is flat: disconnected or
     a dead amplifier (real EEG is never that still; MNE's examples reject epochs below 1 µV the same way)."""
@@ -62,7 +78,13 @@ class PreprocessConfig:
     """A recording with more than this fraction of implausible windows is skipped, not kept in part."""
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"filter": "mne FIR (firwin, zero-phase)", "resampler": "mne polyphase"}
+        """The recorded form; ``input_scale`` only when declared, so stores prepared without it keep their record."""
+        out = asdict(self) | {"filter": "mne FIR (firwin, zero-phase)", "resampler": "mne polyphase"}
+        if self.input_scale == 1:
+            del out["input_scale"]
+        if not self.allow_low_rate:
+            del out["allow_low_rate"]
+        return out
 
 
 class RepairWarning(UserWarning):
@@ -102,6 +124,44 @@ def implausible_windows(windows: np.ndarray, config: PreprocessConfig) -> np.nda
     return (sd > config.max_sd_uv) | (peak > 100 * config.max_sd_uv)
 
 
+TYPICAL_SD_UV = 50.0
+"""A scalp EEG channel's typical standard deviation after the band-pass (µV; awake EEG is 10–100 µV), to suggest a
+declared scale for a recording whose windows are all implausible."""
+
+
+def suggested_scale(windows: np.ndarray, config: PreprocessConfig) -> float:
+    """The power of ten that would bring the windows' median channel standard deviation near scalp EEG's, times the
+    scale already declared: what to declare when the whole recording is implausible (a wrong unit)."""
+    sd = float(np.median(windows.std(axis=2))) * config.scale_uv
+    if not sd > 0:
+        return config.input_scale
+    return config.input_scale * 10.0 ** round(np.log10(TYPICAL_SD_UV / sd))
+
+
+MIN_SFREQ = 50.0
+"""Below this rate (a 20 Hz band) a recording holds too little of the EEG the model learnt to be worth answering."""
+LOW_PASS_FRACTION = 0.4
+"""A low rate's low-pass edge as a fraction of the rate: MNE's transition band (a quarter of the edge) then ends at
+Nyquist (0.4 + 0.1 = 0.5), so nothing aliases."""
+
+
+def low_pass(sfreq: float, config: PreprocessConfig) -> float:
+    """The low-pass edge a recording at ``sfreq`` Hz gets: ``config.h_freq``, or, for a low rate where allowed, a
+    whole number of Hz below Nyquist; a low rate that is not allowed is an error saying how to allow it."""
+    if sfreq > 2 * config.h_freq:
+        return config.h_freq
+    if not config.allow_low_rate:
+        raise NeuroLMError(
+            f"sampling rate {sfreq:g} Hz is too low: the pipeline low-passes at {config.h_freq:g} Hz and needs a "
+            f"rate above {2 * config.h_freq:g} Hz; to low-pass at {np.floor(LOW_PASS_FRACTION * sfreq):g} Hz instead, "
+            "allow low rates (`allow_low_rate = true` in a task file, --allow-low-rate for prepare and ask)"
+        )
+    if sfreq < MIN_SFREQ:
+        raise NeuroLMError(f"sampling rate {sfreq:g} Hz is too low even with low rates allowed (at least "
+                           f"{MIN_SFREQ:g} Hz: a band up to {LOW_PASS_FRACTION * MIN_SFREQ:g} Hz)")
+    return float(np.floor(LOW_PASS_FRACTION * sfreq))
+
+
 def preprocess_array(data_uv: np.ndarray, sfreq: float, config: PreprocessConfig) -> np.ndarray:
     """Filter, notch and resample a ``(C, T)`` array in µV; return float32 ``(C, T')`` at ``config.sfreq`` scaled."""
     data = np.asarray(data_uv, dtype=np.float64)
@@ -110,12 +170,8 @@ def preprocess_array(data_uv: np.ndarray, sfreq: float, config: PreprocessConfig
     if not np.isfinite(data).all():
         bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
         raise NeuroLMError(f"signal holds NaN/Inf values in channel row(s) {bad.tolist()}")
-    if sfreq <= 2 * config.h_freq:
-        raise NeuroLMError(
-            f"sampling rate {sfreq:g} Hz is too low: the pipeline low-passes at {config.h_freq:g} Hz and needs a "
-            f"rate above {2 * config.h_freq:g} Hz"
-        )
-    data = mne.filter.filter_data(data, sfreq, config.l_freq, config.h_freq, verbose="error")
+    h_freq = low_pass(sfreq, config)
+    data = mne.filter.filter_data(data, sfreq, config.l_freq, h_freq, verbose="error")
     if config.mains is not None and config.mains < sfreq / 2:
         data = mne.filter.notch_filter(data, sfreq, config.mains, verbose="error")
     ratio = Fraction(config.sfreq / sfreq).limit_denominator(1000)
@@ -125,9 +181,15 @@ def preprocess_array(data_uv: np.ndarray, sfreq: float, config: PreprocessConfig
     return (data / config.scale_uv).astype(np.float32)
 
 
-def preprocess_raw(raw: mne.io.BaseRaw, labels: list[str], config: PreprocessConfig) -> np.ndarray:
-    """Run :func:`preprocess_array` on the given channels of an MNE recording (read in µV); NaN/Inf is an error
-    naming the channel labels."""
+def read_uv(raw: mne.io.BaseRaw, labels: list[str], config: PreprocessConfig) -> np.ndarray:
+    """The given channels of an MNE recording in µV, times the declared ``config.input_scale``."""
     data = raw.get_data(picks=labels, units="uV")
+    return data * config.input_scale if config.input_scale != 1 else data
+
+
+def preprocess_raw(raw: mne.io.BaseRaw, labels: list[str], config: PreprocessConfig) -> np.ndarray:
+    """Run :func:`preprocess_array` on the given channels of an MNE recording (read in µV, declared scale applied);
+    NaN/Inf is an error naming the channel labels."""
+    data = read_uv(raw, labels, config)
     check_finite(data, labels)
     return preprocess_array(data, raw.info["sfreq"], config)

@@ -38,7 +38,8 @@ FORMAT = 1
 def dataset_entry(store: WindowStore) -> dict[str, Any]:
     """The preprocessing, channels, window length and classes of a store, from its manifest."""
     m = store.manifest
-    return {key: m[key] for key in ("preprocessing", "channels", "window_s", "stride_s", "classes") if key in m}
+    return {key: m[key] for key in ("preprocessing", "band_hz", "channels", "window_s", "stride_s", "classes")
+            if key in m}
 
 
 def read_training(directory: str | Path) -> dict[str, Any] | None:

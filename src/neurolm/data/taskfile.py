@@ -17,11 +17,16 @@ Errors name the file, the key and the value (``T.toml: labels.source = 'tsv': ch
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package (a dependency there)
+    import tomli as tomllib
 
 from ..errors import NeuroLMError
 from .channels import INDEX, normalize_name
@@ -30,12 +35,12 @@ from .datasets import DATASETS, Dataset, Instruction, SplitRule
 MAX_EEG_TOKENS = 276
 """EEG tokens an instruction sample holds (channels × seconds); the instruction stage refuses longer windows."""
 
-LABEL_SOURCES = ("annotations", "bids_events", "filename", "csv", "subject_table")
+LABEL_SOURCES = ("annotations", "bids_events", "events", "filename", "csv", "subject_table")
 SPLIT_BY = ("subject", "recording", "time")
 _TOP = {"name", "question", "answers", "options", "classes", "channels", "mains", "window_s", "stride_s",
-        "recordings", "labels", "split"}
+        "recordings", "labels", "split", "scale", "allow_low_rate"}
 _RECORDINGS = {"glob", "subject"}
-_LABELS = {"source", "map", "pattern", "file", "column", "subject_column", "last_s", "ignore_unmapped"}
+_LABELS = {"source", "map", "pattern", "file", "column", "subject_column", "last_s", "ignore_unmapped", "duration_s"}
 _SPLIT = {"by", "order", "fractions", "seed"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -46,15 +51,19 @@ class LabelSource:
 
     source: str
     """``annotations`` (MNE-readable annotations: EDF+, BrainVision, EEGLAB, FIF), ``bids_events`` (BIDS
-    ``events.tsv``), ``filename`` (a pattern on the file's path), ``csv`` (a table of file, start, stop, label) or
-    ``subject_table`` (subject → label; a BIDS root's ``participants.tsv`` by default)."""
+    ``events.tsv``), ``events`` (an MNE events file beside each recording: event ids at onsets), ``filename`` (a
+    pattern on the file's path), ``csv`` (a table of file, start, stop, label) or ``subject_table`` (subject → label;
+    a BIDS root's ``participants.tsv`` by default)."""
     map: dict[str, str]
     """Label value found in the source → class name (default: the class names themselves)."""
     pattern: str = ""
     """``filename``: regular expression searched in the path relative to RAW_DIR without its extension; its first
     group (or the group named ``label``) is the label value."""
     file: str = ""
-    """``csv`` / ``subject_table``: the table, relative to RAW_DIR (a path outside RAW_DIR is refused)."""
+    """``csv`` / ``subject_table``: the table, relative to RAW_DIR (a path outside RAW_DIR is refused); ``events``:
+    the events file's name beside the recording, ``{stem}`` standing for the recording's name without extension and
+    ``_raw`` / ``-raw`` (default: the first of ``{stem}-eve.fif``, ``{stem}_eve.fif``, ``{stem}-eve.txt``,
+    ``{stem}.eve`` that exists)."""
     column: str = ""
     """``bids_events``: the events.tsv column (``trial_type``); ``subject_table``: the label column (``label``)."""
     subject_column: str = ""
@@ -63,6 +72,8 @@ class LabelSource:
     """Whole-recording labels (``filename``, ``subject_table``): use only the last ``last_s`` seconds."""
     ignore_unmapped: bool = True
     """Annotations / events / rows whose value is not in ``map`` are ignored (False: a file with one is an error)."""
+    duration_s: float | None = None
+    """``events``: the seconds each event lasts from its onset (an events file holds onsets only)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,11 @@ class TaskSpec:
     """Regular expression on the relative path (no extension) whose first group (or ``subject``) is the subject;
     empty: the BIDS subject, else the file's stem (every recording its own subject)."""
     split_seed: int = 0
+    scale: float = 1.0
+    """Factor the samples are multiplied by as they are read (``scale``), for recordings not in the unit their files
+    state: 0.01 for values stored a hundred times too large, 1000 for millivolts labelled microvolts."""
+    allow_low_rate: bool = False
+    """Accept recordings at or below 150 Hz, low-passed below their Nyquist frequency (``allow_low_rate``)."""
     source: str = "task file"
     """Where the definition was read (file name, or the store / model directory it was recorded in)."""
     definition: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -201,8 +217,20 @@ def _labels(source: str, raw: dict, classes: tuple[str, ...]) -> LabelSource:
     if kind == "filename" and not pattern:
         raise NeuroLMError(f"{source}: labels.pattern is missing (labels.source = 'filename' needs it)")
     file = _get(source, raw, "file", str, "", "labels.")
+    if kind == "events" and file:
+        try:
+            file.format(stem="x")
+        except (KeyError, IndexError, ValueError):
+            raise _fail(source, "labels.file", file, "the events file's name may hold {stem} (the recording's name "
+                                                     "without extension and _raw) and no other {…}") from None
     if kind == "csv" and not file:
         raise NeuroLMError(f"{source}: labels.file is missing (labels.source = 'csv' needs it)")
+    duration_s = _get(source, raw, "duration_s", (int, float), None, "labels.")
+    if kind == "events" and duration_s is None:
+        raise NeuroLMError(f"{source}: labels.duration_s is missing (labels.source = 'events' needs it: an events file "
+                           "holds onsets, not how long each event lasts)")
+    if duration_s is not None and duration_s <= 0:
+        raise _fail(source, "labels.duration_s", duration_s, "must be > 0 s")
     last_s = _get(source, raw, "last_s", (int, float), None, "labels.")
     if last_s is not None and last_s <= 0:
         raise _fail(source, "labels.last_s", last_s, "must be > 0 s")
@@ -210,7 +238,8 @@ def _labels(source: str, raw: dict, classes: tuple[str, ...]) -> LabelSource:
                        _get(source, raw, "column", str, "", "labels."),
                        _get(source, raw, "subject_column", str, "", "labels."),
                        None if last_s is None else float(last_s),
-                       _get(source, raw, "ignore_unmapped", bool, True, "labels."))
+                       _get(source, raw, "ignore_unmapped", bool, True, "labels."),
+                       None if duration_s is None else float(duration_s))
 
 
 def parse_task(raw: dict, source: str) -> TaskSpec:
@@ -241,6 +270,9 @@ def parse_task(raw: dict, source: str) -> TaskSpec:
     recordings = _get(source, raw, "recordings", dict, {})
     _check_keys(source, recordings, _RECORDINGS, "recordings.")
     split, seed = _split(source, _get(source, raw, "split", dict, {}))
+    scale = _get(source, raw, "scale", (int, float), 1.0)
+    if not 0 < scale < float("inf"):
+        raise _fail(source, "scale", scale, "must be a positive factor (0.01: samples stored 100 times too large)")
     dataset = Dataset(name, channels, classes, mains=float(mains), window_s=float(window_s), split=split,
                       stride_s=None if stride_s is None else float(stride_s),
                       instruction=_instruction(source, raw, classes))
@@ -248,7 +280,7 @@ def parse_task(raw: dict, source: str) -> TaskSpec:
                     _get(source, recordings, "glob", str, "**/*", "recordings."),
                     _regex(source, "recordings.subject",
                            _get(source, recordings, "subject", str, "", "recordings.")),
-                    seed, source, raw)
+                    seed, float(scale), _get(source, raw, "allow_low_rate", bool, False), source, raw)
 
 
 def load_task_file(path: str | Path) -> TaskSpec:

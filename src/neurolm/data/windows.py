@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NeuroLMError
-from .channels import channel_indices
+from .channels import channel_indices, normalize_name
 from .preprocess import (PreprocessConfig, RepairWarning, degenerate_rows, flat_rows, implausible_windows,
-                         preprocess_raw)
+                         low_pass, preprocess_raw, read_uv, suggested_scale)
 from .readers import DatasetReader, Recording, Segment
 
 
@@ -59,13 +59,15 @@ def process_recording(reader: DatasetReader, rec: Recording, config: PreprocessC
 
 def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) -> dict[str, np.ndarray]:
     signals, labels, starts, splits, dropped, outside, seconds_total = [], [], [], [], 0, 0, 0.0
-    chans = None
+    chans, renamed, band_top = None, {}, config.h_freq
     for seg in reader.read(rec):
         reader.pick(seg)
+        renamed |= {n: lab for n, lab in zip(seg.names, seg.labels) if normalize_name(lab) != n}
         data, idx = preprocess_segment(seg, rec.path, config, fixed=reader.channels is not None)
         if chans is not None and not np.array_equal(chans, idx):
             raise NeuroLMError(f"{rec.path}: channel set changes between segments")
         chans = idx
+        band_top = min(band_top, low_pass(seg.raw.info["sfreq"], config))
         w_s = reader.window_seconds(len(idx))
         seconds = seg.raw.n_times / seg.raw.info["sfreq"]
         seconds_total += seconds
@@ -90,13 +92,15 @@ def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) ->
         "signals": stacked[keep], "labels": np.array(labels, np.int16)[keep], "starts": np.array(starts)[keep],
         "splits": np.array(splits, dtype=str)[keep], "chans": chans, "dropped": np.array(dropped),
         "implausible": np.array(int((~keep).sum())), "seconds": np.array(seconds_total),
+        "renamed": np.array([f"{n}={lab}" for n, lab in renamed.items()], dtype=str),
+        "low_pass": np.array([band_top] if band_top < config.h_freq else []),  # a low rate's lower edge
     }
 
 
 def drop_bad_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fixed: bool) -> None:
     """Drop the flat and the degenerate channels of a segment with a :class:`RepairWarning`, or raise where the
     channel set is fixed."""
-    data = seg.raw.get_data(picks=seg.labels, units="uV")
+    data = read_uv(seg.raw, seg.labels, config)
     flat = flat_rows(data, config)
     degenerate = ~flat & degenerate_rows(data, config)
     faults = []
@@ -138,6 +142,10 @@ def plausible_windows(windows: np.ndarray, source: str | Path, config: Preproces
         what = (f"{int(bad.sum())} of {len(bad)} windows implausible for scalp EEG (median channel standard deviation "
                 f"above {config.max_sd_uv:g} µV: a damaged file or a wrong unit)")
         if bad.mean() > config.max_implausible:
-            raise NeuroLMError(f"{source}: {what}")
+            sd = float(np.median(windows.std(axis=2))) * config.scale_uv
+            raise NeuroLMError(f"{source}: {what}. If the samples are not in the unit the file states (median "
+                               f"channel standard deviation {sd:.3g} µV), declare their scale: "
+                               f"`scale = {suggested_scale(windows, config):g}` in the task file, or "
+                               f"--scale {suggested_scale(windows, config):g} for prepare and ask")
         warnings.warn(f"{source}: {what}; dropped", RepairWarning)
     return ~bad

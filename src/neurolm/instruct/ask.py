@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mne
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from ..data.inputs import as_raw
-from ..data.preprocess import PreprocessConfig
+from ..data.preprocess import PreprocessConfig, low_pass
 from ..data.provenance import check_task, preprocess_config, read_training
 from ..data.readers import Segment, get_reader
 from ..data.windows import cut_windows, plausible_windows, preprocess_segment
@@ -67,14 +68,20 @@ class Answer:
 
 def task_windows(recording: Recording, task: str, *, start: float | None = None, every: float | None = None,
                  mains: float | None = None, ch_names: Sequence[str] | None = None, sfreq: float | None = None,
-                 unit: str = "V", trained: dict | None = None) -> tuple[list[dict], list[float]]:
+                 unit: str = "V", trained: dict | None = None, scale: float | None = None,
+                 allow_low_rate: bool = False) -> tuple[list[dict], list[float]]:
     """The task's windows of a recording as store-like items (``signal`` in µV/100 at 200 Hz, ``chans``) and their
     start times in seconds: one window at ``start`` (default 0), or with ``every=S`` windows every S seconds from
     ``start`` to the end. ``mains`` overrides the task dataset's notch frequency. A numpy ``recording`` is
     ``(channels, samples)`` with ``ch_names``, ``sfreq`` and ``unit`` (see :func:`~neurolm.data.inputs.as_raw`).
     ``trained``: the task's entry of the model's ``training.json``, whose preprocessing, channel order and window
-    length replace the dataset's defaults."""
+    length replace the dataset's defaults. ``scale``: the declared factor of samples not in their stated unit
+    (default: the one the task's windows were prepared with). ``allow_low_rate``: accept a recording at or below
+    150 Hz although the task's windows were prepared without low rates; a recording whose band differs from the
+    one the model was tuned on is answered with a warning."""
     get_task(task)
+    if scale is not None and not 0 < scale < float("inf"):
+        raise NeuroLMError(f"--scale {scale:g}: must be a positive factor (0.01: samples stored 100 times too large)")
     reader = get_reader(task)
     raw, source = as_raw(recording, ch_names=ch_names, sfreq=sfreq, unit=unit), _source(recording)
     start = 0.0 if start is None else float(start)
@@ -87,13 +94,22 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
         reader.pick(seg)
         if trained is not None:
             config = preprocess_config(trained, mains)
+            config = config if scale is None else replace(config, input_scale=scale)
+            config = replace(config, allow_low_rate=True) if allow_low_rate else config
             _trained_channel_order(seg, trained)
         else:
-            config = PreprocessConfig(mains=reader.mains if mains is None else mains)
+            config = PreprocessConfig(mains=reader.mains if mains is None else mains,
+                                      input_scale=reader.scale if scale is None else scale,
+                                      allow_low_rate=reader.allow_low_rate or allow_low_rate)
         data, idx = preprocess_segment(seg, source, config, fixed=reader.channels is not None)  # as `prepare`
     except NeuroLMError as exc:  # prepare's checks name the file already
         raise NeuroLMError(f"{source}: task {task}: {str(exc).removeprefix(f'{source}: ')}") from exc
     idx = idx.astype(np.int64)
+    band = [config.l_freq, low_pass(raw.info["sfreq"], config)]
+    if trained is not None and isinstance(trained.get("band_hz"), list) and trained["band_hz"] != band:
+        warnings.warn(f"{source}: at {raw.info['sfreq']:g} Hz its band is {band[0]:g}–{band[1]:g} Hz, but the model "
+                      f"was tuned on {task} windows of {trained['band_hz'][0]:g}–{trained['band_hz'][1]:g} Hz "
+                      "(training.json): its answers may suffer", UserWarning, stacklevel=2)
     window_s, rate = reader.window_seconds(len(idx)), config.sfreq  # after preprocessing
     if trained is not None and isinstance(trained.get("window_s"), (int, float)):
         window_s = float(trained["window_s"])
@@ -145,13 +161,16 @@ def question_prompt(question: str, tokenizer: TextTokenizer | None = None) -> to
 def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: float | None = None,
         every: float | None = None, question: str | None = None, max_new_tokens: int = 5, batch_size: int = 32,
         mains: float | None = None, ch_names: Sequence[str] | None = None, sfreq: float | None = None,
-        unit: str = "V", training: dict | None = None, allow_untrained_task: bool = False) -> list[Answer]:
+        unit: str = "V", training: dict | None = None, allow_untrained_task: bool = False,
+        scale: float | None = None, allow_low_rate: bool = False) -> list[Answer]:
     """Answer the task's question (or a free-form ``question``) about one window at ``start`` seconds, or about
     windows every ``every`` seconds over the whole recording. ``model`` may be a model directory; ``recording`` an
     ``mne.io.Raw``, a path, or a ``(channels, samples)`` numpy array with ``ch_names``, ``sfreq`` and ``unit``
     (``"V"`` or ``"uV"``, see :func:`~neurolm.data.inputs.as_raw`). ``training``: the model's ``training.json``
     (read from the directory when ``model`` is one); ``allow_untrained_task`` answers a task the model was not
-    tuned on with a warning instead of refusing it."""
+    tuned on with a warning instead of refusing it; ``scale`` declares a factor for samples not in their stated unit
+    (default: what the task's training windows were prepared with); ``allow_low_rate`` accepts a recording at or below
+    150 Hz the task's windows were prepared without."""
     if max_new_tokens < 1:
         raise NeuroLMError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if batch_size < 1:
@@ -166,7 +185,8 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
         check_task(training, task, allow_untrained=allow_untrained_task, source=source)
     trained = None if training is None else training["datasets"].get(task)
     items, starts = task_windows(recording, task, start=start, every=every, mains=mains, ch_names=ch_names,
-                                 sfreq=sfreq, unit=unit, trained=trained)
+                                 sfreq=sfreq, unit=unit, trained=trained, scale=scale,
+                                 allow_low_rate=allow_low_rate)
     device = next(model.parameters()).device
     prompt = question_prompt(question, model.text_tokenizer).to(device) if question is not None else None
     if prompt is not None and task_def.window_s + len(prompt) + max_new_tokens > model.config.gpt.block_size:
@@ -248,6 +268,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=None,
                    help="notch frequency; default: what the model's training windows used (training.json), else "
                         "the task dataset's (60 Hz TUH, 50 Hz HMC/EEGMAT/SEED)")
+    p.add_argument("--scale", type=float, default=None, metavar="F",
+                   help="multiply the samples by F as they are read, for a file not in the unit it states; default: "
+                        "the scale the model's training windows were prepared with (training.json), else 1")
+    p.add_argument("--allow-low-rate", action="store_true",
+                   help="answer a recording at or below 150 Hz (low-passed below its Nyquist frequency) although "
+                        "the model's windows were prepared without low rates; a band that differs is warned about")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
     p.add_argument("--allow-untrained-task", action="store_true",
                    help="answer a task the model was not instruction-tuned on (with a warning) instead of refusing")
@@ -265,7 +291,8 @@ def run(args: argparse.Namespace) -> int:
         check_task(None, args.task, allow_untrained=args.allow_untrained_task, source=str(args.model))
     answers = ask(model, args.recording, args.task, start=args.start, every=args.every, question=args.question,
                   max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, mains=args.mains,
-                  training=training, allow_untrained_task=args.allow_untrained_task)
+                  training=training, allow_untrained_task=args.allow_untrained_task, scale=args.scale,
+                  allow_low_rate=args.allow_low_rate)
     print(format_table(answers, args.task))
     summary = f"asked {args.task} about {args.recording}: {len(answers)} window(s)"
     if answers[0].label_name is not None:

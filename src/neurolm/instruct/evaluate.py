@@ -284,11 +284,16 @@ def _fmt(metrics: dict, key: str) -> str:
 
 
 def format_ba(m: dict | None) -> str:
-    """``0.712 [0.650, 0.770]``, with `` ≈ chance`` when the interval includes chance."""
+    """``0.712 [0.650, 0.770]``, with `` ≈ chance`` when the interval includes chance and `` below chance`` when it
+    lies under it, with its usual cause where there is one: ``(287 of 290 answers unparseable)``."""
     if not m:
         return "–"
     lo, hi = m["ci95"]
-    return f"{m['balanced_accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" + (" ≈ chance" if m["includes_chance"] else "")
+    text = f"{m['balanced_accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
+    if m.get("below_chance"):
+        bad = m.get("unparseable", 0)
+        return text + " below chance" + (f" ({bad} of {m.get('n', '?')} answers unparseable)" if bad else "")
+    return text + (" ≈ chance" if m["includes_chance"] else "")
 
 
 def write_report_files(results: dict, out_dir: Path) -> None:
@@ -311,7 +316,8 @@ def write_report_files(results: dict, out_dir: Path) -> None:
                   "paper does); multi-class tasks BA, Cohen's κ and weighted F1. Scored: probabilities of the allowed "
                   "answers from one forward pass (AUROC from scores; one-vs-rest macro for multi-class). Brackets: "
                   "95 % bootstrap interval (subjects resampled when the split has at least five, windows otherwise); "
-                  "≈ chance: the interval includes chance. Band power: log band power + logistic regression fit on "
+                  "≈ chance: the interval includes chance; below chance: the interval lies under it (a broken "
+                  "model, usually answers that do not parse). Band power: log band power + logistic regression fit on "
                   "the store's train split."),
         Table(["task", "split", "n", "paper BA", "paper metrics", "unparseable", "scored BA", "scored AUROC",
                "band power", "chance"], rows),

@@ -97,11 +97,12 @@ MIN_SUBJECTS_FOR_SUBJECT_CI = 5
 def interval(y_true, y_pred, subjects, chance: float) -> dict:
     """The 95 % interval a report prints beside a balanced accuracy: by subject when the split has at least
     :data:`MIN_SUBJECTS_FOR_SUBJECT_CI` subjects, by window otherwise; ``includes_chance`` flags a result that may
-    be no better than guessing."""
+    be no better than guessing, ``below_chance`` one surely worse (a broken model, or answers that do not parse)."""
     subjects = np.asarray(subjects)
     by_subject = len(np.unique(subjects)) >= MIN_SUBJECTS_FOR_SUBJECT_CI
     lo, hi = bootstrap_ci(y_true, y_pred, subjects if by_subject else None)
-    return {"ci95": [lo, hi], "ci_resampled": "subjects" if by_subject else "windows", "includes_chance": lo <= chance}
+    return {"ci95": [lo, hi], "ci_resampled": "subjects" if by_subject else "windows", "includes_chance": lo <= chance,
+            "below_chance": hi < chance}
 
 
 def bootstrap_ci(y_true, y_pred, groups=None, *, n_boot: int = 1000, level: float = 0.95,

@@ -133,6 +133,12 @@ def target_code_counts(tokenizer: NeuralTokenizer, batches: list[EEGBatch], devi
     return counts
 
 
+def unigram_comparison(gain: float) -> str:
+    """``12.0% below`` or, for a loss above the baseline (a negative gain), ``150.0% above``: never a negative
+    percentage "below"."""
+    return f"{gain:.1%} below" if gain >= 0 else f"{-gain:.1%} above"
+
+
 def unigram_loss(train_counts: torch.Tensor, val_counts: torch.Tensor) -> float:
     """Cross-entropy (nats) of the validation targets under the Laplace-smoothed training code frequencies."""
     log_p = torch.log((train_counts + 1) / (train_counts.sum() + train_counts.numel()))
@@ -347,7 +353,8 @@ class PretrainStage(Stage):
         v, t = r["val"], r["train_last"]
         name = f"NeuroLM-{r['size']}" if r.get("backbone") is None else f"NeuroLM ({r['backbone']})"
         return (f"{name} pretrained for {r['steps']} steps → {result.out_dir}: val EEG loss "
-                f"{v['eeg_loss']:.3f} ({v['eeg_gain']:.1%} below the unigram baseline {v['unigram_loss']:.3f}), "
+                f"{v['eeg_loss']:.3f} ({unigram_comparison(v['eeg_gain'])} the unigram baseline "
+                f"{v['unigram_loss']:.3f}), "
                 f"accuracy {v['eeg_accuracy']:.1%}, perplexity {v['eeg_perplexity']:.1f}; text loss "
                 f"{t.get('text_loss', math.nan):.3f}")
 

@@ -6,10 +6,10 @@ See :mod:`neurolm.train` for the contract between the loop and a stage (:class:`
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -44,6 +44,8 @@ from .distributed import DistContext, setup_distributed, teardown_distributed
 from .fsdp import ShardedModel
 from .log import MetricLog, read_rows
 from .optim import configure_optimizer, lr_at, peak_flops
+
+logger = logging.getLogger(__name__)
 
 
 def move_to(obj: Any, device: torch.device) -> Any:
@@ -275,7 +277,7 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
                                 time.perf_counter() - t_origin, sharded)
                 if stopping:
                     if ctx.is_main:
-                        tqdm.write(f"stopped by signal after step {done}; checkpoint in {out_dir}", file=sys.stderr)
+                        logger.warning(f"stopped by signal after step {done}; checkpoint in {out_dir}")
                     raise KeyboardInterrupt
     finally:
         del batches  # shuts the batch worker processes down, also when unwinding an exception
@@ -379,7 +381,7 @@ def _report_changes(saved: dict[str, Any], cfg: TrainConfig) -> None:
     changed = [f"{f.name} {saved.get(f.name)!r} → {getattr(cfg, f.name)!r}" for f in fields(cfg)
                if json.loads(json.dumps(getattr(cfg, f.name))) != saved.get(f.name)]
     if changed:
-        print(f"resuming with changed training settings: {', '.join(changed)}", file=sys.stderr)
+        logger.warning(f"resuming with changed training settings: {', '.join(changed)}")
 
 
 def _check_options(saved: dict[str, Any] | None, now: dict[str, Any] | None, out_dir: Path, allow: bool,
@@ -399,4 +401,4 @@ def _check_options(saved: dict[str, Any] | None, now: dict[str, Any] | None, out
                            "train into another directory, or pass --allow-changes (allow_changes=True) to continue "
                            "this run with the new ones")
     if ctx.is_main:
-        print(f"resuming with changed stage options (--allow-changes): {listed}", file=sys.stderr)
+        logger.warning(f"resuming with changed stage options (--allow-changes): {listed}")

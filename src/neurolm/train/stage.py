@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from .config import TrainConfig, TrainTask
 from .distributed import is_main_process
 from .log import read_rows
 from .loop import train
+
+log = logging.getLogger(__name__)
 
 class Preset(Protocol):
     """One row of a stage's preset table (the stages add their own fields)."""
@@ -147,7 +150,7 @@ def _run_stage(stage: Stage, args: StageArgs) -> StageResult:
     task, notes = stage.task(args, cfg, preset)
     if is_main_process():
         for line in notes.values():
-            print(line)
+            log.info(line)
     summary = train(task, cfg, args.out, resume=args.resume, progress=args.progress,
                     options=args.options() | args.contents(), allow_changes=args.allow_changes)
     # the in-memory module of the last save; a resumed run that had already finished saved nothing: reload it

@@ -19,6 +19,7 @@ is an error.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,7 @@ from ..datasets import DATASETS, SplitRule
 from ..preprocess import RepairWarning
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ class DatasetReader:
     stride_s: float | None = None
     """Window hop in seconds; None = non-overlapping."""
     split: SplitRule = SplitRule("subjects")
+    scale: float = 1.0
+    """Declared factor the samples are multiplied by as read (a task file's ``scale``; 1 for the built-in datasets)."""
+    allow_low_rate: bool = False
+    """Accept recordings at or below 150 Hz with a lower low-pass (a task file's ``allow_low_rate``)."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -112,6 +118,11 @@ class DatasetReader:
         mapping = map_channels(segment.raw.ch_names, self.channels)
         if not mapping:
             raise NeuroLMError(f"no 10-20 EEG channel among {', '.join(segment.raw.ch_names)}")
+        if self.channels is None:  # every channel a file has: say which labels are left out (--verbose)
+            unknown = [lab for lab in segment.raw.ch_names if normalize_name(lab) is None]
+            if unknown:
+                log.debug(f"{segment.raw.filenames[0] if segment.raw.filenames else 'recording'}: labels that are "
+                          f"no 10-20 channel, left out: {', '.join(unknown)}")
         segment.names, segment.labels = list(mapping), list(mapping.values())
         return segment
 
