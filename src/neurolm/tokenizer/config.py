@@ -52,6 +52,11 @@ class TokenizerConfig:
     """Add a learned projection of each patch's log FFT amplitude to the temporal-conv patch embedding (not in REF).
     The conv front end decimates to 25 Hz with 15-tap kernels, whose responses cannot separate nearby lines (13 vs
     17 Hz); a linear view of the 1-Hz log spectrum gives the encoder that resolution from its first layer."""
+    spectrum_head: float = 0.0
+    """Weight of a training-only loss (not in REF, 0 = off): a linear head reads each token's log amplitude
+    spectrum (1-Hz bins, each standardised over the batch) from the encoder features. The VQ losses only ask the
+    features for what a few hundred codes can carry, the coarse spectral shape; this asks them to keep the fine
+    spectrum linearly readable, which is what the LM and a linear probe consume."""
     freq_target: str = "amplitude"
     """What the frequency decoder reconstructs: ``amplitude`` (REF: FFT amplitude z-scored per sample, dominated
     by the few large low-frequency bins) or ``log`` (log amplitude, each bin standardised over the batch's real
@@ -77,6 +82,9 @@ class TokenizerConfig:
             raise NeuroLMError(f"tokenizer config: ema_decay must be in (0, 1), got {self.ema_decay}")
         if not isinstance(self.spectral_embed, bool):
             raise NeuroLMError(f"tokenizer config: spectral_embed must be true/false, got {self.spectral_embed!r}")
+        if not 0.0 <= self.spectrum_head < float("inf") or isinstance(self.spectrum_head, bool):
+            raise NeuroLMError(f"tokenizer config: spectrum_head must be a non-negative weight, got "
+                               f"{self.spectrum_head!r}")
         if self.freq_target not in FREQ_TARGETS:
             raise NeuroLMError(f"tokenizer config: freq_target must be one of {', '.join(FREQ_TARGETS)}, got "
                                f"{self.freq_target!r}")

@@ -21,7 +21,7 @@ from .config import TokenizerConfig
 from .quantizer import NormEMAVectorQuantizer
 
 TRAINING_ONLY = ("VQ.decoder_freq.", "VQ.decoder_raw.", "VQ.decode_task_layer_freq.", "VQ.decode_task_layer_raw.",
-                 "domain_classifier.", "wte.")
+                 "domain_classifier.", "wte.", "spectrum_head.")
 """State-dict prefixes of the parts only tokenizer training uses (what :class:`TokenizerEncoder` leaves out)."""
 
 

@@ -118,6 +118,7 @@ class NeuralTokenizer(TokenizerEncoder):
         super().__init__(config, _VQ(config))
         self.domain_classifier = nn.Sequential(nn.Linear(config.n_embd, 256), nn.GELU(), nn.Linear(256, 2))
         self.domain_classifier.apply(_init_weights)
+        self.spectrum_head = nn.Linear(config.n_embd, PATCH // 2) if config.spectrum_head > 0 else None
         # Frozen text table the features are aligned to; a parameter (not a buffer) so the key is REF's `wte.weight`.
         self.wte = nn.Embedding(config.text_vocab, config.n_embd)
         _init_weights(self.wte)
@@ -135,7 +136,7 @@ class NeuralTokenizer(TokenizerEncoder):
         domain-adversarial alignment with gradient-reversal strength ``alpha`` (see :func:`alignment_alpha`).
 
         Returns ``loss`` (with grad) and detached ``loss_commit``, ``loss_freq``, ``loss_raw``, ``loss_align`` (0
-        without text), ``domain_acc`` (mean of the EEG and text accuracies; NaN without text), ``codes (B, N)``
+        without text), ``loss_spectrum`` (0 without ``config.spectrum_head``), ``domain_acc`` (mean of the EEG and text accuracies; NaN without text), ``codes (B, N)``
         (-1 on padding) and ``code_counts (K,)`` (real tokens per code in this batch).
         """
         feats, z = self._encode(batch)
@@ -145,6 +146,11 @@ class NeuralTokenizer(TokenizerEncoder):
         loss_freq = masked_mse(freq_pred, freq_target, batch.mask)
         loss_raw = masked_mse(raw_pred, raw_target, batch.mask)
         loss = q.loss + loss_freq + loss_raw
+        loss_spectrum = torch.zeros((), device=loss.device)
+        if self.spectrum_head is not None:
+            target, _ = spectral_targets(batch, "log")
+            loss_spectrum = masked_mse(self.spectrum_head(feats), target, batch.mask)
+            loss = loss + self.config.spectrum_head * loss_spectrum
         loss_align = torch.zeros((), device=loss.device)
         domain_acc = torch.full((), float("nan"), device=loss.device)
         if text_ids is not None:
@@ -164,6 +170,7 @@ class NeuralTokenizer(TokenizerEncoder):
             "loss_freq": loss_freq.detach(),
             "loss_raw": loss_raw.detach(),
             "loss_align": loss_align.detach(),
+            "loss_spectrum": loss_spectrum.detach(),
             "domain_acc": domain_acc.detach(),
             "codes": q.indices,
             "code_counts": q.counts,

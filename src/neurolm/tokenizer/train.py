@@ -140,6 +140,8 @@ class TokenizerTask:
         out = model(batch["eeg"], batch["text"], alpha=alignment_alpha(step / self.cfg.steps))
         utilisation, _ = code_usage(out["code_counts"].detach().cpu())
         metrics = {k: float(out[k]) for k in ("loss_commit", "loss_freq", "loss_raw", "loss_align", "domain_acc")}
+        if self.config.spectrum_head:
+            metrics["loss_spectrum"] = float(out["loss_spectrum"])
         return out["loss"], metrics | {"batch_utilisation": utilisation}
 
     def val_batches(self) -> list[EEGBatch]:
