@@ -136,3 +136,26 @@ def test_eeg_classifier_trains_the_head_on_a_windows_dataset(tokenizer_dir):
     for k, v in module.encoder.state_dict().items():
         assert torch.equal(v, frozen[k]), k
     assert clf.predict_proba(windows).shape == (n, 2)
+
+
+def test_task_classifier_answers_as_ask(model, tmp_path):
+    """The scikit-learn classifier's probabilities are ``ask``'s scored answers, in the task's class order."""
+    from sklearn.base import clone
+
+    from neurolm.api import NeuroLM
+    from neurolm.braindecode import NeuroLMTaskClassifier
+
+    model.save_pretrained(tmp_path / "m")
+    names = ["F4", "C4", "O2", "C3"]
+    X = np.random.default_rng(0).normal(0, 20, (2, 4, 200 * 30))
+    clf = clone(NeuroLMTaskClassifier(tmp_path / "m", "hmc", ch_names=names, sfreq=200.0, unit="uV"))
+    with pytest.raises(NeuroLMError, match=r"labels \['sleepy'\] are not classes of task hmc"):
+        clf.fit(X, ["W", "sleepy"])
+    with pytest.warns(UserWarning, match="no training.json"):
+        proba = clf.fit(X, ["W", "N2"]).predict_proba(X)
+        (first,) = NeuroLM.from_pretrained(tmp_path / "m").ask(X[0], "hmc", ch_names=names, sfreq=200.0, unit="uV")
+    assert list(clf.classes_) == ["W", "N1", "N2", "N3", "R"] and proba.shape == (2, 5)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    assert proba[0].tolist() == list(first.probabilities.values())
+    with pytest.warns(UserWarning):
+        assert clf.predict(X[:1]).tolist() == [first.label_name]
