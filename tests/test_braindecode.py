@@ -159,3 +159,23 @@ def test_task_classifier_answers_as_ask(model, tmp_path):
     assert proba[0].tolist() == list(first.probabilities.values())
     with pytest.warns(UserWarning):
         assert clf.predict(X[:1]).tolist() == [first.label_name]
+
+
+def test_features_transformer_in_a_sklearn_pipeline(tokenizer_dir):
+    """MOABB hands pipelines bare arrays: the transformer gives the encoder's features, and a pipeline fits on them."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from neurolm.braindecode import NeuroLMFeatures
+
+    X = np.random.default_rng(0).normal(0, 20, (6, 4, 512))
+    feats = NeuroLMFeatures(tokenizer_dir, ch_names=NAMES, sfreq=256.0).fit_transform(X)
+    model = NeuroLMEncoder.from_neurolm(tokenizer_dir, chs_info=_info(sfreq=256.0)["chs"], sfreq=256.0,
+                                       input_unit="uV")
+    with torch.no_grad():
+        np.testing.assert_allclose(feats, model(torch.from_numpy(X).float(), return_features=True).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    control = NeuroLMFeatures(None, ch_names=NAMES, sfreq=256.0, seed=1).fit_transform(X)  # fixture: seed 0
+    assert control.shape == feats.shape and not np.allclose(control, feats)
+    pipe = make_pipeline(NeuroLMFeatures(tokenizer_dir, ch_names=NAMES, sfreq=256.0), LogisticRegression())
+    assert pipe.fit(X, [0, 1] * 3).predict(X).shape == (6,)

@@ -242,6 +242,51 @@ class NeuroLMEncoder(EEGModuleMixin, nn.Module):
         return model.train(False)
 
 
+class NeuroLMFeatures:
+    """scikit-learn transformer: ``(n_epochs, n_chans, n_times)`` arrays → NeuroLM's pooled features, for MOABB and
+    scikit-learn pipelines that hand over numpy arrays without channel names (``ch_names`` and ``sfreq`` say them).
+
+    ``source``: anything :meth:`NeuroLMEncoder.from_neurolm` loads, or None for a randomly initialised tiny encoder
+    (a control: what the architecture alone gives). Nothing is learnt in ``fit``; the encoder stays frozen."""
+
+    def __init__(self, source: str | Path | None, *, ch_names: Sequence[str], sfreq: float, input_unit: str = "uV",
+                 trunk: bool = False, batch_size: int = 64, seed: int = 0) -> None:
+        self.source, self.ch_names, self.sfreq, self.input_unit = source, ch_names, sfreq, input_unit
+        self.trunk, self.batch_size, self.seed = trunk, batch_size, seed
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("source", "ch_names", "sfreq", "input_unit", "trunk", "batch_size",
+                                              "seed")}
+
+    def set_params(self, **params: Any) -> NeuroLMFeatures:
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def fit(self, X: np.ndarray, y: Sequence | None = None) -> NeuroLMFeatures:
+        import mne
+
+        chs = mne.create_info(list(self.ch_names), self.sfreq, "eeg")["chs"]
+        if self.source is None:
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed)
+                self.encoder_ = NeuroLMEncoder(chs_info=chs, sfreq=self.sfreq, input_unit=self.input_unit)
+        else:
+            self.encoder_ = NeuroLMEncoder.from_neurolm(self.source, chs_info=chs, sfreq=self.sfreq,
+                                                        input_unit=self.input_unit, trunk=self.trunk)
+        self.encoder_.train(False)
+        return self
+
+    @torch.no_grad()
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+        return torch.cat([self.encoder_(x[a : a + self.batch_size], return_features=True)
+                          for a in range(0, len(x), self.batch_size)]).numpy()
+
+    def fit_transform(self, X: np.ndarray, y: Sequence | None = None) -> np.ndarray:
+        return self.fit(X, y).transform(X)
+
+
 class NeuroLMTaskClassifier:
     """An instruction-tuned NeuroLM as a scikit-learn classifier of one of its tasks (MOABB pipelines use it as-is).
 
@@ -299,4 +344,4 @@ class NeuroLMTaskClassifier:
         return np.array(get_task(self.task).classes)[self.predict_proba(X).argmax(1)]
 
 
-__all__ = ["NeuroLMEncoder", "NeuroLMTaskClassifier", "map_chs_info", "recording_preprocessors"]
+__all__ = ["NeuroLMEncoder", "NeuroLMFeatures", "NeuroLMTaskClassifier", "map_chs_info", "recording_preprocessors"]
