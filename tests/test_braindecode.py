@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("braindecode")
-mne = pytest.importorskip("mne")
+try:  # the optional extra: pip install -e '.[braindecode]'
+    import braindecode  # noqa: F401
+except (ImportError, OSError) as exc:  # OSError: a torchaudio binary built for another torch
+    pytest.skip(f"braindecode not importable ({exc}); pip install -e '.[braindecode]'", allow_module_level=True)
+import mne  # noqa: E402
 
 from neurolm.data.batch import collate_windows  # noqa: E402
 from neurolm.data.channels import INDEX  # noqa: E402
@@ -179,3 +182,31 @@ def test_features_transformer_in_a_sklearn_pipeline(tokenizer_dir):
     assert control.shape == feats.shape and not np.allclose(control, feats)
     pipe = make_pipeline(NeuroLMFeatures(tokenizer_dir, ch_names=NAMES, sfreq=256.0), LogisticRegression())
     assert pipe.fit(X, [0, 1] * 3).predict(X).shape == (6,)
+
+
+def test_open_eeg_bench_builds_and_adapts_the_encoder(tokenizer_dir, tmp_path):
+    """Open EEG Bench's own backbone loader and fine-tuning strategies take the model: ``PretrainedBackbone`` builds
+    it from its class path and a local checkpoint (every pretrained tensor found), ``Frozen`` leaves only
+    ``final_layer`` trainable, ``LoRA`` adapts it and gradients reach the adapters."""
+    oeb = pytest.importorskip("open_eeg_bench.backbone")
+    finetuning = pytest.importorskip("open_eeg_bench.finetuning")
+    pytest.importorskip("peft")
+
+    chs = _info(sfreq=250.0)["chs"]
+    ours = NeuroLMEncoder.from_neurolm(tokenizer_dir, chs_info=chs, sfreq=250.0, n_outputs=2, freeze=False)
+    ours.save_pretrained(tmp_path / "ckpt")
+    backbone = oeb.PretrainedBackbone(model_cls="neurolm.braindecode.NeuroLMEncoder",
+                                      model_kwargs={"tokenizer_config": asdict(ours.encoder.config), "freeze": False},
+                                      checkpoint_path=str(tmp_path / "ckpt" / "pytorch_model.bin"))
+    built = backbone.build(n_chans=4, n_times=500, n_outputs=2, sfreq=250.0, chs_info=chs)
+    x = torch.randn(3, 4, 500) * 2e-5
+    torch.testing.assert_close(built.eval()(x, return_features=True), ours.eval()(x, return_features=True))
+    frozen, _ = finetuning.Frozen().apply(built, backbone)
+    assert {n for n, p in frozen.named_parameters() if p.requires_grad} == {"final_layer.weight", "final_layer.bias"}
+    fresh = backbone.build(n_chans=4, n_times=500, n_outputs=2, sfreq=250.0, chs_info=chs)
+    adapted, stats = finetuning.LoRA(r=4, alpha=8).apply(fresh, backbone)
+    assert 0 < stats["trainable_params"] < stats["total_params"]
+    adapted.train()
+    adapted(x).sum().backward()
+    lora = [p for n, p in adapted.named_parameters() if "lora_" in n]
+    assert lora and any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)

@@ -37,6 +37,10 @@ try:
     from torchaudio.functional import resample
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError("neurolm.braindecode needs braindecode: pip install 'neurolm[braindecode]'") from exc
+except OSError as exc:  # pragma: no cover - torchaudio's compiled part built for another torch than this one
+    raise ImportError(f"braindecode is installed but cannot be imported: torchaudio's compiled library does not "
+                      f"match this torch ({exc}); install the torchaudio build for your torch (e.g. from "
+                      "download.pytorch.org for a CPU-only torch)") from exc
 
 from .lm.config import NeuroLMConfig
 from .lm.mask import build_attention_mask
