@@ -96,10 +96,11 @@ class NeuroLM(_NeuroLM):
         return self.source.repo_id or str(self.source.path)
 
     def save_pretrained(self, directory: str | Path, *, metrics: dict | str | Path | None = None,
-                        license: str = "mit", recipe: str | None = None) -> None:
+                        license: str = "mit", recipe: str | None = None, card: bool = True) -> None:
         """Write a Hub-ready folder: the weights and config, ``training.json``, ``metrics.json`` (``metrics``: what
         ``evaluate`` returned or the path of its ``metrics.json``) and a model card ``README.md`` whose numbers are
-        those of ``metrics.json`` (:func:`neurolm.hub.write_model_card`)."""
+        those of ``metrics.json`` (:func:`neurolm.hub.write_model_card`; ``card=False`` skips it, e.g. without
+        ``huggingface_hub``)."""
         directory = Path(directory)
         super().save_pretrained(directory)
         if self.training_record is not None:
@@ -107,7 +108,8 @@ class NeuroLM(_NeuroLM):
         if metrics is not None:
             values = metrics if isinstance(metrics, dict) else json.loads(Path(metrics).read_text())
             (directory / METRICS_FILE).write_text(json.dumps(values, indent=2) + "\n")
-        write_model_card(directory, license=license, recipe=recipe)
+        if card:
+            write_model_card(directory, license=license, recipe=recipe)
 
     def push_to_hub(self, repo_id: str, *, metrics: dict | str | Path | None = None, revision: str | None = None,
                     private: bool = False, token: str | None = None, recipe: str | None = None) -> str:

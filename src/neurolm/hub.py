@@ -114,7 +114,11 @@ def write_model_card(directory: str | Path, *, license: str = "mit", datasets: l
     """Write ``README.md`` into a saved model directory (weights, and where present ``training.json`` and
     ``metrics.json``). ``datasets``: Hub dataset ids or names for the metadata (default: the tuned tasks);
     ``recipe``: how the model was trained (commands), shown verbatim."""
-    from huggingface_hub import ModelCard, ModelCardData
+    try:
+        from huggingface_hub import ModelCard, ModelCardData
+    except ImportError as exc:
+        raise NeuroLMError("a model card needs huggingface_hub: pip install 'neurolm[hub]' (or save with "
+                           "card=False)") from exc
 
     directory = Path(directory)
     if not (directory / WEIGHTS_FILE).is_file():
