@@ -4,7 +4,7 @@
 
 ``--data`` is a folder of ``subjectNN/record-*_raw.fif`` with their ``-eve.fif`` events (the layout of the public
 ``sylvchev/dataset-ssvep-exoskeleton`` repository, which is what MOABB's ``SSVEPExo`` downloads from Zenodo in another
-layout); :class:`LocalSSVEPExo` reads it as a MOABB dataset with MOABB's event ids and interval, so nothing is
+layout); :class:`KalungaLocal` reads it as a MOABB dataset with MOABB's event ids and interval, so nothing is
 downloaded. ``--scale`` declares the files' unit error (the development copy stores amplitudes about 100× too large;
 CCA, TRCA and MDM are blind to a global scale, NeuroLM's µV/100 input is not).
 
@@ -45,7 +45,7 @@ EVENTS = {"13": 2, "17": 4, "21": 3, "rest": 1}  # MOABB's Kalunga2016 ids (its 
 CHANNELS = ["Oz", "O1", "O2", "PO3", "POz", "PO7", "PO8", "PO4"]
 
 
-class LocalSSVEPExo(BaseDataset):
+class KalungaLocal(BaseDataset):
     """MOABB's Kalunga2016 (``SSVEPExo``) read from local FIF files: one session, one run per recording."""
 
     def __init__(self, root: str | Path, *, scale: float = 1.0, subjects: list[int] | None = None) -> None:
@@ -81,7 +81,7 @@ def bootstrap(scores: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, 
 
 
 def run(data: Path, model: Path | None, scale: float, out: Path | None, subjects: list[int] | None) -> str:
-    dataset = LocalSSVEPExo(data, scale=scale, subjects=subjects)
+    dataset = KalungaLocal(data, scale=scale, subjects=subjects)
     sfreq = 256.0
     neurolm = {
         "NeuroLM encoder + LR": make_pipeline(NeuroLMFeatures(model, ch_names=CHANNELS, sfreq=sfreq),
