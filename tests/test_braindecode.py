@@ -210,3 +210,16 @@ def test_open_eeg_bench_builds_and_adapts_the_encoder(tokenizer_dir, tmp_path):
     adapted(x).sum().backward()
     lora = [p for n, p in adapted.named_parameters() if "lora_" in n]
     assert lora and any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+
+
+def test_from_the_authors_vq_checkpoint(tokenizer_dir, tmp_path):
+    """A ``VQ.pt`` in the authors' format gives the same encoder as the directory it was written from."""
+    tok = NeuralTokenizer.from_pretrained(tokenizer_dir)
+    tok.save_reference_checkpoint(tmp_path / "VQ.pt")
+    chs = _info()["chs"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the full-unpickling notice of foreign checkpoints
+        from_pt = NeuroLMEncoder.from_neurolm(tmp_path / "VQ.pt", chs_info=chs, sfreq=200.0)
+    from_dir = NeuroLMEncoder.from_neurolm(tokenizer_dir, chs_info=chs, sfreq=200.0)
+    x = torch.randn(2, 4, 400) * 2e-5
+    torch.testing.assert_close(from_pt(x, return_features=True), from_dir(x, return_features=True), rtol=0, atol=0)
