@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from torch import nn
 
 from .data.batch import PATCH, EEGBatch
@@ -246,7 +247,7 @@ class NeuroLMEncoder(EEGModuleMixin, nn.Module):
         return model.train(False)
 
 
-class NeuroLMFeatures:
+class NeuroLMFeatures(TransformerMixin, BaseEstimator):
     """scikit-learn transformer: ``(n_epochs, n_chans, n_times)`` arrays → NeuroLM's pooled features, for MOABB and
     scikit-learn pipelines that hand over numpy arrays without channel names (``ch_names`` and ``sfreq`` say them).
 
@@ -257,15 +258,6 @@ class NeuroLMFeatures:
                  trunk: bool = False, batch_size: int = 64, seed: int = 0) -> None:
         self.source, self.ch_names, self.sfreq, self.input_unit = source, ch_names, sfreq, input_unit
         self.trunk, self.batch_size, self.seed = trunk, batch_size, seed
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("source", "ch_names", "sfreq", "input_unit", "trunk", "batch_size",
-                                              "seed")}
-
-    def set_params(self, **params: Any) -> NeuroLMFeatures:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
 
     def fit(self, X: np.ndarray, y: Sequence | None = None) -> NeuroLMFeatures:
         import mne
@@ -287,11 +279,8 @@ class NeuroLMFeatures:
         return torch.cat([self.encoder_(x[a : a + self.batch_size], return_features=True)
                           for a in range(0, len(x), self.batch_size)]).numpy()
 
-    def fit_transform(self, X: np.ndarray, y: Sequence | None = None) -> np.ndarray:
-        return self.fit(X, y).transform(X)
 
-
-class NeuroLMTaskClassifier:
+class NeuroLMTaskClassifier(ClassifierMixin, BaseEstimator):
     """An instruction-tuned NeuroLM as a scikit-learn classifier of one of its tasks (MOABB pipelines use it as-is).
 
     ``predict_proba`` answers every epoch exactly as ``neurolm ask`` would (the model directory's ``training.json``
@@ -305,15 +294,6 @@ class NeuroLMTaskClassifier:
                  device: str = "cpu") -> None:
         self.model_dir, self.task, self.ch_names, self.sfreq, self.unit = model_dir, task, ch_names, sfreq, unit
         self.allow_untrained_task, self.device = allow_untrained_task, device
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("model_dir", "task", "ch_names", "sfreq", "unit",
-                                              "allow_untrained_task", "device")}
-
-    def set_params(self, **params: Any) -> NeuroLMTaskClassifier:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
 
     def _model(self):
         from .api import NeuroLM as PublicNeuroLM
