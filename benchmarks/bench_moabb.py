@@ -103,8 +103,10 @@ def run(data: Path, model: Path | None, scale: float, out: Path | None, subjects
         for name, cls, kwargs in (("within-session", WithinSessionEvaluation, {}),
                                   ("cross-subject", CrossSubjectEvaluation, {})):
             for paradigm, pipes, epochs in groups:
+                # CCA and TRCA read the flicker frequencies off the class names ("13", …): MOABB must hand them the
+                # names (mne_labels), not label-encoded 0/1/2, or they look for 0-2 Hz responses
                 ev = cls(paradigm=paradigm, datasets=[dataset], overwrite=True, random_state=42, n_jobs=1,
-                         hdf5_path=tmp, return_epochs=epochs, **kwargs)
+                         hdf5_path=tmp, return_epochs=epochs, mne_labels=epochs, **kwargs)
                 res = ev.process(pipes)
                 res["evaluation"] = name
                 frames.append(res)
