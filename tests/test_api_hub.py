@@ -180,3 +180,18 @@ def test_push_to_hub_uploads_the_saved_folder(tuned_dir, tmp_path, monkeypatch):
         again = NeuroLM.from_pretrained(pushed)
     for k, v in model.state_dict().items():
         assert v.equal(again.state_dict()[k]), k
+
+
+def test_prepare_takes_a_task_file_as_the_cli(monkeypatch, tmp_path):
+    import neurolm.api as api
+
+    calls = []
+    monkeypatch.setattr(api, "prepare_task_file", lambda *a, **k: calls.append(("file", a, k)) or {})
+    monkeypatch.setattr(api, "prepare_dataset", lambda *a, **k: calls.append(("dataset", a, k)) or {})
+    api.prepare(None, "raw", "out", task_file="t.toml", mains=50.0)
+    api.prepare("hmc", "raw", "out", seed=3)
+    assert calls[0][:2] == ("file", ("t.toml", "raw", "out")) and calls[0][2]["mains"] == 50.0
+    assert calls[1][:2] == ("dataset", ("hmc", "raw", "out")) and calls[1][2]["seed"] == 3
+    for bad in ({"dataset": None}, {"dataset": "hmc", "task_file": "t.toml"}):
+        with pytest.raises(NeuroLMError, match="not both or neither"):
+            api.prepare(raw_dir="raw", out_dir="out", **bad)

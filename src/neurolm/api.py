@@ -33,10 +33,11 @@ from typing import Any
 
 import torch
 
-from .data.prepare import prepare_dataset as prepare
+from .data.prepare import prepare_dataset, prepare_task_file
 from .data.provenance import TRAINING_FILE, check_task, read_training
 from .data.synth import write_corpus as synth
 from .demo import run_demo as demo
+from .errors import NeuroLMError
 from .hub import METRICS_FILE, Resolved, push_folder, resolve, write_model_card
 from .instruct.ask import Answer, ask
 from .instruct.evaluate import evaluate
@@ -48,6 +49,20 @@ from .tokenizer.tokenize import tokenize
 from .tokenizer.train import train_tokenizer
 from .train import StageResult
 
+
+
+def prepare(dataset: str | None, raw_dir: str | Path, out_dir: str | Path, *, task_file: str | Path | None = None,
+            mains: float | None = None, seed: int | None = None, progress: bool = True, workers: int = 1,
+            dtype: str = "float32") -> dict:
+    """``neurolm prepare``: a built-in ``dataset``, or (``dataset=None``) the recordings a TOML ``task_file``
+    describes (docs/own-tasks.md); returns the store's manifest."""
+    if (dataset is None) == (task_file is None):
+        raise NeuroLMError("give a built-in dataset or task_file=T.toml, not both or neither")
+    if task_file is not None:
+        return prepare_task_file(task_file, raw_dir, out_dir, mains=mains, seed=seed, progress=progress,
+                                 workers=workers, dtype=dtype)
+    return prepare_dataset(dataset, raw_dir, out_dir, mains=mains, seed=seed, progress=progress, workers=workers,
+                           dtype=dtype)
 
 
 class NeuroLM(_NeuroLM):
