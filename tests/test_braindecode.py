@@ -223,3 +223,22 @@ def test_from_the_authors_vq_checkpoint(tokenizer_dir, tmp_path):
     from_dir = NeuroLMEncoder.from_neurolm(tokenizer_dir, chs_info=chs, sfreq=200.0)
     x = torch.randn(2, 4, 400) * 2e-5
     torch.testing.assert_close(from_pt(x, return_features=True), from_dir(x, return_features=True), rtol=0, atol=0)
+
+
+def test_lm_trunk_from_the_authors_neurolm_checkpoint(tmp_path):
+    """``NeuroLM-*.pt`` + ``VQ.pt`` in the authors' format give the trunk of the directory they were written from."""
+    from neurolm.lm import NeuroLM
+
+    torch.manual_seed(0)
+    lm = NeuroLM.from_tokenizer(NeuralTokenizer(TokenizerConfig.from_preset("tiny")), "tiny",
+                                spectral_input=False).eval()  # the authors' format has no spectral input
+    lm.save_pretrained(tmp_path / "lm")
+    lm.save_reference_checkpoint(tmp_path / "NeuroLM-tiny.pt", vq_path=tmp_path / "VQ.pt")
+    chs = _info()["chs"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the full-unpickling notice of foreign checkpoints
+        from_pt = NeuroLMEncoder.from_neurolm(tmp_path / "NeuroLM-tiny.pt", vq_path=tmp_path / "VQ.pt",
+                                              chs_info=chs, sfreq=200.0, trunk=True)
+    from_dir = NeuroLMEncoder.from_neurolm(tmp_path / "lm", chs_info=chs, sfreq=200.0, trunk=True)
+    x = torch.randn(2, 4, 400) * 2e-5
+    torch.testing.assert_close(from_pt(x, return_features=True), from_dir(x, return_features=True))
