@@ -242,3 +242,27 @@ def test_lm_trunk_from_the_authors_neurolm_checkpoint(tmp_path):
     from_dir = NeuroLMEncoder.from_neurolm(tmp_path / "lm", chs_info=chs, sfreq=200.0, trunk=True)
     x = torch.randn(2, 4, 400) * 2e-5
     torch.testing.assert_close(from_pt(x, return_features=True), from_dir(x, return_features=True))
+
+
+def test_hub_id_round_trip_offline(tokenizer_dir, tmp_path, monkeypatch):
+    """``save_pretrained`` (what ``push_to_hub`` uploads) → a Hub cache → ``from_pretrained("org/name")`` offline."""
+    import shutil
+
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    model = NeuroLMEncoder.from_neurolm(tokenizer_dir, chs_info=_info(sfreq=250.0)["chs"], sfreq=250.0, n_outputs=3)
+    torch.nn.init.normal_(model.final_layer.weight)
+    model.save_pretrained(tmp_path / "folder")
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = cache / "models--org--neurolm-encoder"
+    shutil.copytree(tmp_path / "folder", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        again = NeuroLMEncoder.from_pretrained("org/neurolm-encoder", revision=commit)
+    x = torch.randn(2, 4, 500) * 2e-5
+    torch.testing.assert_close(again.eval()(x), model.eval()(x), rtol=0, atol=0)
