@@ -96,7 +96,8 @@ def map_chs_info(chs_info: Sequence[dict], *, unknown: str = "error", alias_t3_t
     return keep, idx
 
 
-class NeuroLMEncoder(EEGModuleMixin, nn.Module):
+class NeuroLMEncoder(EEGModuleMixin, nn.Module, license="mit", tags=["neurolm", "eeg", "foundation-model"],
+                     docs_url=None, repo_url=None):
     """NeuroLM's frozen tokenizer encoder (and optionally its LM's EEG trunk) as a braindecode model.
 
     Parameters beyond braindecode's signal vocabulary are keyword-only and saved in ``config.json``, so
