@@ -2,11 +2,12 @@
 
 :class:`NeuroLMEncoder` is a braindecode model (``EEGModuleMixin`` + ``nn.Module``): ``(batch, n_chans, n_times)`` at
 any ``sfreq`` in, pooled features (``return_features=True``) or the ``final_layer`` head's outputs out. The paper's
-per-window steps run inside it (unit to µV, polyphase-free resampling to 200 Hz, µV/100, 1-s patches of 200 samples,
+per-window steps run inside it (unit to µV, windowed-sinc resampling to 200 Hz, µV/100, 1-s patches of 200 samples,
 channel names from ``chs_info`` looked up in NeuroLM's vocabulary), then the frozen tokenizer encoder and optionally
 the instructed LM's EEG trunk. The band-pass and notch belong to the recording, not the window (a 0.1 Hz high-pass
 needs far more than a few seconds of signal): :func:`recording_preprocessors` gives them as braindecode steps.
 
+:class:`NeuroLMFeatures` is the encoder as a scikit-learn transformer of bare arrays (MOABB's pipelines).
 :class:`NeuroLMTaskClassifier` is an instructed model as a scikit-learn classifier of one task: its class
 probabilities are the scored answers of ``neurolm ask`` (the same windows, preprocessing and refusals).
 
@@ -56,7 +57,7 @@ UNITS = {"V": 1e6, "mV": 1e3, "uV": 1.0, "µV": 1.0}
 def recording_preprocessors(*, mains: float | None, config: PreprocessConfig | None = None) -> list[Preprocessor]:
     """The paper's recording-level filters as braindecode steps (``braindecode.preprocessing.preprocess``):
     band-pass ``l_freq``–``h_freq`` and the notch at ``mains`` (50 Hz in Europe/Asia, 60 Hz in the Americas; None
-    skips it). Resampling and scaling happen inside :class:`NeuroLMEncoder`."""
+    skips it; a given ``config`` sets all three). Resampling and scaling happen inside :class:`NeuroLMEncoder`."""
     config = PreprocessConfig(mains=mains) if config is None else config
     steps = [Preprocessor("filter", l_freq=config.l_freq, h_freq=config.h_freq, verbose="error")]
     if config.mains is not None:
