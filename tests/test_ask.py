@@ -130,7 +130,7 @@ def test_cli_prints_a_hypnogram_table(model, hmc_edf, tmp_path, capsys):
                "--device", "cpu"])
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split() == ["start_s", "end_s", "answer", "p(W)", "p(N1)", "p(N2)", "p(N3)", "p(R)"]
+    assert lines[0].split() == ["start_s", "end_s", "answer", "p((A))", "p((B))", "p((C))", "p((D))", "p((E))"]
     rows = [line.split() for line in lines[1:4]]
     assert [r[:2] for r in rows] == [["0.0", "30.0"], ["30.0", "60.0"], ["60.0", "90.0"]]
     for r in rows:

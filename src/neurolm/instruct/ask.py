@@ -20,12 +20,13 @@ most probable allowed answer and every option's probability comes with it; it is
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mne
@@ -220,7 +221,8 @@ def format_table(answers: list[Answer], task: str) -> str:
     """One row per window: start, end, answer (and class), and with scored answers every option's probability."""
     classes = get_task(task).classes
     free = answers[0].label is None
-    header = ["start_s", "end_s", "answer", *([] if free else (f"p({c})" for c in classes))]
+    # probability columns carry Answer.probabilities' keys, so the table and the Python API name them alike
+    header = ["start_s", "end_s", "answer", *([] if free else (f"p({o})" for o in answers[0].probabilities))]
     rows = [[f"{a.start:.1f}", f"{a.end:.1f}", repr(a.answer) if free else f"{a.answer} {a.label_name}",
              *(f"{p:.3f}" for p in a.probabilities.values())] for a in answers]
     return to_text([Table(header, rows)])
@@ -265,6 +267,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="free-form question, answered by generation instead of the task's options")
     p.add_argument("--max-new-tokens", type=int, default=5, help="tokens generated for --question (default 5)")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save a hypnogram-like plot of the answers")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE",
+                   help="also write the answers as JSON (the fields of neurolm.api.Answer, one object per window)")
     p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=None,
                    help="notch frequency; default: what the model's training windows used (training.json), else "
                         "the task dataset's (60 Hz TUH, 50 Hz HMC/EEGMAT/SEED)")
@@ -294,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
                   training=training, allow_untrained_task=args.allow_untrained_task, scale=args.scale,
                   allow_low_rate=args.allow_low_rate)
     print(format_table(answers, args.task))
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(a) for a in answers], indent=2) + "\n")
     summary = f"asked {args.task} about {args.recording}: {len(answers)} window(s)"
     if answers[0].label_name is not None:
         counts = Counter(a.label_name for a in answers)
