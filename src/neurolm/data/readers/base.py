@@ -32,6 +32,7 @@ from ...errors import NeuroLMError
 from ..channels import map_channels, normalize_name
 from ..datasets import DATASETS, SplitRule
 from ..preprocess import RepairWarning
+from .muse import read_muse_csv
 
 SPLITS = ("train", "val", "test")
 log = logging.getLogger(__name__)
@@ -132,13 +133,16 @@ class DatasetReader:
 
 
 def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
-    """Open any EEG file MNE reads, preloaded, with a message naming the file when it cannot be read."""
+    """Open any EEG file MNE reads, or a Muse CSV (:mod:`.muse`), preloaded, with a message naming the file when it
+    cannot be read."""
     if path.is_dir():
         raise NeuroLMError(f"{path}: is a directory, not a recording")
     if not path.is_file():
         raise NeuroLMError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise NeuroLMError(f"{path}: file is empty")
+    if path.suffix.lower() == ".csv":  # MNE reads no text format; the Muse headband's is the one met in the wild
+        return read_muse_csv(path)
     if path.suffix.lower() in (".edf", ".bdf"):
         check_edf_header(path)
     try:
