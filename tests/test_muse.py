@@ -32,6 +32,7 @@ def write_muse_csv(path: Path, seconds: float, *, seed: int = 0, markers: dict[i
         code[sample] = value
     # like early muse-lsl: timestamps from a jittered clock, rounded to the millisecond
     stamps = np.round(151462.006 + t + rng.normal(0, 0.004, n), 3)
+    stamps[-3:] += 1160.4  # like some eeg-notebooks files: last rows stamped minutes later
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fh.write(f"timestamps,TP9,AF7,AF8,TP10,Right AUX,{marker_header}\n")
@@ -45,7 +46,7 @@ def test_read_raw_takes_a_muse_csv(tmp_path):
     eeg = write_muse_csv(path, 10, markers={256: 1, 1000: 2, 2000: 1})
     raw = read_raw(path)
     assert raw.ch_names == ["TP9", "AF7", "AF8", "TP10"]  # Right AUX dropped
-    assert raw.info["sfreq"] == RATE  # from the span of jittered, rounded timestamps
+    assert raw.info["sfreq"] == RATE  # from jittered, rounded timestamps whose last rows jump
     assert set(raw.get_channel_types()) == {"eeg"}
     np.testing.assert_allclose(raw.get_data(units="uV"), eeg.T, atol=1e-9)
     np.testing.assert_allclose(raw.annotations.onset, [1.0, 1000 / RATE, 2000 / RATE])

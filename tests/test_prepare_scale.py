@@ -53,6 +53,8 @@ def damaged(tmp_path_factory) -> tuple[dict, Path]:
     n_header = 256 * (len(TUH_LABELS) + 1)
     # Copied in text mode: every LF byte of the samples gained a CR before it.
     (cls / "aacrlf00_s001_t000.edf").write_bytes(good[:n_header] + good[n_header:].replace(b"\n", b"\r\n"))
+    # ... and cut back to its declared size (found in a public EEGMMIDB copy): the size check cannot see it.
+    (cls / "aacrlf01_s001_t000.edf").write_bytes((good[:n_header] + good[n_header:].replace(b"\n", b"\r\n"))[:len(good)])
     (cls / "aapad000_s001_t000.edf").write_bytes(good + bytes(700))  # trailing bytes after the declared records
     # EDF+ annotations in Latin-1 (an "é" as one byte), not the UTF-8 the standard asks for.
     latin = write_edf(cls / "aalatn00_s001_t000.edf", TUH_LABELS, noise(3), annotation="cafe spike")
@@ -73,10 +75,13 @@ def damaged(tmp_path_factory) -> tuple[dict, Path]:
 def test_each_damage_is_reported_with_its_fault_and_kept_out_of_the_store(damaged):
     m, out = damaged
     skipped = {f["file"].split("/")[-1].split("_")[0]: f["reason"] for f in m["files"]["skipped"]}
-    assert skipped.keys() == {"aacrlf00", "aaloud01", "aadegn00"}
+    assert skipped.keys() == {"aacrlf00", "aacrlf01", "aaloud01", "aadegn00"}
     assert skipped["aacrlf00"].startswith("data section longer than the header declares (")
     assert re.search(r": (\d+) extra bytes\): copied in text mode, which put a CR byte before each of its \1 LF "
                      r"bytes and misaligned the samples into noise$", skipped["aacrlf00"]), skipped["aacrlf00"]
+    assert re.fullmatch(r"every one of the \d+ LF bytes of its data section follows a CR byte: copied in text mode "
+                        r"\(a CR put before each LF\), which misaligned the samples into noise; copy the original file "
+                        r"again in binary mode", skipped["aacrlf01"]), skipped["aacrlf01"]
     assert re.fullmatch(r"6 of 6 windows implausible for scalp EEG \(median channel standard deviation above 1000 µV: "
                         r"a damaged file or a wrong unit\)\. If the samples are not in the unit the file states \(median "
                         r"channel standard deviation \d\.\d+e\+03 µV\), declare their scale: `scale = 0\.01` in the "

@@ -8,8 +8,9 @@ not a recording (label tables, behaviour logs): :func:`is_muse_csv` lets the fin
 - Channels: the four EEG electrodes (10-10 sites TP9, AF7, AF8, TP10), in µV as written. ``Right AUX`` is an
   unplaced extra electrode and is dropped.
 - Rate: the timestamps are rounded to the millisecond and, in early muse-lsl recordings, jittered (even backwards),
-  so each sample's own timestamp is not used. The samples are taken as evenly spaced at the rate the timestamps'
-  whole span gives, rounded to a whole hertz (Muse's nominal 256 Hz for the recordings seen).
+  and some files end with a few rows stamped minutes later, so neither each sample's own timestamp nor the whole span
+  is used. The samples are taken as evenly spaced at the rate the median time across :data:`LAG` samples gives,
+  rounded to a whole hertz (Muse's nominal 256 Hz for the recordings seen).
 - Markers: the first ``Marker*`` column's non-zero values become MNE annotations (onset at their sample, no
   duration, the integer as text: ``"1"``, ``"2"``), so a task file can label with ``source = "annotations"``.
 """
@@ -26,6 +27,8 @@ from ...errors import NeuroLMError
 EEG = ("TP9", "AF7", "AF8", "TP10")
 HEADER = "timestamps," + ",".join(EEG)
 """How a Muse CSV's first line starts."""
+LAG = 256
+"""Samples across which the rate is measured: long enough that millisecond rounding and jitter average out."""
 
 
 def is_muse_csv(path: Path) -> bool:
@@ -54,11 +57,12 @@ def read_muse_csv(path: Path) -> mne.io.RawArray:
     if len(table) < 2:
         raise NeuroLMError(f"{path}: a Muse CSV with {len(table)} sample row(s): no signal to read")
     times = table[:, 0]
-    span = times[-1] - times[0]
-    if not np.isfinite(span) or span <= 0:
-        raise NeuroLMError(f"{path}: timestamps do not increase from the first row to the last ({times[0]!r} → "
-                           f"{times[-1]!r}), so the sampling rate is unknown")
-    sfreq = float(round((len(times) - 1) / span))
+    lag = min(LAG, len(times) - 1)
+    step = float(np.median(times[lag:] - times[:-lag])) / lag
+    if not np.isfinite(step) or step <= 0:
+        raise NeuroLMError(f"{path}: timestamps do not increase (median step over {lag} rows: {step:g} s), so the "
+                           "sampling rate is unknown")
+    sfreq = float(round(1 / step))
     info = mne.create_info(list(EEG), sfreq, "eeg")
     raw = mne.io.RawArray(table[:, 1 : 1 + len(EEG)].T * 1e-6, info, verbose="error")
     if markers:
