@@ -121,7 +121,7 @@ def test_one_sample_beyond_100_mv_makes_a_window_implausible():
 def test_manifest_lists_every_file_with_its_provenance(damaged):
     m, _ = damaged
     by_name = {e["file"].split("/")[-1].split("_")[0]: e for e in m["sources"]}
-    assert len(m["sources"]) == m["files"]["found"] == 9
+    assert len(m["sources"]) == m["files"]["found"] == 10
     good, repaired, skipped = by_name["aagood01"], by_name["aaloud00"], by_name["aadegn00"]
     assert good["status"] == "prepared" and good["notes"] == [] and good["subject"] == "aagood01"
     assert good["file"] == "train/abnormal/01_tcp_ar/aagood01_s001_t000.edf"
@@ -143,7 +143,7 @@ def test_an_empty_split_is_warned_about(damaged):
                              "such as TUH's eval/ for the test split?)"]
     summary = format_summary(m)
     assert "warning: split 'test' is empty" in summary
-    assert "files: 3 prepared, 3 repaired, 3 skipped; 0.10 h of EEG, 2 implausible window(s) dropped" in summary
+    assert "files: 3 prepared, 3 repaired, 4 skipped; 0.10 h of EEG, 2 implausible window(s) dropped" in summary
 
 
 def test_a_degenerate_channel_is_dropped_where_the_channel_set_is_free(tmp_path):
