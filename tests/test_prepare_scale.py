@@ -4,6 +4,7 @@ back within float16 precision."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import warnings
 from pathlib import Path
@@ -16,8 +17,10 @@ from neurolm.data.channels import VOCABULARY
 from neurolm.data.datasets import TUH_CHANNELS
 from neurolm.data.prepare import format_summary, prepare_dataset
 from neurolm.data.preprocess import PreprocessConfig, RepairWarning, implausible_windows
+from neurolm.data.readers.base import read_raw
 from neurolm.data.store import WindowStore
 from neurolm.data.synth import write_corpus
+from neurolm.errors import NeuroLMError
 
 TUH_LABELS = [f"EEG {c}-REF" for c in TUH_CHANNELS]
 SECONDS, RATE = 60, 250.0  # six 10 s TUAB windows per file
@@ -213,3 +216,25 @@ def test_a_run_stopped_while_finishing_the_splits_resumes(tusl, tmp_path, monkey
     resumed = prepare_dataset("tusl", tusl, tmp_path / "store", progress=False)
     assert resumed["checksums"] == whole["checksums"]
     WindowStore(tmp_path / "store").verify()
+
+
+def test_the_text_mode_repair_example_restores_a_cut_copy(tmp_path):
+    """examples/data/repair_text_mode_edf.py: a text-mode copy cut to its declared size reads again as the original,
+    less its last (cut) record."""
+    spec = importlib.util.spec_from_file_location(
+        "repair", Path(__file__).parents[1] / "examples" / "data" / "repair_text_mode_edf.py")
+    repair = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repair)
+    data = noise(0, n_chans=4)
+    good = write_edf(tmp_path / "good.edf", TUH_LABELS[:4], data, annotation="eyes closed")
+    original = good.read_bytes()
+    n_header = 256 * (4 + 2)  # four signals and the EDF+ annotation signal
+    copy = tmp_path / "copy.edf"
+    copy.write_bytes((original[:n_header] + original[n_header:].replace(b"\n", b"\r\n"))[: len(original)])
+    with pytest.raises(NeuroLMError, match="follows a CR byte: copied in text mode"):
+        read_raw(copy)
+    assert repair.repair(copy, tmp_path / "fixed.edf").endswith(f"{int(SECONDS) - 1} of {int(SECONDS)} records kept")
+    fixed, ref = read_raw(tmp_path / "fixed.edf"), read_raw(good)
+    assert fixed.n_times == ref.n_times - int(RATE)
+    np.testing.assert_array_equal(fixed.get_data(), ref.get_data()[:, : fixed.n_times])
+    assert list(fixed.annotations.description) == ["eyes closed"]
