@@ -83,9 +83,10 @@ def main() -> None:
     long = write_long_edf(args.tmp / f"long_{args.hours:g}h.edf", int(args.hours * 3600), seed=1)
     ask = [sys.executable, "-c", "import sys; from neurolm.cli import main; sys.exit(main(sys.argv[1:]))", "ask",
            str(model), "--task", "workload", "--every", f"{args.every:g}", "--device", "cpu"]
-    whole = [sys.executable, "-c", "import sys, warnings; warnings.simplefilter('ignore'); "
-             "from neurolm.instruct.ask import ask; "
-             f"ask(sys.argv[1], sys.argv[2], 'workload', every={args.every!r}, chunk_s=None)", str(model), str(short)]
+    whole = [sys.executable, "-c", ("import sys, warnings; warnings.simplefilter('ignore'); "
+                                    "from neurolm.instruct.ask import ask; "
+                                    f"ask(sys.argv[1], sys.argv[2], 'workload', every={args.every!r}, chunk_s=None)"),
+             str(model), str(short)]
     rows = {}
     for name, cmd in ((f"{args.minutes:g} min", [*ask[:5], str(short), *ask[5:]]),
                       (f"{args.hours:g} h", [*ask[:5], str(long), *ask[5:]]),

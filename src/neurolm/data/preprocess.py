@@ -213,7 +213,7 @@ def resample_ratio(sfreq: float, config: PreprocessConfig) -> Fraction:
 def resampled_length(n_times: int, sfreq: float, config: PreprocessConfig) -> int:
     """Samples :func:`preprocess_array` returns for ``n_times`` input samples (MNE's rounding)."""
     ratio = resample_ratio(sfreq, config)
-    return n_times if ratio == 1 else max(int(round(float(ratio.numerator) / ratio.denominator * n_times)), 1)
+    return n_times if ratio == 1 else max(round(float(ratio.numerator) / ratio.denominator * n_times), 1)
 
 
 def filter_edge(sfreq: float, config: PreprocessConfig) -> int:

@@ -55,9 +55,9 @@ Recording = mne.io.BaseRaw | str | os.PathLike | np.ndarray
 """What ``ask`` takes as a recording (see :func:`~neurolm.data.inputs.as_raw`)."""
 
 CHUNK_S = 600.0
-"""Seconds of recording read and filtered at a time. Ten minutes keeps the filters' margins (about 40 s a side at
-256 Hz) a small overhead while a chunk's arrays stay near a hundred MB; a recording not much longer is read whole,
-exactly as ``prepare`` reads it."""
+"""Seconds of recording read and filtered at a time. Ten minutes keeps the filters' margins (their lengths: tens of
+seconds a side) a small overhead while a chunk's arrays stay small beside the model; a recording not much longer is
+read whole, exactly as ``prepare`` reads it."""
 
 
 @dataclass(frozen=True)
