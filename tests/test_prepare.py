@@ -27,10 +27,10 @@ def _tuab_tree(root, writer, n_subjects=4, seconds=32):
 
 
 def test_cut_windows():
-    data = np.zeros((2, 2000))
-    assert cut_windows(data, 0, 10, 4, 2, 200) == [0, 400, 800, 1200]
-    assert cut_windows(data, -1, 4, 5, None, 200) == []  # needs context before the recording: dropped
-    assert cut_windows(data, 5, 10.004, 5, None, 200) == [1000]  # end rounding slack
+    n_times = 2000
+    assert cut_windows(n_times, 0, 10, 4, 2, 200) == [0, 400, 800, 1200]
+    assert cut_windows(n_times, -1, 4, 5, None, 200) == []  # needs context before the recording: dropped
+    assert cut_windows(n_times, 5, 10.004, 5, None, 200) == [1000]  # end rounding slack
 
 
 def test_bad_files_are_reported_and_do_not_stop_the_others(tmp_path, edf_writer):

@@ -134,9 +134,10 @@ class DatasetReader:
         return self.split.assign(recordings, seed)
 
 
-def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
-    """Open any EEG file MNE reads, or a Muse CSV (:mod:`.muse`), preloaded, with a message naming the file when it
-    cannot be read."""
+def read_raw(path: Path, *, preload: bool = True, **kwargs) -> mne.io.BaseRaw:
+    """Open any EEG file MNE reads, or a Muse CSV (:mod:`.muse`, always in memory), with a message naming the file
+    when it cannot be read; preloaded, or with ``preload=False`` read from the file as its samples are asked for
+    (``ask`` reads long recordings in chunks)."""
     if path.is_dir():
         raise NeuroLMError(f"{path}: is a directory, not a recording")
     if not path.is_file():
@@ -148,12 +149,12 @@ def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
     if path.suffix.lower() in (".edf", ".bdf"):
         check_edf_header(path)
     try:
-        return _mne_read(path, **kwargs)
+        return _mne_read(path, preload=preload, **kwargs)
     except NeuroLMError as exc:
         if not (path.suffix.lower() in (".edf", ".bdf") and "encoding='latin1'" in str(exc)):
             raise
     # EDF+ annotations that are not UTF-8: MNE's own advice is to read them as Latin-1.
-    raw = _mne_read(path, encoding="latin1", **kwargs)
+    raw = _mne_read(path, preload=preload, encoding="latin1", **kwargs)
     warnings.warn(f"{path}: EDF+ annotations are not UTF-8; read as Latin-1", RepairWarning)
     return raw
 
@@ -162,12 +163,12 @@ NEEDS_MORE_THAN_A_PATH = {".mat": "FieldTrip", ".data": "Nicolet"}
 """Extensions MNE's generic reader dispatches to a reader that needs more than the file (an info, a channel type)."""
 
 
-def _mne_read(path: Path, **kwargs) -> mne.io.BaseRaw:
+def _mne_read(path: Path, *, preload: bool, **kwargs) -> mne.io.BaseRaw:
     if path.suffix.lower() in NEEDS_MORE_THAN_A_PATH:
         raise NeuroLMError(f"{path}: {NEEDS_MORE_THAN_A_PATH[path.suffix.lower()]} {path.suffix} files cannot be read "
                            "from the file alone; convert the recording to EDF, BDF, BrainVision or FIF")
     try:
-        return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
+        return mne.io.read_raw(path, preload=preload, verbose="error", **kwargs)
     except Exception as exc:  # noqa: BLE001 - a damaged file fails anywhere in MNE's parsers, with any type
         # the first line only, shortened: a parser's message may quote the file's bytes
         detail = (str(exc).splitlines() or [""])[0][:160]
