@@ -56,7 +56,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from neurolm.data.batch import collate_windows
-from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
+from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, recorded_sizes, write_split
 from neurolm.data.synth import ALL, DEFAULT_SUBJECTS
 from neurolm.data.synth.probes import PROBES, make_windows
 from neurolm.data.synth.probes import channel_indices as probe_channels
@@ -220,6 +220,7 @@ def fold_stores(source: WindowStore, out: Path, n_folds: int, seed: int) -> list
                                                              "test_subjects": sorted(groups[k])})
         for name, buf in buffers.items():
             manifest["checksums"] |= write_split(fold, name, buf)
+        manifest["sizes"] = recorded_sizes(fold, manifest["checksums"])
         (fold / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return dirs
 
@@ -359,6 +360,7 @@ def probe_stores(out: Path, seed: int, subjects: int = 16, per_class: int = 12) 
         for name, buf in buffers.items():
             checksums |= write_split(root, name, buf)
         manifest = {"dataset": probe, "classes": ["a", "b"], "complete": True, "checksums": checksums,
+                    "sizes": recorded_sizes(root, checksums),
                     "probe": {"seed": seed, "subjects": subjects, "per_class": per_class}}
         (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return stores
