@@ -16,7 +16,7 @@ Decisions where the spec is silent:
   parameters sit in the 58,496-way head that must first learn which outputs are codes; a tiny model tolerates the
   larger step, and the small text batch keeps a CPU step well under a second (the text loss is secondary here).
 - ``tiny`` computes the EEG loss (training and validation) over the codebook's outputs only; B/L/XL keep REF's
-  softmax over all text + code outputs. At 64 wide the 50,816-row head was ~90 % of a CPU step for a difference the
+  softmax over all text + code outputs. At 64 wide the 50,816-row head was most of a CPU step for a difference the
   model learns in a few steps (text outputs are never EEG targets); the unigram baseline is a distribution over
   codes only, so the codes-only loss is also the like-for-like comparison with it.
 - EEG batches are padded to their longest window only (REF pads to 1024 tokens): with real-token GroupNorm
