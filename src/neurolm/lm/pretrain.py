@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..artifacts import read_config
+from ..artifacts import model_type
 from ..data.batch import PATCH, REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, reference_padding
 from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
@@ -309,8 +309,7 @@ class PretrainStage(Stage):
         return DEFAULTS[args.size]
 
     def task(self, args: PretrainArgs, cfg: TrainConfig, preset: StageDefaults) -> tuple[PretrainTask, dict]:
-        values = read_config(args.tokenizer, "neural tokenizer")
-        if "gpt" in values:
+        if model_type(args.tokenizer, "neural tokenizer") == "neurolm":
             raise NeuroLMError(f"{args.tokenizer} is a NeuroLM directory (neurolm pretrain or instruct wrote it), not "
                                "a tokenizer: --tokenizer needs the --out directory of neurolm train-tokenizer")
         tokenizer = NeuralTokenizer.from_pretrained(args.tokenizer)
