@@ -20,6 +20,7 @@ ALLOWED = {
     "instruct/train.py",  # "stop N" and docs/accuracy.md in docstrings; the recipes-as-data resolver rewrites them
     "lm/spectral.py",  # measured numbers and docs/accuracy.md; the one-readable-model rewrite moves them out
     "lm/config.py",  # names a commit range; rewritten with lm/model.py
+    "train/help_text.py",  # generated copy of the stage arguments' docstrings (instruct/train.py's among them)
 }
 
 
