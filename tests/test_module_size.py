@@ -39,5 +39,6 @@ def test_the_table_lists_no_short_module():
 
 
 def test_the_table_parser_reads_rows():
-    text = "### Modules above 400 lines\n\n| module | why |\n|---|---|\n| `a/b.py` | a reason long enough here |\n\n## Next"
+    text = ("### Modules above 400 lines\n\n| module | why |\n|---|---|\n"
+            "| `a/b.py` | a reason long enough here |\n\n## Next")
     assert listed_modules(text) == {"a/b.py": "a reason long enough here"}

@@ -3,10 +3,12 @@
 A model directory is ``config.json`` + ``model.safetensors``; loading names every missing, unexpected or mis-shaped
 key instead of failing deep inside ``load_state_dict``. ``config.json`` starts with ``model_type`` (``neurolm`` or
 ``neurolm-tokenizer``) and ``format_version``, so a directory says what it is instead of being recognised by its keys;
-:func:`migrate_config` is the one place that reads older directories. The authors' checkpoints are torch pickles, and a pickle can run
-code while it is read: they are opened with ``weights_only=True`` only, which admits tensors, containers and numbers
-(all the authors' files hold: state dicts, ``*_args`` dicts, optimizer state, counters) and nothing else. A file naming
-any other global is refused; a full unpickle needs the explicit ``trust_checkpoint=True``.
+:func:`migrate_config` is the one place that reads older directories.
+
+The authors' checkpoints are torch pickles, and a pickle can run code while it is read: they are opened with
+``weights_only=True`` only, which admits tensors, containers and numbers (all the authors' files hold: state dicts,
+``*_args`` dicts, optimizer state, counters) and nothing else. A file naming any other global is refused; a full
+unpickle needs the explicit ``trust_checkpoint=True``.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
 
 def _chunk(hc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tc: torch.Tensor, keep: torch.Tensor,
-           denom: torch.Tensor, wide: torch.dtype, grads: tuple | None, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+           denom: torch.Tensor, wide: torch.dtype, grads: tuple | None,
+           start: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy and hits of one chunk; with ``grads`` adds its gradients to them (rows ``start..`` of
     the hidden states' gradient). A function, so that the chunk's logits are freed before the next chunk's exist."""
     logits = F.linear(hc, weight, bias).to(wide)

@@ -5,9 +5,10 @@ A field's docstring (the string literal under it, as litgpt writes its configs) 
 docstrings from :mod:`neurolm.train.help_text`, a table written from the source by ``python tests/test_cli_help.py
 --write`` (``tests/test_cli_help.py`` fails when it is stale), so ``--help`` works without the source files at run
 time. ``metadata`` may give ``flags`` (the option strings, default ``--field-name``), ``metavar``, ``group`` (the
-``--help`` section, see :data:`GROUPS`), ``cli=False`` (API only) and ``compared=False`` (a setting that may change on resume without making it another run: the output directory, the
-device, a cache size). Every other field that :class:`~neurolm.train.TrainConfig` does not hold is a *stage option*:
-it is saved with each checkpoint and resuming with another value is an error (:func:`neurolm.train.train`).
+``--help`` section, see :data:`GROUPS`), ``cli=False`` (API only) and ``compared=False`` (a setting that may change
+on resume without making it another run: the output directory, the device, a cache size). Every other field that
+:class:`~neurolm.train.TrainConfig` does not hold is a *stage option*: it is saved with each checkpoint and resuming
+with another value is an error (:func:`neurolm.train.train`).
 """
 
 from __future__ import annotations
