@@ -65,7 +65,8 @@ def test_nan_recording_is_reported_in_pretraining(tmp_path):
     bad[2, 500:600] = np.nan
     mne.io.RawArray(bad, info, verbose="error").save(tmp_path / "raw" / "bad_raw.fif", verbose="error")
     m = prepare_dataset("pretrain", tmp_path / "raw", tmp_path / "store", progress=False)
-    assert m["files"]["skipped"] == [{"file": "bad_raw.fif", "reason": "NaN/Inf samples in channel(s) Cz (100 of 17920 samples)"}]
+    assert m["files"]["skipped"] == [{"file": "bad_raw.fif",
+                                      "reason": "NaN/Inf samples in channel(s) Cz (100 of 17920 samples)"}]
     item = WindowStore(tmp_path / "store").split("train")[0]
     assert item["signal"].shape == (4, 64 * 200)  # 4 channels → 1024/4 = 256 s, capped at 64 s
     assert item["chans"].tolist() == [0, 2, 41, 81]  # FP1 FP2 CZ OZ; the EOG channel is dropped

@@ -86,9 +86,10 @@ def test_each_damage_is_reported_with_its_fault_and_kept_out_of_the_store(damage
                         r"\(a CR put before each LF\), which misaligned the samples into noise; copy the original file "
                         r"again in binary mode", skipped["aacrlf01"]), skipped["aacrlf01"]
     assert re.fullmatch(r"6 of 6 windows implausible for scalp EEG \(median channel standard deviation above 1000 µV: "
-                        r"a damaged file or a wrong unit\)\. If the samples are not in the unit the file states \(median "
-                        r"channel standard deviation \d\.\d+e\+03 µV\), declare their scale: `scale = 0\.01` in the "
-                        r"task file, or --scale 0\.01 for prepare and ask", skipped["aaloud01"]), skipped["aaloud01"]
+                        r"a damaged file or a wrong unit\)\. If the samples are not in the unit the file states "
+                        r"\(median channel standard deviation \d\.\d+e\+03 µV\), declare their scale: "
+                        r"`scale = 0\.01` in the task file, or --scale 0\.01 for prepare and ask",
+                        skipped["aaloud01"]), skipped["aaloud01"]
     assert skipped["aadegn00"].startswith("degenerate channel(s) F4 (EEG F4-REF): fewer than 16 distinct values "
                                           "(a degenerate export); the dataset needs every one of its channels")
     repaired = {f["file"].split("/")[-1].split("_")[0]: f["notes"] for f in m["files"]["repaired"]}
@@ -184,7 +185,8 @@ def test_float16_store_reads_back_float32_within_float16_precision(tusl, tmp_pat
     a, b = WindowStore(tmp_path / "f32"), WindowStore(tmp_path / "f16")
     b.verify()
     for split in a.splits:
-        assert (tmp_path / "f16" / f"{split}.bin").stat().st_size * 2 == (tmp_path / "f32" / f"{split}.bin").stat().st_size
+        half, full = ((tmp_path / kind / f"{split}.bin").stat().st_size for kind in ("f16", "f32"))
+        assert half * 2 == full
         for i in range(len(a.split(split))):
             x, y = a.split(split)[i]["signal"], b.split(split)[i]["signal"]
             assert y.dtype == np.float32 and y.shape == x.shape

@@ -80,7 +80,8 @@ def _from_array(data: np.ndarray, ch_names: Sequence[str] | None, sfreq: float |
     duplicates = sorted(n for n, k in Counter(names).items() if k > 1)
     if duplicates:
         raise NeuroLMError(f"ch_names repeats {', '.join(duplicates)}: each row needs its own label")
-    if isinstance(sfreq, bool) or not isinstance(sfreq, (int, float, np.integer, np.floating)) or not 0 < sfreq < np.inf:
+    if (isinstance(sfreq, bool) or not isinstance(sfreq, (int, float, np.integer, np.floating))
+            or not 0 < sfreq < np.inf):
         raise NeuroLMError(f"sfreq must be a positive number of samples per second, got {sfreq!r}")
     check_finite(data, names)
     peak = float(np.abs(data).max())

@@ -265,7 +265,7 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
 
 def format_table(answers: list[Answer], task: str) -> str:
     """One row per window: start, end, answer (and class), and with scored answers every option's probability."""
-    classes = get_task(task).classes
+    get_task(task)  # an unknown task is refused before any row
     free = answers[0].label is None
     # probability columns carry Answer.probabilities' keys, so the table and the Python API name them alike
     header = ["start_s", "end_s", "answer", *([] if free else (f"p({o})" for o in answers[0].probabilities))]

@@ -12,11 +12,10 @@ read with inverted polarity (the negative gain the header defines, as MNE reads 
 a data section that ends mid-record (a recording not stopped cleanly) is read up to its last whole record with a
 RepairWarning, and one without a whole record is an error; a data section longer than the header declares is read
 up to the declared records with a RepairWarning, unless dropping the CR of every CR-LF pair gives exactly the declared
-size: a file copied in text mode, whose every later sample is shifted into noise, is an error saying so, as is one whose
-every LF byte (at least 64) follows a CR byte: a text-mode copy cut back to the declared size (the EEGMMIDB files of one
-public repository). EDF+ annotations
-that are not UTF-8 are read as Latin-1 (as MNE suggests) with a RepairWarning. A directory where a file is expected
-is an error.
+size: a file copied in text mode, whose every later sample is shifted into noise, is an error saying so, as is one
+whose every LF byte (at least 64) follows a CR byte: a text-mode copy cut back to the declared size. EDF+
+annotations that are not UTF-8 are read as Latin-1 (as MNE suggests) with a RepairWarning. A directory where a file
+is expected is an error.
 """
 
 from __future__ import annotations
