@@ -57,7 +57,8 @@ def damaged(tmp_path_factory) -> tuple[dict, Path]:
     # Copied in text mode: every LF byte of the samples gained a CR before it.
     (cls / "aacrlf00_s001_t000.edf").write_bytes(good[:n_header] + good[n_header:].replace(b"\n", b"\r\n"))
     # ... and cut back to its declared size (found in a public EEGMMIDB copy): the size check cannot see it.
-    (cls / "aacrlf01_s001_t000.edf").write_bytes((good[:n_header] + good[n_header:].replace(b"\n", b"\r\n"))[:len(good)])
+    text_mode = good[:n_header] + good[n_header:].replace(b"\n", b"\r\n")
+    (cls / "aacrlf01_s001_t000.edf").write_bytes(text_mode[: len(good)])
     (cls / "aapad000_s001_t000.edf").write_bytes(good + bytes(700))  # trailing bytes after the declared records
     # EDF+ annotations in Latin-1 (an "é" as one byte), not the UTF-8 the standard asks for.
     latin = write_edf(cls / "aalatn00_s001_t000.edf", TUH_LABELS, noise(3), annotation="cafe spike")
