@@ -270,7 +270,10 @@ def cv(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         for k, fold in enumerate(folds):
             print(f"fold {k} seed {seed}", flush=True)
-            run = run_pipeline([fold], [fold], args.out / f"seed{seed}" / f"fold{k}", seed, extra, args.until)
+            if args.tokenizer is not None:  # one given tokenizer for every fold: its read-out rungs only
+                run = {"tokenizer": args.tokenizer, "pretrain": None, "evaluate": None}
+            else:
+                run = run_pipeline([fold], [fold], args.out / f"seed{seed}" / f"fold{k}", seed, extra, args.until)
             res = ladder(WindowStore(fold), run, args.riemann_bands)
             for rung, r in res.items():
                 ba, lo, hi = score(r["y"], r["pred"], r["subjects"])
@@ -425,6 +428,8 @@ def main() -> None:
     c.add_argument("--task-file", type=Path, help="prepare a raw folder with this task file (instead of --task)")
     c.add_argument("--until", choices=STAGES, default="evaluate",
                    help="stop each fold's pipeline after this stage (default: the whole pipeline)")
+    c.add_argument("--tokenizer", type=Path, help="read out this trained tokenizer on every fold instead of "
+                   "training one per fold (e.g. one pretrained on a real corpus without the task's subjects)")
     c.add_argument("--riemann-bands", type=_bands, default=[(1.0, 45.0)], metavar="LO-HI,...",
                    help="filter bank of the riemann rung, e.g. 12-14,16-18,20-22 for SSVEP (default: 1-45)")
     y = sub.add_parser("synth", help="the default pipeline on the synthetic corpus, six tasks, one model")
