@@ -57,6 +57,10 @@ class TokenizerConfig:
     spectrum (1-Hz bins, each standardised over the batch) from the encoder features. The VQ losses only ask the
     features for what a few hundred codes can carry, the coarse spectral shape; this asks them to keep the fine
     spectrum linearly readable, which is what the LM and a linear probe consume."""
+    raw_weight: float = 1.0
+    """Weight of the temporal (raw-patch) reconstruction loss (REF: 1). The z-scored waveform of a 1-s patch is
+    mostly phase detail that averages away over a window; at a small width it competes with the spectrum for the
+    features' capacity."""
     freq_target: str = "amplitude"
     """What the frequency decoder reconstructs: ``amplitude`` (REF: FFT amplitude z-scored per sample, dominated
     by the few large low-frequency bins) or ``log`` (log amplitude, each bin standardised over the batch's real
@@ -85,6 +89,8 @@ class TokenizerConfig:
         if not 0.0 <= self.spectrum_head < float("inf") or isinstance(self.spectrum_head, bool):
             raise NeuroLMError(f"tokenizer config: spectrum_head must be a non-negative weight, got "
                                f"{self.spectrum_head!r}")
+        if not 0.0 <= self.raw_weight < float("inf") or isinstance(self.raw_weight, bool):
+            raise NeuroLMError(f"tokenizer config: raw_weight must be a non-negative weight, got {self.raw_weight!r}")
         if self.freq_target not in FREQ_TARGETS:
             raise NeuroLMError(f"tokenizer config: freq_target must be one of {', '.join(FREQ_TARGETS)}, got "
                                f"{self.freq_target!r}")

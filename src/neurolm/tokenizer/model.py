@@ -146,7 +146,7 @@ class NeuralTokenizer(TokenizerEncoder):
         freq_target, raw_target = spectral_targets(batch, self.config.freq_target)
         loss_freq = masked_mse(freq_pred, freq_target, batch.mask)
         loss_raw = masked_mse(raw_pred, raw_target, batch.mask)
-        loss = q.loss + loss_freq + loss_raw
+        loss = q.loss + loss_freq + (loss_raw if self.config.raw_weight == 1.0 else self.config.raw_weight * loss_raw)
         loss_spectrum = torch.zeros((), device=loss.device)
         if self.spectrum_head is not None:
             target, _ = spectral_targets(batch, "log")
