@@ -272,7 +272,8 @@ def test_eeg_drop_defaults_to_half_for_several_tasks_on_400_steps_each():
     memorise); an explicit --eeg-drop always wins."""
     import argparse
 
-    from neurolm.instruct.train import InstructArgs, add_arguments, eeg_drop
+    from neurolm.instruct.recipe import eeg_drop
+    from neurolm.instruct.train import InstructArgs, add_arguments
     from neurolm.train.args import from_namespace
 
     p = argparse.ArgumentParser()
@@ -292,7 +293,8 @@ def test_summary_gate_defaults_to_several_tasks():
     """The question gates the summary by default where there are several questions; either flag wins."""
     import argparse
 
-    from neurolm.instruct.train import InstructArgs, add_arguments, summary_gate
+    from neurolm.instruct.recipe import summary_gate
+    from neurolm.instruct.train import InstructArgs, add_arguments
     from neurolm.train.args import from_namespace
 
     p = argparse.ArgumentParser()
@@ -360,7 +362,7 @@ def test_freezing_is_compared_by_default_for_one_task_only(tmp_path):
     explicit choice or a store without validation windows tune one way."""
     from test_taskfile import builtin_store
 
-    from neurolm.instruct.train import InstructArgs, compares_freezing
+    from neurolm.instruct.recipe import InstructArgs, compares_freezing
 
     one = builtin_store(tmp_path / "one", ("train", "val", "test"))
     no_val = builtin_store(tmp_path / "no_val")
