@@ -23,7 +23,7 @@ import argparse
 import json
 import logging
 import shutil
-from dataclasses import fields, replace
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +346,7 @@ class InstructStage(Stage):
 
     def run(self, ns: argparse.Namespace) -> int:
         if ns.config is not None:
-            defaults = {f.name: f.default for f in fields(InstructArgs)}
+            defaults = {f.name: None if f.default is MISSING else f.default for f in fields(InstructArgs)}
             for key, value in load_recipe(ns.config).items():
                 if getattr(ns, key) == defaults[key]:
                     setattr(ns, key, value)
