@@ -61,6 +61,8 @@ def test_config_of_a_saved_run_reproduces_its_tensors(model, tmp_path, capsys):
         return [r["loss"] for r in rows if r["split"] == "train"]
 
     assert losses("first") == losses("again")
+    rows = [json.loads(line) for line in (tmp_path / "first" / "log.jsonl").read_text().splitlines()]
+    assert all("mfu" in r and "flops" not in r for r in rows if r["split"] == "train")  # counted, not logged
     assert load_recipe(tmp_path / "again") == recipe
 
 

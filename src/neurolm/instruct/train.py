@@ -41,7 +41,8 @@ from ..lock import LOCK_FILE, directory_lock
 from ..lm import lora
 from ..lm.backbone import load_text_tokenizer
 from ..lm.cache import EncoderCache
-from ..lm.model import IGNORE, NeuroLM, NeuroLMConfig
+from ..lm.flops import FLOPS_METRIC, TokenCosts
+from ..lm.model import IGNORE, NeuroLM
 from ..text import TextCorpus, open_corpus
 from ..plots import figure, save
 from ..train import (
@@ -55,7 +56,7 @@ from ..train import (
     run_stage,
     step_generator,
 )
-from .data import EEG_MAX_TOKENS, TEXT_LENGTH, collate_eeg, collate_texts, score_answers
+from .data import collate_eeg, collate_texts, score_answers
 from .fewshot import shot_indices
 from .recipe import (DEFAULTS, EVALUATIONS, InstructArgs, StageDefaults, defaults_for, describe, load_recipe,
                      model_config, resolve, write_recipe)
@@ -78,6 +79,7 @@ class InstructObjective(nn.Module):
         super().__init__()
         self.lm, self.text_weight, self.cache, self.eeg_drop = lm, text_weight, cache, eeg_drop
         self.length_groups = length_groups
+        self._costs: TokenCosts | None = None
 
     def forward(self, eeg: EEGBatch, ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                 crops: torch.Tensor, keys: list[int] | None = None) -> dict[str, torch.Tensor]:
@@ -90,7 +92,9 @@ class InstructObjective(nn.Module):
         ~40 % of its positions on padding (~8 % of a tiny CPU step; docs/accuracy.md, stop 24). One pass where every
         window has as many EEG tokens (one task without the drop: nothing to save), and under REF's batch-wide text
         positions (``ref_text_positions``), which depend on the batch-mates."""
-        encoded = None if self.cache is None or keys is None else self.cache.encode(self.lm.tokenizer, eeg, keys)
+        cached = self.cache is not None and keys is not None
+        encoder_ran = self.cache.missing(self.lm.tokenizer, keys) if cached else list(range(len(ids)))
+        encoded = self.cache.encode(self.lm.tokenizer, eeg, keys) if cached else None
         full = eeg
         dropping = self.eeg_drop > 0 and self.training
         keep = drop_tokens(eeg.mask, self.eeg_drop) if dropping else eeg.mask.bool()
@@ -101,7 +105,7 @@ class InstructObjective(nn.Module):
             encoded = self.lm.tokenizer.encode(eeg)  # of the whole windows: the drop and the passes only cut padding
         if dropping:
             eeg, encoded = keep_tokens(eeg, encoded, keep)
-        hidden, answers = [], []
+        hidden, answers, sequences = [], [], []
         order = torch.argsort(lengths, stable=True) if groups > 1 else torch.arange(len(ids))
         for idx in order.tensor_split(groups):
             part, part_encoded = keep_tokens(_samples(eeg, idx), (encoded[0][idx], encoded[1][idx]), eeg.mask[idx]) \
@@ -109,13 +113,29 @@ class InstructObjective(nn.Module):
             length = int(mask[idx].sum(1).max())
             h = self.lm.text_hidden(part, ids[idx, :length], mask[idx, :length], encoded=part_encoded,
                                     summary_from=_samples(full, idx))
+            sequences.append(torch.stack([part.mask.sum(1).long(), mask[idx, :length].sum(1).long()], 1))
             trained = targets[idx, :length] != IGNORE
             hidden.append(h[trained])
             answers.append(targets[idx, :length][trained])
         answer, answer_acc = self.lm.head_loss(torch.cat(hidden), torch.cat(answers))
         text = self.lm.text_forward(crops)
+        ran = self.flops(torch.cat(sequences).tolist(), full.mask.sum(1)[encoder_ran].tolist(),
+                         sum(len(a) for a in answers), crops.shape)
         return {"loss": answer + self.text_weight * text["loss"], "loss_answer": answer.detach(), "loss_text": text["loss"].detach(),
-                "answer_token_acc": answer_acc}
+                "answer_token_acc": answer_acc, FLOPS_METRIC: ran}
+
+    def flops(self, sequences: list[tuple[int, int]], encoded: list[int], answers: int,
+              crops: tuple[int, int]) -> float:
+        """The training FLOPs of one forward and backward pass (:mod:`neurolm.lm.flops`): ``sequences``, each
+        sample's real EEG and text tokens as the LM saw them; ``encoded``, the token counts of the windows the
+        encoder ran on (not those from the cache); ``answers``, the positions the head scored; ``crops``, the text
+        crops' shape ``(n, length + 1)``."""
+        if self._costs is None:  # after freezing: the costs depend on what trains
+            self._costs = TokenCosts.of(self.lm)
+        c = self._costs
+        n, length = crops[0], crops[1] - 1
+        return (sum(c.sequence(e, t) for e, t in sequences) + sum(c.window(w) for w in encoded)
+                + (answers + n * length) * c.head + n * c.sequence(0, length))
 
 
 def _samples(eeg: EEGBatch, idx: torch.Tensor) -> EEGBatch:
@@ -202,7 +222,6 @@ class InstructTask:
         self.trained: NeuroLM | None = None
         config = model_config(args.model)
         self.text_tokenizer = load_text_tokenizer(args.model, config.backbone)
-        self.flops_per_step = _flops_per_step(config, cfg, self.text_batch, self.text_length)
         self.norm_over_padding = config.tokenizer.norm_over_padding
 
     def model(self) -> nn.Module:
@@ -233,7 +252,7 @@ class InstructTask:
 
     def loss(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         out = model(batch["eeg"], batch["ids"], batch["targets"], batch["mask"], batch["crops"], batch["keys"])
-        return out["loss"], {k: float(out[k]) for k in ("loss_answer", "loss_text", "answer_token_acc")}
+        return out["loss"], {k: float(out[k]) for k in ("loss_answer", "loss_text", "answer_token_acc", FLOPS_METRIC)}
 
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
         lm = model.lm
@@ -262,20 +281,6 @@ def balanced_order(parts: list[np.ndarray]) -> np.ndarray:
     shows every window of the largest task once and the others' windows about equally often."""
     longest = max(len(p) for p in parts)
     return np.concatenate([p[np.arange(longest) % len(p)] for p in parts if len(p)])
-
-
-def _flops_per_step(config: NeuroLMConfig, cfg: TrainConfig, text_batch: int, text_length: int) -> float:
-    """Training FLOPs of one step, counting the LM head only where this stage applies it (answer tokens, text
-    crops) and the frozen encoder only on EEG tokens; EEG windows are taken as half the 276-token budget. The
-    model is built on the meta device: its shape without its memory."""
-    with torch.device("meta"):
-        lm = NeuroLM(config)
-    seq = EEG_MAX_TOKENS // 2 + TEXT_LENGTH
-    head = 6 * lm.config.gpt.n_outputs * lm.config.gpt.n_embd
-    backbone = lm.flops_per_token(seq, eeg=False) - head
-    encoder = lm.flops_per_token(seq, eeg=True) - lm.flops_per_token(seq, eeg=False)
-    per_sample = (EEG_MAX_TOKENS // 2) * (backbone + encoder) + TEXT_LENGTH * backbone + 5 * head
-    return float(cfg.grad_accum * (cfg.batch_size * per_sample + text_batch * text_length * (backbone + head)))
 
 
 def publish_choice(results: dict[str, StageResult], out: Path) -> StageResult:
