@@ -73,3 +73,31 @@ def test_a_recipe_with_an_unknown_key_or_without_a_model_is_refused(tmp_path, ca
     (tmp_path / "r.toml").write_text('data = ["s"]\n')
     assert main(["instruct", "--config", str(tmp_path / "r.toml"), "--out", str(tmp_path / "o")]) == 2
     assert "required: --model" in capsys.readouterr().err
+
+
+def size_dirs(model, root):
+    """A tiny model's directory and one with the paper's B shape (its config only: the recipe reads no weights)."""
+    model.save_pretrained(root / "tiny")
+    values = json.loads((root / "tiny" / "config.json").read_text())
+    values["gpt"] |= {"n_layer": 12, "n_head": 12, "n_embd": 768}
+    (root / "paper").mkdir()
+    (root / "paper" / "config.json").write_text(json.dumps(values))
+    (root / "paper" / "model.safetensors").write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize("size", ["tiny", "paper"])
+@pytest.mark.parametrize("tasks", ["one-task", "six-tasks"])
+def test_the_shipped_recipes_are_what_the_resolver_decides(model, tmp_path, size, tasks):
+    """recipes/*.toml are data, but not a second home of the rules: each equals resolve()'s recipe for its inputs,
+    and given with --config (a name) its values reach the run's arguments."""
+    from neurolm.instruct.recipe import RECIPES, shipped_recipe
+
+    models = size_dirs(model, tmp_path)
+    data = [builtin_store(tmp_path / "one", ("train", "val", "test"))] if tasks == "one-task" else \
+        [tmp_path / f"s{i}" for i in range(6)]
+    resolved = resolve(InstructArgs(model=models / size, data=data, out=tmp_path / "o"))
+    shipped = (RECIPES / f"{size}-{tasks}.toml").read_text()
+    assert shipped.split("\n", 1)[1] == shipped_recipe(resolved)
+    values = load_recipe(f"{size}-{tasks}")
+    assert resolve(InstructArgs(model=models / size, data=data, out=tmp_path / "o", **values)) == resolved

@@ -231,10 +231,27 @@ def write_recipe(args: InstructArgs, out: Path) -> None:
     (out / RECIPE_FILE).write_text(json.dumps(recipe_dict(args), indent=2) + "\n")
 
 
+RECIPES = Path(__file__).parent / "recipes"
+"""The shipped recipes (``--config NAME``): the method's settings for a model size and a number of tasks, without
+the inputs and the run control (model, stores, seed, device, ...), which the command line adds."""
+RUN_CONTROL = ("model", "data", "text", "shots", "seed", "device", "precision", "compile", "grad_accum",
+               "activation_checkpointing", "fsdp", "head_chunk", "cache_mb")
+"""What a shipped recipe leaves to the command line."""
+
+
+def shipped_recipe(args: InstructArgs) -> str:
+    """The TOML text of ``args``' recipe as shipped (``args`` resolved; :data:`RUN_CONTROL` left out)."""
+    values = {k: v for k, v in recipe_dict(args).items() if k not in RUN_CONTROL}
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
-    """The values of a recipe file (``.json`` or ``.toml``; a run directory: its ``recipe.json``) as keyword
-    arguments of :class:`InstructArgs`. Unknown keys are an error, so a misspelt one cannot be ignored."""
+    """The values of a recipe file (``.json`` or ``.toml``; a run directory: its ``recipe.json``; a name: the
+    shipped ``recipes/NAME.toml``) as keyword arguments of :class:`InstructArgs`. Unknown keys are an error, so a
+    misspelt one cannot be ignored."""
     path = Path(path)
+    if not path.exists() and (RECIPES / f"{path}.toml").is_file():
+        path = RECIPES / f"{path}.toml"
     if path.is_dir():
         path = path / RECIPE_FILE
     if not path.is_file():

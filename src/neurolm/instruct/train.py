@@ -343,8 +343,9 @@ class InstructStage(Stage):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         super().add_arguments(p)
         p.add_argument("--config", metavar="FILE", type=Path, help=(
-            "replay a recipe: a run directory (its recipe.json), a recipe.json or a .toml file with the same keys; "
-            "flags given on the command line (other than at their defaults) override its values"))
+            "start from a recipe: a shipped one by name (tiny-one-task, tiny-six-tasks, paper-one-task, "
+            "paper-six-tasks), a run directory (its recipe.json: replays the run) or a .json/.toml file with the "
+            "same keys; flags given on the command line (other than at their defaults) override its values"))
         for action in p._actions:  # a recipe may supply them: checked in run()
             if action.dest in _REQUIRED:
                 action.required = False
