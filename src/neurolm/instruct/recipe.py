@@ -40,7 +40,7 @@ EVALUATIONS = 4
 """Validations per run by default (``eval_every = steps // EVALUATIONS``)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageDefaults:
     steps: int
     batch_size: int
