@@ -39,20 +39,21 @@ class TokenCosts:
     @classmethod
     def of(cls, lm: nn.Module) -> TokenCosts:
         lookups = {id(w) for w in lm.gpt.lookup_weights()} | {id(lm.pos_embed.weight)}
-        params = [(n, p) for n, p in lm.named_parameters() if id(p) not in lookups]
-        below = [p for n, p in params if not n.startswith(("tokenizer.", "gpt.lm_head."))]
+        head = list(lm.gpt.lm_head.parameters())
+        params = [(n, p) for n, p in lm.named_parameters() if id(p) not in lookups | {id(w) for w in head}]
+        below = [p for n, p in params if not n.startswith("tokenizer.")]
         backward = any(p.requires_grad for p in below) or any(p.requires_grad for p in lm.gpt.lookup_weights())
 
         def cost(parts: list[nn.Parameter], through: bool) -> float:
             return float(sum(p.numel() * (6 if p.requires_grad else 4 if through else 2) for p in parts))
 
-        blocks = [p for n, p in params if n.startswith("gpt.transformer.")]
+        blocks = [p for n, p in params if n.startswith("gpt.")]  # the native GPT's or a Hugging Face backbone's
         eeg_input = [p for n, p in params if not n.startswith(("tokenizer.", "gpt.", "summary."))]
         enc = lm.tokenizer.VQ.encoder
         encoder = [p for n, p in enc.named_parameters() if not n.endswith(("pos_embed.weight", "time_embed.weight"))]
         cfg, tok = lm.config.gpt, lm.config.tokenizer
         return cls(block=cost(blocks, backward), attention=float((12 if backward else 4) * cfg.n_layer * cfg.n_embd),
-                   eeg_input=cost(eeg_input, backward), head=cost(list(lm.gpt.lm_head.parameters()), backward),
+                   eeg_input=cost(eeg_input, backward), head=cost(head, backward),
                    encoder=float(2 * sum(p.numel() for p in encoder)),
                    encoder_attention=float(4 * len(enc.blocks) * tok.n_embd))
 
