@@ -20,18 +20,19 @@ The rules, and why (the measurements are in docs/results/):
 
 from __future__ import annotations
 
+import argparse
 import json
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..artifacts import read_config
+from ..data.store import WindowStore
 from ..errors import NeuroLMError
 from ..lm.gpt import GPTConfig
 from ..lm.model import NeuroLMConfig
 from ..lm.spectral import SUMMARY_SCALE
-from ..data.store import WindowStore
 from ..train.args import StageArgs, _free, _jsonable
 
 RECIPE_FILE = "recipe.json"
@@ -265,3 +266,30 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     if unknown := sorted(set(values) - known):
         raise NeuroLMError(f"--config {path}: unknown key(s) {', '.join(unknown)}")
     return values
+
+
+_REQUIRED = ("model", "data", "out")
+"""The flags a run needs, from the command line or a ``--config`` file."""
+
+
+def add_config_argument(p: argparse.ArgumentParser) -> None:
+    """``--config FILE`` (:func:`apply_config`); ``--model``, ``--data`` and ``--out`` may then come from it."""
+    p.add_argument("--config", metavar="FILE", type=Path, help=(
+        "start from a recipe: a shipped one by name (tiny-one-task, tiny-six-tasks, paper-one-task, "
+        "paper-six-tasks), a run directory (its recipe.json: replays the run) or a .json/.toml file with the "
+        "same keys; flags given on the command line (other than at their defaults) override its values"))
+    for action in p._actions:  # a recipe may supply them: checked in apply_config()
+        if action.dest in _REQUIRED:
+            action.required = False
+
+
+def apply_config(ns: argparse.Namespace) -> argparse.Namespace:
+    """The parsed command line with ``--config``'s values where a flag was left at its default."""
+    if ns.config is not None:
+        defaults = {f.name: None if f.default is MISSING else f.default for f in fields(InstructArgs)}
+        for key, value in load_recipe(ns.config).items():
+            if getattr(ns, key) == defaults[key]:
+                setattr(ns, key, value)
+    if missing := [f"--{name}" for name in _REQUIRED if getattr(ns, name) is None]:
+        raise NeuroLMError(f"the following arguments are required: {', '.join(missing)} (or --config FILE)")
+    return ns

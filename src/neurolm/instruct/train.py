@@ -23,7 +23,7 @@ import argparse
 import json
 import logging
 import shutil
-from dataclasses import MISSING, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,8 @@ from ..train import (
 )
 from .data import collate_eeg, collate_texts, score_answers
 from .fewshot import shot_indices
-from .recipe import (DEFAULTS, EVALUATIONS, InstructArgs, StageDefaults, defaults_for, describe, load_recipe,
-                     model_config, resolve, write_recipe)
+from .recipe import (DEFAULTS, EVALUATIONS, InstructArgs, StageDefaults, add_config_argument, apply_config,
+                     defaults_for, describe, model_config, resolve, write_recipe)
 from .tasks import TASKS, find_task
 
 log = logging.getLogger(__name__)
@@ -342,23 +342,10 @@ class InstructStage(Stage):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         super().add_arguments(p)
-        p.add_argument("--config", metavar="FILE", type=Path, help=(
-            "start from a recipe: a shipped one by name (tiny-one-task, tiny-six-tasks, paper-one-task, "
-            "paper-six-tasks), a run directory (its recipe.json: replays the run) or a .json/.toml file with the "
-            "same keys; flags given on the command line (other than at their defaults) override its values"))
-        for action in p._actions:  # a recipe may supply them: checked in run()
-            if action.dest in _REQUIRED:
-                action.required = False
+        add_config_argument(p)
 
     def run(self, ns: argparse.Namespace) -> int:
-        if ns.config is not None:
-            defaults = {f.name: None if f.default is MISSING else f.default for f in fields(InstructArgs)}
-            for key, value in load_recipe(ns.config).items():
-                if getattr(ns, key) == defaults[key]:
-                    setattr(ns, key, value)
-        if missing := [f"--{name}" for name in _REQUIRED if getattr(ns, name) is None]:
-            raise NeuroLMError(f"the following arguments are required: {', '.join(missing)} (or --config FILE)")
-        return super().run(ns)
+        return super().run(apply_config(ns))
 
     def report(self, args: InstructArgs, task: InstructTask, preset: StageDefaults, summary: dict, model: NeuroLM,
                rows: list[dict], notes: dict[str, str]) -> dict:
@@ -383,9 +370,6 @@ class InstructStage(Stage):
         return (f"instruction-tuned for {result.report['steps']} steps → {result.out_dir}: val balanced accuracy "
                 f"{per_task}{kept}")
 
-
-_REQUIRED = ("model", "data", "out")
-"""The flags a run needs, from the command line or a ``--config`` file."""
 
 STAGE = InstructStage()
 add_arguments, run = STAGE.add_arguments, STAGE.run
