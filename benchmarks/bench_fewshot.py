@@ -100,7 +100,7 @@ def main() -> None:
         print(f"K={k:>4}: NeuroLM {format_ba(row['neurolm'])}   band power {format_ba(row['baseline'])}", flush=True)
     (out / "fewshot.json").write_text(json.dumps({"held_out": args.held_out, "args": vars(args) | {"out": str(out)},
                                                   "rows": rows}, indent=2) + "\n")
-    print(f"\n| K (windows per class) | train windows | NeuroLM BA [95 % CI] | band power BA [95 % CI] |")
+    print("\n| K (windows per class) | train windows | NeuroLM BA [95 % CI] | band power BA [95 % CI] |")
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r['K']} | {r['train_windows']} | {format_ba(r['neurolm'])} | {format_ba(r['baseline'])} |")

@@ -139,7 +139,8 @@ def head_benchmark(size: str, tokens: int, chunks: list[int], reps: int) -> None
         ratio = np.array(times[name]) / base
         boot = np.median(rng.choice(ratio, (2000, len(ratio))), axis=1)
         lo, hi = np.percentile(boot, [2.5, 97.5])
-        print(f"{name:>10}: peak {peaks[name] / 2**20:8.1f} MiB (unchunked / this {peaks['unchunked'] / peaks[name]:5.2f}×)"
+        print(f"{name:>10}: peak {peaks[name] / 2**20:8.1f} MiB "
+              f"(unchunked / this {peaks['unchunked'] / peaks[name]:5.2f}×)"
               f", time {np.median(times[name]):.3f} s median, time / unchunked {np.median(ratio):.3f} "
               f"[95 % {lo:.3f}, {hi:.3f}]")
 

@@ -49,7 +49,8 @@ def run(raw: Path, out: Path, workers: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base-subjects", type=int, default=8, help="TUAB subjects of the 1× corpus (8, the synthetic minimum: 12 files, 0.24 h of EEG)")
+    ap.add_argument("--base-subjects", type=int, default=8,
+                    help="TUAB subjects of the 1× corpus (8, the synthetic minimum: 12 files, 0.24 h of EEG)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--child", nargs=3, metavar=("RAW", "OUT", "WORKERS"), help=argparse.SUPPRESS)

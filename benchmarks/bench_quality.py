@@ -56,7 +56,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from neurolm.data.batch import collate_windows
-from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, write_split
+from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, recorded_sizes, write_split
 from neurolm.data.synth import ALL, DEFAULT_SUBJECTS
 from neurolm.data.synth.probes import PROBES, make_windows
 from neurolm.data.synth.probes import channel_indices as probe_channels
@@ -220,6 +220,7 @@ def fold_stores(source: WindowStore, out: Path, n_folds: int, seed: int) -> list
                                                              "test_subjects": sorted(groups[k])})
         for name, buf in buffers.items():
             manifest["checksums"] |= write_split(fold, name, buf)
+        manifest["sizes"] = recorded_sizes(fold, manifest["checksums"])
         (fold / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return dirs
 
@@ -269,7 +270,10 @@ def cv(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         for k, fold in enumerate(folds):
             print(f"fold {k} seed {seed}", flush=True)
-            run = run_pipeline([fold], [fold], args.out / f"seed{seed}" / f"fold{k}", seed, extra, args.until)
+            if args.tokenizer is not None:  # one given tokenizer for every fold: its read-out rungs only
+                run = {"tokenizer": args.tokenizer, "pretrain": None, "evaluate": None}
+            else:
+                run = run_pipeline([fold], [fold], args.out / f"seed{seed}" / f"fold{k}", seed, extra, args.until)
             res = ladder(WindowStore(fold), run, args.riemann_bands)
             for rung, r in res.items():
                 ba, lo, hi = score(r["y"], r["pred"], r["subjects"])
@@ -359,6 +363,7 @@ def probe_stores(out: Path, seed: int, subjects: int = 16, per_class: int = 12) 
         for name, buf in buffers.items():
             checksums |= write_split(root, name, buf)
         manifest = {"dataset": probe, "classes": ["a", "b"], "complete": True, "checksums": checksums,
+                    "sizes": recorded_sizes(root, checksums),
                     "probe": {"seed": seed, "subjects": subjects, "per_class": per_class}}
         (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return stores
@@ -423,6 +428,8 @@ def main() -> None:
     c.add_argument("--task-file", type=Path, help="prepare a raw folder with this task file (instead of --task)")
     c.add_argument("--until", choices=STAGES, default="evaluate",
                    help="stop each fold's pipeline after this stage (default: the whole pipeline)")
+    c.add_argument("--tokenizer", type=Path, help="read out this trained tokenizer on every fold instead of "
+                   "training one per fold (e.g. one pretrained on a real corpus without the task's subjects)")
     c.add_argument("--riemann-bands", type=_bands, default=[(1.0, 45.0)], metavar="LO-HI,...",
                    help="filter bank of the riemann rung, e.g. 12-14,16-18,20-22 for SSVEP (default: 1-45)")
     y = sub.add_parser("synth", help="the default pipeline on the synthetic corpus, six tasks, one model")

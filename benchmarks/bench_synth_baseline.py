@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             results[task] = evaluate(data)
 
     print(f"\nbaseline: log band power + logistic regression ({mode} mode, seed {args.seed})")
-    print(f"{'task':10s} {'train':>6s} {'val':>5s} {'test':>5s}  {'test per class':24s} {'bal.acc':>7s}  in [0.60, 0.90]")
+    print(f"{'task':10s} {'train':>6s} {'val':>5s} {'test':>5s}  {'test per class':24s} {'bal.acc':>7s}  "
+          "in [0.60, 0.90]")
     for task, r in results.items():
         c = r["counts"]
         ok = "yes" if TARGET[0] <= r["bacc"] <= TARGET[1] else "NO"

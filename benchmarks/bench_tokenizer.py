@@ -54,7 +54,8 @@ def tokenize_rate(model: NeuralTokenizer, batch: EEGBatch, repeats: int, now: Ca
     return int(batch.mask.sum()) / 3600 / best
 
 
-def split_step(model: NeuralTokenizer, batch: EEGBatch, text: torch.Tensor, now: Callable[[], float]) -> dict[str, float]:
+def split_step(model: NeuralTokenizer, batch: EEGBatch, text: torch.Tensor,
+               now: Callable[[], float]) -> dict[str, float]:
     """Seconds of forward + backward per part of one training step (the same losses as ``NeuralTokenizer.forward``)."""
     vq, t = model.VQ, {}
 

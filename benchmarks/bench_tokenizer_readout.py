@@ -97,7 +97,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     tok = NeuralTokenizer.from_pretrained(args.tokenizer).eval()
-    print(f"{'store':10s} {'chance':>6s} {'band power':>10s} {'read-out':>8s} {'ratio':>6s} {'best val':>8s} {'step':>5s}")
+    print(f"{'store':10s} {'chance':>6s} {'band power':>10s} {'read-out':>8s} {'ratio':>6s} {'best val':>8s} "
+          f"{'step':>5s}")
     for path in args.stores:
         store = WindowStore(path)
         if not {"train", "val", "test"} <= set(store.splits):

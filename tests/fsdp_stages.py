@@ -2,8 +2,9 @@
 ``tests/test_fsdp.py``.
 
 ``torchrun --standalone --nproc_per_node=2 tests/fsdp_stages.py WORK_DIR`` trains, with ``fsdp=True`` on 2 gloo CPU
-processes, ``WORK_DIR/fsdp/tokenizer_ema`` (as :func:`ddp_stages.tokenizer_ema`), ``WORK_DIR/fsdp/pretraining`` (stopped by SIGINT during step :data:`INTERRUPT_AT`, then resumed to the
-end) around the random tokenizer in ``WORK_DIR/tokenizer``, and from it ``WORK_DIR/fsdp/instruction_tuning``.
+processes, ``WORK_DIR/fsdp/tokenizer_ema`` (as :func:`ddp_stages.tokenizer_ema`), ``WORK_DIR/fsdp/pretraining``
+(stopped by SIGINT during step :data:`INTERRUPT_AT`, then resumed to the end) around the random tokenizer in
+``WORK_DIR/tokenizer``, and from it ``WORK_DIR/fsdp/instruction_tuning``.
 Inputs as :mod:`ddp_stages` (equal-length windows, a constant text corpus).
 """
 

@@ -1,4 +1,5 @@
-"""The one public ``NeuroLM``: ``from_pretrained(dir).ask`` is ``neurolm ask``; Hub-ready folders and offline Hub ids."""
+"""The one public ``NeuroLM``: ``from_pretrained(dir).ask`` is ``neurolm ask``; Hub-ready folders and offline Hub
+ids."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import mne
 import numpy as np
 import pytest
@@ -159,3 +161,110 @@ def test_windows_equal_the_prepared_store(tmp_path):
     for it in stored:
         np.testing.assert_array_equal(by_start[it["start"]]["signal"], it["signal"])
         np.testing.assert_array_equal(by_start[it["start"]]["chans"], it["chans"])
+
+
+@pytest.fixture(scope="module")
+def long_signal() -> np.ndarray:
+    """Five minutes of HMC-like noise: long enough for chunks of 30 s with their ~40 s margins."""
+    return np.random.default_rng(1).normal(0, 20, (len(HMC_LABELS), int(SFREQ * 300)))
+
+
+def _spy_filtered_lengths(monkeypatch) -> list[int]:
+    """Record the length of every piece handed to the filters."""
+    from neurolm.data import preprocess
+
+    lengths, filter_piece = [], preprocess.preprocess_array
+    monkeypatch.setattr(preprocess, "preprocess_array", lambda x, *a: lengths.append(x.shape[1]) or filter_piece(x, *a))
+    return lengths
+
+
+def test_chunked_answers_equal_the_whole_file_path(model, tmp_path, edf_writer, long_signal, monkeypatch):
+    """Read and filtered 30 s at a time, windows straddling the chunks: the answers of the whole-file path."""
+    from neurolm.data.preprocess import filter_edge
+
+    path = edf_writer(tmp_path / "long.edf", HMC_LABELS, SFREQ, 300, data=long_signal)
+    whole = ask(model, path, "hmc", every=13, chunk_s=None, batch_size=4)
+    lengths = _spy_filtered_lengths(monkeypatch)
+    chunked = ask(model, path, "hmc", every=13, chunk_s=30, batch_size=4)
+    edge = filter_edge(SFREQ, PreprocessConfig(mains=50.0))
+    assert len(lengths) > 5 and max(lengths) <= round(30 * SFREQ) + 32 + 2 * edge  # never more than a chunk's worth
+    assert len(chunked) == len(whole) == 21
+    for a, b in zip(whole, chunked):
+        assert (a.start, a.end, a.label, a.answer) == (b.start, b.end, b.label, b.answer)
+        assert b.probabilities == pytest.approx(a.probabilities, abs=1e-6)
+    items, starts = task_windows(path, "hmc", every=13, chunk_s=None)
+    pieces, chunk_starts = task_windows(path, "hmc", every=13, chunk_s=30)
+    assert chunk_starts == starts
+    for it, piece in zip(items, pieces):
+        np.testing.assert_allclose(piece["signal"], it["signal"], rtol=0, atol=1e-6)
+    # the margins are what makes them equal: chunks read without them differ at every chunk boundary
+    monkeypatch.setattr("neurolm.data.preprocess.filter_edge", lambda sfreq, config: 32)
+    cut, _ = task_windows(path, "hmc", every=13, chunk_s=30)
+    assert max(np.abs(c["signal"] - it["signal"]).max() for c, it in zip(cut, items)) > 1e-2
+
+
+def test_one_window_of_a_long_recording_filters_only_its_chunks(tmp_path, edf_writer, long_signal, monkeypatch):
+    path = edf_writer(tmp_path / "long.edf", HMC_LABELS, SFREQ, 300, data=long_signal)
+    (whole,), _ = task_windows(path, "hmc", start=200, chunk_s=None)
+    lengths = _spy_filtered_lengths(monkeypatch)
+    (piece,), _ = task_windows(path, "hmc", start=200, chunk_s=30)
+    assert len(lengths) == 2  # 200-230 s lies in the chunks 180-210 s and 210-240 s
+    np.testing.assert_allclose(piece["signal"], whole["signal"], rtol=0, atol=1e-6)
+
+
+def _damaged(kind: str, signal: np.ndarray) -> mne.io.RawArray:
+    volts = signal[:4] * 1e-6
+    if kind == "flat":
+        volts[1] = 1e-7  # C4 dead: constant
+    elif kind == "degenerate":
+        volts[2] = np.sign(volts[2]) * 2e-5  # O2 takes two values
+    elif kind == "nan":
+        volts[3, -100:] = np.nan  # C3: NaN in the last chunk only
+    elif kind in ("some implausible", "most implausible"):
+        volts[:, : int(SFREQ * (60 if kind == "some implausible" else 200))] *= 1000  # mV-sized stretch
+    return mne.io.RawArray(volts, mne.create_info(HMC_LABELS[:4], SFREQ, "eeg"), verbose="error")
+
+
+@pytest.mark.parametrize("kind", ["flat", "degenerate", "nan", "some implausible", "most implausible"])
+def test_chunked_checks_equal_the_whole_file_checks(kind, long_signal):
+    """The whole-recording checks, accumulated chunk by chunk, give the whole-file path's verdicts and messages."""
+    raw = _damaged(kind, long_signal)
+    outcomes = []
+    for chunk_s in (None, 30):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                items, _ = task_windows(raw, "hmc", every=30, chunk_s=chunk_s)
+                outcomes.append(("ok", len(items)))
+            except NeuroLMError as exc:
+                outcomes.append(("refused", str(exc)))
+        outcomes.append([str(w.message) for w in caught if "implausible" in str(w.message)])
+    assert outcomes[:2] == outcomes[2:]
+    expected = {"flat": "flat channel(s) C4", "degenerate": "degenerate channel(s) O2",
+                "nan": "NaN/Inf samples in channel(s) EEG C3-M2 (100 of 76800 samples)",
+                "most implausible": "7 of 10 windows implausible"}
+    if kind in expected:
+        assert outcomes[0][0] == "refused" and expected[kind] in outcomes[0][1]
+    else:
+        assert outcomes[0] == ("ok", 8) and "2 of 10 windows implausible" in outcomes[1][0]
+
+
+def test_checks_of_a_long_recording_hold_one_chunk_at_a_time(tmp_path, edf_writer, long_signal):
+    """The whole-recording checks keep running values, not the recording: their peak is near one chunk's size."""
+    import tracemalloc
+
+    from neurolm.data.readers import Segment, get_reader
+    from neurolm.data.windows import scan_channels
+
+    seg = Segment(read_raw(edf_writer(tmp_path / "long.edf", HMC_LABELS, SFREQ, 300, data=long_signal),
+                           preload=False), [])
+    get_reader("hmc").pick(seg)
+    whole = len(seg.labels) * seg.raw.n_times * 8  # the four channels in float64
+    tracemalloc.start()
+    try:
+        flat, degenerate, nonfinite = scan_channels(seg, PreprocessConfig(), chunk=int(10 * SFREQ))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not flat.any() and not degenerate.any() and not nonfinite.any()
+    assert peak < whole / 2  # keeping every chunk (e.g. through views of them) reaches more than whole

@@ -16,6 +16,7 @@ def test_vocabulary_order_matches_reference_indices():
     ("EEG F4-M1", "F4"), ("EEG C3-M2", "C3"), ("EEG Cz", "CZ"), ("EEG T3-REF", "T3"), ("FP1-F7", "FP1-F7"),
     ("EEG A2-A1", "A2"), ("EOG E1-M2", None), ("EMG chin", None), ("ECG ECG", None), ("EEG EKG1-REF", None),
     ("PHOTIC-REF", None), ("HEO", None), ("FTT9h", "FTT9H"),
+    ("Fc5.", "FC5"), ("Cz..", "CZ"), ("T10.", "T10"), ("Iz..", "IZ"),  # EEGMMIDB pads labels with dots
 ])
 def test_normalize_name(label, name):
     assert normalize_name(label) == name

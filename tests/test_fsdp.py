@@ -18,7 +18,8 @@ from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 from neurolm.train import STATE_DIR
 from neurolm.train.checkpoint import STATE_FILE
 
-STAGES = {"tokenizer_ema": fsdp_stages.tokenizer_ema, "pretraining": fsdp_stages.pretraining, "instruction_tuning": fsdp_stages.instruction_tuning}
+STAGES = {"tokenizer_ema": fsdp_stages.tokenizer_ema, "pretraining": fsdp_stages.pretraining,
+          "instruction_tuning": fsdp_stages.instruction_tuning}
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,8 @@ BAD_SAMPLE[2, 0] = np.inf
 
 
 @pytest.mark.parametrize("data,kwargs,message", [
-    (GOOD[0], {}, r"the EEG array must be 2-D \(channels, samples\), got shape \(1000,\); one channel is data\[None, :\]"),
+    (GOOD[0], {}, r"the EEG array must be 2-D \(channels, samples\), got shape \(1000,\); "
+                  r"one channel is data\[None, :\]"),
     (GOOD[None], {}, r"got shape \(1, 3, 1000\); epochs are \(epochs, channels, samples\): pass one epoch"),
     (GOOD[:, :0], {}, r"the EEG array has no samples: shape \(3, 0\)"),
     (GOOD, {"ch_names": NAMES[:2]},
@@ -119,7 +120,8 @@ BAD_SAMPLE[2, 0] = np.inf
     (GOOD, {"sfreq": float("inf")}, r"sfreq must be a positive number .* got inf"),
     (BAD_SAMPLE, {}, r"NaN/Inf samples in channel\(s\) Fp2 \(2 of 1000 samples\), Cz \(1 of 1000 samples\)"),
     (GOOD * 1e6, {}, r"the array reaches \d+\.?\d*, implausible for EEG in volts \(unit='V'\); pass unit='uV'"),
-    (GOOD, {"unit": "uV"}, r"the array never exceeds .*, implausible for EEG in microvolts \(unit='uV'\); pass unit='V'"),
+    (GOOD, {"unit": "uV"},
+     r"the array never exceeds .*, implausible for EEG in microvolts \(unit='uV'\); pass unit='V'"),
     (GOOD, {"unit": "mV"}, r"unit must be one of 'V', 'uV', got 'mV'"),
     (GOOD.astype(complex), {}, r"the EEG array must hold real numbers, got dtype complex128"),
     (np.array([["a", "b"]]), {}, r"the EEG array must hold real numbers, got dtype <U1"),

@@ -142,7 +142,8 @@ def test_length_groups_give_the_loss_and_gradients_of_one_pass(model, drop):
         torch.manual_seed(0)
         out = InstructObjective(lm, eeg_drop=drop, length_groups=groups).train()(eeg, ids, targets, mask, crops)
         out["loss"].backward()
-        results.append((out["loss_answer"], {n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None}))
+        grads = {n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None}
+        results.append((out["loss_answer"], grads))
     one, two = results
     torch.testing.assert_close(one[0], two[0], atol=1e-6, rtol=1e-6)
     assert one[1].keys() == two[1].keys()

@@ -24,8 +24,8 @@ def test_a_below_chance_interval_is_flagged_with_its_cause():
     parsed[:3] = 1 - y[:3]  # 3 answers parse, all wrong: 287 of 290 unparseable
     m = paper_metrics(y, parsed, 2) | interval(y, parsed, [f"s{i % 10}" for i in range(290)], 0.5)
     assert m["below_chance"] and m["includes_chance"]  # lo <= chance, as before: "may be no better than guessing"
-    assert format_ba(m) == f"{m['balanced_accuracy']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] below chance (287 of " \
-                           "290 answers unparseable)"
+    assert format_ba(m) == (f"{m['balanced_accuracy']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] "
+                            "below chance (287 of 290 answers unparseable)")
     wrong = 1 - y  # every answer parsed and wrong: below chance, no parsing to blame
     assert format_ba(paper_metrics(y, wrong, 2) | interval(y, wrong, ["s"] * 290, 0.5)).endswith(
         "[0.000, 0.000] below chance")

@@ -27,10 +27,10 @@ def _tuab_tree(root, writer, n_subjects=4, seconds=32):
 
 
 def test_cut_windows():
-    data = np.zeros((2, 2000))
-    assert cut_windows(data, 0, 10, 4, 2, 200) == [0, 400, 800, 1200]
-    assert cut_windows(data, -1, 4, 5, None, 200) == []  # needs context before the recording: dropped
-    assert cut_windows(data, 5, 10.004, 5, None, 200) == [1000]  # end rounding slack
+    n_times = 2000
+    assert cut_windows(n_times, 0, 10, 4, 2, 200) == [0, 400, 800, 1200]
+    assert cut_windows(n_times, -1, 4, 5, None, 200) == []  # needs context before the recording: dropped
+    assert cut_windows(n_times, 5, 10.004, 5, None, 200) == [1000]  # end rounding slack
 
 
 def test_bad_files_are_reported_and_do_not_stop_the_others(tmp_path, edf_writer):
@@ -65,7 +65,8 @@ def test_nan_recording_is_reported_in_pretraining(tmp_path):
     bad[2, 500:600] = np.nan
     mne.io.RawArray(bad, info, verbose="error").save(tmp_path / "raw" / "bad_raw.fif", verbose="error")
     m = prepare_dataset("pretrain", tmp_path / "raw", tmp_path / "store", progress=False)
-    assert m["files"]["skipped"] == [{"file": "bad_raw.fif", "reason": "NaN/Inf samples in channel(s) Cz (100 of 17920 samples)"}]
+    assert m["files"]["skipped"] == [{"file": "bad_raw.fif",
+                                      "reason": "NaN/Inf samples in channel(s) Cz (100 of 17920 samples)"}]
     item = WindowStore(tmp_path / "store").split("train")[0]
     assert item["signal"].shape == (4, 64 * 200)  # 4 channels → 1024/4 = 256 s, capped at 64 s
     assert item["chans"].tolist() == [0, 2, 41, 81]  # FP1 FP2 CZ OZ; the EOG channel is dropped

@@ -4,6 +4,7 @@ back within float16 precision."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import warnings
 from pathlib import Path
@@ -16,8 +17,10 @@ from neurolm.data.channels import VOCABULARY
 from neurolm.data.datasets import TUH_CHANNELS
 from neurolm.data.prepare import format_summary, prepare_dataset
 from neurolm.data.preprocess import PreprocessConfig, RepairWarning, implausible_windows
+from neurolm.data.readers.base import read_raw
 from neurolm.data.store import WindowStore
 from neurolm.data.synth import write_corpus
+from neurolm.errors import NeuroLMError
 
 TUH_LABELS = [f"EEG {c}-REF" for c in TUH_CHANNELS]
 SECONDS, RATE = 60, 250.0  # six 10 s TUAB windows per file
@@ -53,6 +56,9 @@ def damaged(tmp_path_factory) -> tuple[dict, Path]:
     n_header = 256 * (len(TUH_LABELS) + 1)
     # Copied in text mode: every LF byte of the samples gained a CR before it.
     (cls / "aacrlf00_s001_t000.edf").write_bytes(good[:n_header] + good[n_header:].replace(b"\n", b"\r\n"))
+    # ... and cut back to its declared size (found in a public EEGMMIDB copy): the size check cannot see it.
+    text_mode = good[:n_header] + good[n_header:].replace(b"\n", b"\r\n")
+    (cls / "aacrlf01_s001_t000.edf").write_bytes(text_mode[: len(good)])
     (cls / "aapad000_s001_t000.edf").write_bytes(good + bytes(700))  # trailing bytes after the declared records
     # EDF+ annotations in Latin-1 (an "é" as one byte), not the UTF-8 the standard asks for.
     latin = write_edf(cls / "aalatn00_s001_t000.edf", TUH_LABELS, noise(3), annotation="cafe spike")
@@ -73,14 +79,18 @@ def damaged(tmp_path_factory) -> tuple[dict, Path]:
 def test_each_damage_is_reported_with_its_fault_and_kept_out_of_the_store(damaged):
     m, out = damaged
     skipped = {f["file"].split("/")[-1].split("_")[0]: f["reason"] for f in m["files"]["skipped"]}
-    assert skipped.keys() == {"aacrlf00", "aaloud01", "aadegn00"}
+    assert skipped.keys() == {"aacrlf00", "aacrlf01", "aaloud01", "aadegn00"}
     assert skipped["aacrlf00"].startswith("data section longer than the header declares (")
     assert re.search(r": (\d+) extra bytes\): copied in text mode, which put a CR byte before each of its \1 LF "
                      r"bytes and misaligned the samples into noise$", skipped["aacrlf00"]), skipped["aacrlf00"]
+    assert re.fullmatch(r"every one of the \d+ LF bytes of its data section follows a CR byte: copied in text mode "
+                        r"\(a CR put before each LF\), which misaligned the samples into noise; copy the original file "
+                        r"again in binary mode", skipped["aacrlf01"]), skipped["aacrlf01"]
     assert re.fullmatch(r"6 of 6 windows implausible for scalp EEG \(median channel standard deviation above 1000 µV: "
-                        r"a damaged file or a wrong unit\)\. If the samples are not in the unit the file states \(median "
-                        r"channel standard deviation \d\.\d+e\+03 µV\), declare their scale: `scale = 0\.01` in the "
-                        r"task file, or --scale 0\.01 for prepare and ask", skipped["aaloud01"]), skipped["aaloud01"]
+                        r"a damaged file or a wrong unit\)\. If the samples are not in the unit the file states "
+                        r"\(median channel standard deviation \d\.\d+e\+03 µV\), declare their scale: "
+                        r"`scale = 0\.01` in the task file, or --scale 0\.01 for prepare and ask",
+                        skipped["aaloud01"]), skipped["aaloud01"]
     assert skipped["aadegn00"].startswith("degenerate channel(s) F4 (EEG F4-REF): fewer than 16 distinct values "
                                           "(a degenerate export); the dataset needs every one of its channels")
     repaired = {f["file"].split("/")[-1].split("_")[0]: f["notes"] for f in m["files"]["repaired"]}
@@ -116,7 +126,7 @@ def test_one_sample_beyond_100_mv_makes_a_window_implausible():
 def test_manifest_lists_every_file_with_its_provenance(damaged):
     m, _ = damaged
     by_name = {e["file"].split("/")[-1].split("_")[0]: e for e in m["sources"]}
-    assert len(m["sources"]) == m["files"]["found"] == 9
+    assert len(m["sources"]) == m["files"]["found"] == 10
     good, repaired, skipped = by_name["aagood01"], by_name["aaloud00"], by_name["aadegn00"]
     assert good["status"] == "prepared" and good["notes"] == [] and good["subject"] == "aagood01"
     assert good["file"] == "train/abnormal/01_tcp_ar/aagood01_s001_t000.edf"
@@ -138,7 +148,7 @@ def test_an_empty_split_is_warned_about(damaged):
                              "such as TUH's eval/ for the test split?)"]
     summary = format_summary(m)
     assert "warning: split 'test' is empty" in summary
-    assert "files: 3 prepared, 3 repaired, 3 skipped; 0.10 h of EEG, 2 implausible window(s) dropped" in summary
+    assert "files: 3 prepared, 3 repaired, 4 skipped; 0.10 h of EEG, 2 implausible window(s) dropped" in summary
 
 
 def test_a_degenerate_channel_is_dropped_where_the_channel_set_is_free(tmp_path):
@@ -176,7 +186,8 @@ def test_float16_store_reads_back_float32_within_float16_precision(tusl, tmp_pat
     a, b = WindowStore(tmp_path / "f32"), WindowStore(tmp_path / "f16")
     b.verify()
     for split in a.splits:
-        assert (tmp_path / "f16" / f"{split}.bin").stat().st_size * 2 == (tmp_path / "f32" / f"{split}.bin").stat().st_size
+        half, full = ((tmp_path / kind / f"{split}.bin").stat().st_size for kind in ("f16", "f32"))
+        assert half * 2 == full
         for i in range(len(a.split(split))):
             x, y = a.split(split)[i]["signal"], b.split(split)[i]["signal"]
             assert y.dtype == np.float32 and y.shape == x.shape
@@ -208,3 +219,25 @@ def test_a_run_stopped_while_finishing_the_splits_resumes(tusl, tmp_path, monkey
     resumed = prepare_dataset("tusl", tusl, tmp_path / "store", progress=False)
     assert resumed["checksums"] == whole["checksums"]
     WindowStore(tmp_path / "store").verify()
+
+
+def test_the_text_mode_repair_example_restores_a_cut_copy(tmp_path):
+    """examples/data/repair_text_mode_edf.py: a text-mode copy cut to its declared size reads again as the original,
+    less its last (cut) record."""
+    spec = importlib.util.spec_from_file_location(
+        "repair", Path(__file__).parents[1] / "examples" / "data" / "repair_text_mode_edf.py")
+    repair = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repair)
+    data = noise(0, n_chans=4)
+    good = write_edf(tmp_path / "good.edf", TUH_LABELS[:4], data, annotation="eyes closed")
+    original = good.read_bytes()
+    n_header = 256 * (4 + 2)  # four signals and the EDF+ annotation signal
+    copy = tmp_path / "copy.edf"
+    copy.write_bytes((original[:n_header] + original[n_header:].replace(b"\n", b"\r\n"))[: len(original)])
+    with pytest.raises(NeuroLMError, match="follows a CR byte: copied in text mode"):
+        read_raw(copy)
+    assert repair.repair(copy, tmp_path / "fixed.edf").endswith(f"{int(SECONDS) - 1} of {int(SECONDS)} records kept")
+    fixed, ref = read_raw(tmp_path / "fixed.edf"), read_raw(good)
+    assert fixed.n_times == ref.n_times - int(RATE)
+    np.testing.assert_array_equal(fixed.get_data(), ref.get_data()[:, : fixed.n_times])
+    assert list(fixed.annotations.description) == ["eyes closed"]

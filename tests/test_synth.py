@@ -63,7 +63,8 @@ def test_tuab_layout(corpus):
         assert m, f
         homes.setdefault(m.group(3), set()).add(m.group(1, 2))
     assert all(len(h) == 1 for h in homes.values()), "a subject in two splits or classes"
-    assert {h for hs in homes.values() for h in hs} == {(s, c) for s in ("train", "eval") for c in ("normal", "abnormal")}
+    expected = {(s, c) for s in ("train", "eval") for c in ("normal", "abnormal")}
+    assert {h for hs in homes.values() for h in hs} == expected
     raw = _raw(files[0])
     assert raw.ch_names == TUH_LABELS
     assert raw.info["sfreq"] in (250.0, 256.0)

@@ -410,10 +410,12 @@ class _TrainingArgs:  # stands in for an arbitrary pickled object stored beside 
     lr = 5e-5
 
 
-def test_reference_checkpoint_with_pickled_objects_loads_only_with_a_warning(tmp_path):
+def test_reference_checkpoint_with_pickled_objects_loads_only_when_trusted(tmp_path):
+    """An object outside the weights-only allow-list is refused naming the file; the explicit opt-in loads it."""
     save_reference(tmp_path / "VQ.pt", reference_state(), args=_TrainingArgs())
-    with pytest.warns(UserWarning, match="weights_only=False"):
-        model = NeuralTokenizer.from_reference_checkpoint(tmp_path / "VQ.pt")
+    with pytest.raises(NeuroLMError, match="VQ.pt"):
+        NeuralTokenizer.from_reference_checkpoint(tmp_path / "VQ.pt")
+    model = NeuralTokenizer.from_reference_checkpoint(tmp_path / "VQ.pt", trust_checkpoint=True)
     assert model.config.codebook_size == 64
     with pytest.raises(NeuroLMError, match="no such checkpoint"):
         NeuralTokenizer.from_reference_checkpoint(tmp_path / "nope.pt")

@@ -43,8 +43,8 @@ def trained(store, tmp_path_factory):
 
 def test_training_learns_and_reports(trained):
     out, _, report = trained
-    for name in ("config.json", "model.safetensors", "training.json", "report.json", "log.csv", "log.jsonl", "loss_curves.png",
-                 "code_usage.png", "reconstruction.png"):
+    for name in ("config.json", "model.safetensors", "training.json", "report.json", "log.csv", "log.jsonl",
+                 "loss_curves.png", "code_usage.png", "reconstruction.png"):
         assert (out / name).is_file(), name
     assert json.loads((out / "report.json").read_text()) == report
     assert report["steps"] == STEPS

@@ -1,10 +1,14 @@
 """Model directories and foreign checkpoints, shared by the tokenizer and the LM.
 
 A model directory is ``config.json`` + ``model.safetensors``; loading names every missing, unexpected or mis-shaped
-key instead of failing deep inside ``load_state_dict``. The authors' checkpoints are torch pickles, and a pickle can run
-code while it is read: they are opened with ``weights_only=True`` only, which admits tensors, containers and numbers
-(all the authors' files hold: state dicts, ``*_args`` dicts, optimizer state, counters) and nothing else. A file naming
-any other global is refused; a full unpickle needs the explicit ``trust_checkpoint=True``.
+key instead of failing deep inside ``load_state_dict``. ``config.json`` starts with ``model_type`` (``neurolm`` or
+``neurolm-tokenizer``) and ``format_version``, so a directory says what it is instead of being recognised by its keys;
+:func:`migrate_config` is the one place that reads older directories.
+
+The authors' checkpoints are torch pickles, and a pickle can run code while it is read: they are opened with
+``weights_only=True`` only, which admits tensors, containers and numbers (all the authors' files hold: state dicts,
+``*_args`` dicts, optimizer state, counters) and nothing else. A file naming any other global is refused; a full
+unpickle needs the explicit ``trust_checkpoint=True``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,35 @@ from .errors import NeuroLMError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MODEL_TYPES = ("neurolm", "neurolm-tokenizer")
+FORMAT_VERSION = 1
+"""The layout of ``config.json``: 1 = ``model_type`` and ``format_version`` beside the model's own fields; 0 = a
+directory written before them (the model's fields only). Raise it with a new branch in :func:`migrate_config`."""
+HEADER = ("model_type", "format_version")
+
+
+def migrate_config(values: dict, source: str = "config.json") -> tuple[str, int, dict]:
+    """``(model_type, format_version, config)`` of a ``config.json``'s contents, ``config`` without the header: the one
+    migration path for older directories. Format 0 (no header) is recognised as today's loaders always did: a NeuroLM
+    config nests its GPT's (``gpt``), a tokenizer's has ``codebook_size`` at the top."""
+    if not isinstance(values, dict):
+        raise NeuroLMError(f"{source}: expected a JSON object, got {type(values).__name__}")
+    config = {k: v for k, v in values.items() if k not in HEADER}
+    version = values.get("format_version", 0)
+    kind = values.get("model_type")
+    if kind is None and "gpt" in values:
+        kind = "neurolm"
+    elif kind is None and "codebook_size" in values:
+        kind = "neurolm-tokenizer"
+    elif kind is None:
+        raise NeuroLMError(f"{source}: no model_type, and neither a NeuroLM config (no 'gpt') nor a tokenizer's (no "
+                           "'codebook_size')")
+    if not isinstance(version, int) or not 0 <= version <= FORMAT_VERSION:
+        raise NeuroLMError(f"{source}: format_version {version!r} is not one this NeuroLM reads (0–{FORMAT_VERSION}); "
+                           "a newer NeuroLM wrote it: upgrade the package")
+    if kind not in MODEL_TYPES:
+        raise NeuroLMError(f"{source}: model_type {kind!r} is not a NeuroLM directory ({' or '.join(MODEL_TYPES)})")
+    return kind, version, config
 
 
 def save_artifacts(directory: str | Path, config: dict, model: nn.Module, kind: str) -> None:
@@ -32,25 +65,40 @@ def save_artifacts(directory: str | Path, config: dict, model: nn.Module, kind: 
 
 
 def save_state(directory: str | Path, config: dict, state: dict[str, torch.Tensor], kind: str) -> None:
-    """:func:`save_artifacts` of a state dict."""
+    """:func:`save_artifacts` of a state dict; ``kind`` (one of :data:`MODEL_TYPES`) heads ``config.json``."""
+    if kind not in MODEL_TYPES:
+        raise ValueError(f"model kind {kind!r}: expected one of {MODEL_TYPES}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    header = {"model_type": kind, "format_version": FORMAT_VERSION}
+    (directory / CONFIG_FILE).write_text(json.dumps(header | config, indent=2) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "model": kind})
 
 
 def read_config(directory: str | Path, kind: str) -> dict:
-    """The config dict of a directory written by :func:`save_artifacts`, without reading its weights (a model's
-    shape, e.g. for defaults or FLOP counts, should not cost loading gigabytes)."""
+    """The config dict of a directory written by :func:`save_artifacts` (the model's fields, without the
+    ``model_type`` / ``format_version`` header), without reading its weights (a model's shape, e.g. for defaults or
+    FLOP counts, should not cost loading gigabytes). ``kind`` names the expected model in the error."""
+    return _read_header(directory, kind)[2]
+
+
+def model_type(directory: str | Path, kind: str = "NeuroLM tokenizer or model") -> str:
+    """``neurolm`` or ``neurolm-tokenizer``: what the directory holds, from its ``config.json`` (older directories
+    through :func:`migrate_config`); ``kind`` names the expected model in the error."""
+    return _read_header(directory, kind)[0]
+
+
+def _read_header(directory: str | Path, kind: str) -> tuple[str, int, dict]:
     directory = Path(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
             raise NeuroLMError(f"{directory / name}: missing; not a {kind} directory")
     try:
-        return json.loads((directory / CONFIG_FILE).read_text())
+        values = json.loads((directory / CONFIG_FILE).read_text())
     except json.JSONDecodeError as exc:
         raise NeuroLMError(f"{directory / CONFIG_FILE}: not valid JSON ({exc})") from exc
+    return migrate_config(values, str(directory / CONFIG_FILE))
 
 
 def read_artifacts(directory: str | Path, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:

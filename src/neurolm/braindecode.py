@@ -227,9 +227,9 @@ class NeuroLMEncoder(EEGModuleMixin, nn.Module, license="mit", tags=["neurolm", 
         elif path.is_file():
             enc = TokenizerEncoder.from_reference_checkpoint(path)
         else:
-            from .artifacts import read_config
+            from .artifacts import model_type
 
-            if "gpt" in read_config(path, "NeuroLM tokenizer or model"):
+            if model_type(path) == "neurolm":
                 lm = NeuroLM.from_pretrained(path)
             else:
                 from .tokenizer import NeuralTokenizer

@@ -52,21 +52,12 @@ class DemoPlan:
     """Instruction tuning shows every task as often as the largest (``neurolm instruct --balance-tasks``)."""
 
 
-# A sweep on the demo corpus (GPU, 3 seeds each): 300 tokenizer steps instead of 200 raised the six-task test balanced
-# accuracy by ~0.07 on average (mean margin over chance 0.24 vs 0.17), more than 800 instead of 400 instruct steps did;
-# pretraining length made no measurable difference to the instructed model, so it gets the least time. Balanced task
-# sampling (not REF's plain concatenation, where TUEV gets 8 % of the samples and Workload 34 %) raised TUEV from
-# 0.30 to 0.45 and Workload from 0.65 to 0.70 on the same model (test balanced accuracy, 2 cores).
-# Since the frequency-decoder fix (NeuralTokenizer.init_freq_bias) the tokenizer learns past the mean spectrum and
-# length-grouped batches made its steps ~2× cheaper, so it gets 600 steps in the time 300 took: SEED 0.44 → 0.49,
-# TUEV 0.45 → 0.43, HMC 0.54 → 0.50 (2 cores). Outcomes depend strongly on the tokenizer run: 500 steps gave SEED at
-# chance and Workload 0.54.
-# Instruction tuning runs the plain command's schedule (400 steps per task store, 2400 for the six, half the EEG tokens
-# hidden): at 400 steps in all the six tasks under-fit and 2 of 6 came within band power - 0.05; at 1200 (with or
-# without the drop) 2-3; at 2400, 4 on both 2-thread seeds (2 on one thread; docs/accuracy.md, stop 22). Removing the
-# hidden tokens from the sequence (neurolm.instruct.train.keep_tokens) made those steps cheap enough for the 10 minutes
-# on 2 threads. Since stop 26 the question gates the window summary (instruct's default for several tasks): on the
-# same two tokenizer/LM runs SEED (seed 1) and Workload (seed 0) came over chance + 0.2, every task on both seeds.
+# The demo's time goes where it buys accuracy within 10 minutes on 2 cores: tokenizer steps helped the instructed
+# model more than instruction or pretraining steps did, so pretraining gets the least time; tasks are sampled
+# balanced (REF's plain concatenation starves the small tasks). Instruction tuning runs the plain command's
+# schedule (instruct's defaults for six task stores), which hiding tokens from the sequence made affordable. Outcomes
+# depend strongly on the tokenizer run. The measurements: docs/results/2026-12-01-demo.md,
+# docs/results/2026-12-02-demo-schedule.md, docs/results/2026-12-03-summary-gate.md.
 FULL = DemoPlan(subjects=None, tokenizer_steps=600, pretrain_steps=100, instruct_steps=None, pretrain_eval_every=50,
                 balance_tasks=True)
 QUICK = DemoPlan(subjects=1, tokenizer_steps=20, pretrain_steps=20, instruct_steps=30, pretrain_eval_every=20)

@@ -50,9 +50,11 @@ def normalize_name(label: str, *, alias_t3_t7: bool = False) -> str | None:
     """Map a recording's channel label to its vocabulary name, or ``None`` when it is not an EEG site we know.
 
     ``EEG FP1-REF``, ``EEG FP1-LE``, ``Fp1``, ``EEG Fp1-A2`` → ``FP1``; ``EEG F4-M1`` → ``F4``. Bipolar labels whose
-    pair is itself a vocabulary entry (``FP1-F7``) are kept as the pair.
+    pair is itself a vocabulary entry (``FP1-F7``) are kept as the pair. Trailing dots are dropped: PhysioNet's EEG
+    Motor Movement/Imagery EDFs pad every label to four characters with them (``Fc5.``, ``Cz..``), as MNE's
+    ``eegbci.standardize`` also strips.
     """
-    name = label.strip().upper()
+    name = label.strip().rstrip(".").upper()
     if _TYPE_PREFIX.match(name) and not name.startswith("EEG"):
         return None  # EOG/EMG/ECG channels are never EEG sites, whatever their suffix says
     name = _TYPE_PREFIX.sub("", name).strip().replace(" ", "")

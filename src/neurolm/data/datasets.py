@@ -19,14 +19,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import NeuroLMError
 
-if TYPE_CHECKING:
-    from .readers.base import Recording
+
+class Recording(Protocol):
+    """What a split rule reads of a recording (:class:`neurolm.data.readers.base.Recording` has it): described here
+    rather than imported, because the readers take their facts from this module and imports flow one way."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def split(self) -> str | None: ...
 
 
 def in_order_blocks(n: int, blocks: Sequence[tuple[str, float]]) -> list[str]:

@@ -34,8 +34,9 @@ EXPECTED = ("an mne.io.Raw, a path to a file MNE reads (EDF, BDF, FIF, …), or 
 
 
 def as_raw(recording: mne.io.BaseRaw | str | os.PathLike | np.ndarray, *, ch_names: Sequence[str] | None = None,
-           sfreq: float | None = None, unit: str = "V") -> mne.io.BaseRaw:
-    """The recording as an MNE recording: a Raw is returned as is, a path is read (preloaded), and a
+           sfreq: float | None = None, unit: str = "V", preload: bool = True) -> mne.io.BaseRaw:
+    """The recording as an MNE recording: a Raw is returned as is, a path is read (preloaded, unless ``preload`` is
+    False: then samples are read from the file as they are asked for), and a
     ``(channels, samples)`` array becomes an EEG ``RawArray`` in volts named by ``ch_names`` at ``sfreq`` Hz
     (``unit``: ``"V"`` or ``"uV"``; the caller's array is copied, never modified). A torch tensor is read as the
     array it holds: like an array, it carries no channel names or rate."""
@@ -50,7 +51,7 @@ def as_raw(recording: mne.io.BaseRaw | str | os.PathLike | np.ndarray, *, ch_nam
     if isinstance(recording, mne.io.BaseRaw):
         return recording
     if isinstance(recording, (str, os.PathLike)):
-        return read_raw(Path(recording))
+        return read_raw(Path(recording), preload=preload)
     raise NeuroLMError(f"recording must be {EXPECTED}; got {type(recording).__module__}.{type(recording).__name__}")
 
 
@@ -79,7 +80,8 @@ def _from_array(data: np.ndarray, ch_names: Sequence[str] | None, sfreq: float |
     duplicates = sorted(n for n, k in Counter(names).items() if k > 1)
     if duplicates:
         raise NeuroLMError(f"ch_names repeats {', '.join(duplicates)}: each row needs its own label")
-    if isinstance(sfreq, bool) or not isinstance(sfreq, (int, float, np.integer, np.floating)) or not 0 < sfreq < np.inf:
+    if (isinstance(sfreq, bool) or not isinstance(sfreq, (int, float, np.integer, np.floating))
+            or not 0 < sfreq < np.inf):
         raise NeuroLMError(f"sfreq must be a positive number of samples per second, got {sfreq!r}")
     check_finite(data, names)
     peak = float(np.abs(data).max())

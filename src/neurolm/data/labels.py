@@ -36,10 +36,11 @@ import mne
 from ..errors import NeuroLMError
 from .channels import map_channels
 from .readers.base import DatasetReader, Event, Recording, Segment, read_raw
+from .readers.muse import is_muse_csv, read_muse_csv
 from .taskfile import TaskSpec
 
 READABLE = (".edf", ".bdf", ".gdf", ".vhdr", ".set", ".fif", ".cnt")
-"""File suffixes a task file's recordings may have (what MNE reads)."""
+"""File suffixes a task file's recordings may have (what MNE reads); also Muse CSVs (:mod:`.readers.muse`)."""
 BIDS_EXTENSIONS = [".edf", ".bdf", ".vhdr", ".set", ".fif"]
 _EVENT_SOURCES = ("annotations", "bids_events", "events", "csv")
 EVENT_FILES = ("{stem}-eve.fif", "{stem}_eve.fif", "{stem}-eve.txt", "{stem}.eve")
@@ -114,7 +115,8 @@ class TaskFileReader(DatasetReader):
         labelled = []
         for rec in recs:
             try:
-                raw = mne.io.read_raw(rec.path, preload=False, verbose="error")
+                raw = (read_muse_csv(rec.path) if is_muse_csv(rec.path)
+                       else mne.io.read_raw(rec.path, preload=False, verbose="error"))
                 heads[rec.path] = raw.ch_names
             except Exception:  # noqa: BLE001 - an unreadable file is skipped by prepare, with its reason
                 raw = None
@@ -143,7 +145,7 @@ class TaskFileReader(DatasetReader):
         if glob.is_absolute() or ".." in glob.parts:  # a task file reads below RAW_DIR only
             raise NeuroLMError(f"{self.spec.source}: recordings.glob = {self.spec.glob!r}: must stay below RAW_DIR "
                                f"({root}): no absolute path, no '..'")
-        files = sorted(p for p in root.glob(self.spec.glob) if p.suffix.lower() in READABLE)
+        files = sorted(p for p in root.glob(self.spec.glob) if p.suffix.lower() in READABLE or is_muse_csv(p))
         lab = self.spec.labels
         if lab.source == "events":  # a glob as wide as **/*.fif also matches the events files themselves
             events = {e for p in files for e in self._events_file(p)}

@@ -21,10 +21,15 @@ dataset keeps whatever channels a file has (pretraining), and is an error naming
 so is a degenerate channel (fewer than ``min_distinct`` distinct values). A window whose median channel standard
 deviation is above ``max_sd_uv`` is implausible for scalp EEG and dropped (counted in the manifest); a recording with
 more than ``max_implausible`` of its windows so is skipped.
+
+Long recordings (:func:`preprocess_chunks`, what ``ask`` reads with): filtered a chunk at a time, each read with a
+margin of the filters' whole lengths on either side (:func:`filter_edge`) and aligned to the resampler's period, so a
+chunk's kept part equals the whole recording's to float rounding and memory does not grow with the recording.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
@@ -93,10 +98,14 @@ class RepairWarning(UserWarning):
 
 def check_finite(data: np.ndarray, labels: list[str]) -> None:
     """Raise naming every channel (row of ``data``) that holds NaN/Inf samples, with their count."""
-    bad = ~np.isfinite(data)
-    rows = np.flatnonzero(bad.any(axis=1))
+    refuse_nonfinite((~np.isfinite(data)).sum(axis=1), labels, data.shape[1])
+
+
+def refuse_nonfinite(counts: np.ndarray, labels: list[str], n_times: int) -> None:
+    """:func:`check_finite` from per-channel NaN/Inf ``counts`` out of ``n_times`` samples (counted chunk by chunk)."""
+    rows = np.flatnonzero(counts)
     if len(rows):
-        where = ", ".join(f"{labels[i]} ({int(bad[i].sum())} of {data.shape[1]} samples)" for i in rows)
+        where = ", ".join(f"{labels[i]} ({int(counts[i])} of {n_times} samples)" for i in rows)
         raise NeuroLMError(f"NaN/Inf samples in channel(s) {where}")
 
 
@@ -105,13 +114,22 @@ def flat_rows(data_uv: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return np.ptp(data_uv, axis=1) < config.flat_uv
 
 
-def degenerate_rows(data_uv: np.ndarray, config: PreprocessConfig, samples: int = 12_000) -> np.ndarray:
+DISTINCT_SAMPLES = 12_000
+"""Evenly spaced samples per channel that :func:`degenerate_rows` counts distinct values over."""
+
+
+def distinct_step(n_times: int, samples: int = DISTINCT_SAMPLES) -> int:
+    """Stride of the subsample :func:`degenerate_rows` takes of ``n_times`` samples (the same in a chunked read)."""
+    return max(1, n_times // samples)
+
+
+def degenerate_rows(data_uv: np.ndarray, config: PreprocessConfig, samples: int = DISTINCT_SAMPLES) -> np.ndarray:
     """Boolean mask of the channels of a ``(C, T)`` array with fewer than ``config.min_distinct`` distinct values.
 
     Counted over ``samples`` evenly spaced samples (a subsample has at most the values of the whole, and real EEG
     shows hundreds in far fewer), so the check costs the same for a 10-minute and a 10-hour recording.
     """
-    step = max(1, data_uv.shape[1] // samples)
+    step = distinct_step(data_uv.shape[1], samples)
     return np.array([len(np.unique(row[::step])) < config.min_distinct for row in data_uv], dtype=bool)
 
 
@@ -119,9 +137,14 @@ def implausible_windows(windows: np.ndarray, config: PreprocessConfig) -> np.nda
     """Boolean mask of the ``(N, C, T)`` preprocessed windows (µV / ``scale_uv``) implausible for scalp EEG: a median
     channel standard deviation above ``config.max_sd_uv``, or any sample above 100 times that (100 mV: no scalp
     potential comes near, and it keeps every stored value far inside float16's range of ±6.5 V)."""
-    sd = np.median(windows.std(axis=2), axis=1) * config.scale_uv
-    peak = np.abs(windows).max(axis=(1, 2)) * config.scale_uv
-    return (sd > config.max_sd_uv) | (peak > 100 * config.max_sd_uv)
+    return implausible_stats(windows.std(axis=2), np.abs(windows).max(axis=(1, 2)), config)
+
+
+def implausible_stats(channel_sd: np.ndarray, peak: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """:func:`implausible_windows` from each window's channel standard deviations ``(N, C)`` and peak ``|sample|``
+    ``(N,)``: all the verdict needs, so windows streamed from a long recording can be judged after they are gone."""
+    sd = np.median(channel_sd, axis=1) * config.scale_uv
+    return (sd > config.max_sd_uv) | (peak * config.scale_uv > 100 * config.max_sd_uv)
 
 
 TYPICAL_SD_UV = 50.0
@@ -129,10 +152,11 @@ TYPICAL_SD_UV = 50.0
 declared scale for a recording whose windows are all implausible."""
 
 
-def suggested_scale(windows: np.ndarray, config: PreprocessConfig) -> float:
-    """The power of ten that would bring the windows' median channel standard deviation near scalp EEG's, times the
-    scale already declared: what to declare when the whole recording is implausible (a wrong unit)."""
-    sd = float(np.median(windows.std(axis=2))) * config.scale_uv
+def suggested_scale(channel_sd: np.ndarray, config: PreprocessConfig) -> float:
+    """The power of ten that would bring the windows' median channel standard deviation (``channel_sd``: ``(N, C)``)
+    near scalp EEG's, times the scale already declared: what to declare when the whole recording is implausible (a
+    wrong unit)."""
+    sd = float(np.median(channel_sd)) * config.scale_uv
     if not sd > 0:
         return config.input_scale
     return config.input_scale * 10.0 ** round(np.log10(TYPICAL_SD_UV / sd))
@@ -174,16 +198,51 @@ def preprocess_array(data_uv: np.ndarray, sfreq: float, config: PreprocessConfig
     data = mne.filter.filter_data(data, sfreq, config.l_freq, h_freq, verbose="error")
     if config.mains is not None and config.mains < sfreq / 2:
         data = mne.filter.notch_filter(data, sfreq, config.mains, verbose="error")
-    ratio = Fraction(config.sfreq / sfreq).limit_denominator(1000)
+    ratio = resample_ratio(sfreq, config)
     if ratio != 1:
         data = mne.filter.resample(data, up=ratio.numerator, down=ratio.denominator, method="polyphase",
                                    verbose="error")
     return (data / config.scale_uv).astype(np.float32)
 
 
-def read_uv(raw: mne.io.BaseRaw, labels: list[str], config: PreprocessConfig) -> np.ndarray:
-    """The given channels of an MNE recording in µV, times the declared ``config.input_scale``."""
-    data = raw.get_data(picks=labels, units="uV")
+def resample_ratio(sfreq: float, config: PreprocessConfig) -> Fraction:
+    """``config.sfreq / sfreq`` as the polyphase resampler's up/down: its period is ``denominator`` input samples."""
+    return Fraction(config.sfreq / sfreq).limit_denominator(1000)
+
+
+def resampled_length(n_times: int, sfreq: float, config: PreprocessConfig) -> int:
+    """Samples :func:`preprocess_array` returns for ``n_times`` input samples (MNE's rounding)."""
+    ratio = resample_ratio(sfreq, config)
+    return n_times if ratio == 1 else max(round(float(ratio.numerator) / ratio.denominator * n_times), 1)
+
+
+def filter_edge(sfreq: float, config: PreprocessConfig) -> int:
+    """Input samples a chunk is read beyond the part it keeps, on each side, so that what it keeps equals the whole
+    recording's: the whole length of the band-pass, of the notch and of the resampler's filter (each output sample
+    reaches half of each; the rest is margin), rounded up to the resampler's period so chunks stay on its grid."""
+    h_freq = low_pass(sfreq, config)
+    edge = len(mne.filter.create_filter(None, sfreq, config.l_freq, h_freq, verbose="error"))
+    if config.mains is not None and config.mains < sfreq / 2:
+        # the band-stop mne.filter.notch_filter builds: notch width mains/200, transition bands of 0.5 Hz
+        half = config.mains / 400 + 0.5
+        edge += len(mne.filter.create_filter(None, sfreq, [config.mains + half], [config.mains - half],
+                                             l_trans_bandwidth=0.5, h_trans_bandwidth=0.5, verbose="error"))
+    ratio = resample_ratio(sfreq, config)
+    edge += 2 * (10 * max(ratio.numerator, ratio.denominator) // ratio.numerator + 1)  # scipy's 10 periods a side
+    return -(-edge // ratio.denominator) * ratio.denominator
+
+
+def read_uv(raw: mne.io.BaseRaw, labels: list[str], config: PreprocessConfig, start: int = 0,
+            stop: int | None = None) -> np.ndarray:
+    """The given channels of an MNE recording in µV, times the declared ``config.input_scale``; samples
+    ``[start, stop)`` only, read from the file when the recording is not preloaded."""
+    try:
+        data = raw.get_data(picks=labels, units="uV", start=start, stop=stop)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file read lazily fails in any of MNE's parsers
+        detail = (str(exc).splitlines() or [""])[0][:160]  # the first line only: it may quote the file's bytes
+        raise NeuroLMError(f"cannot be read as EEG ({type(exc).__name__}: {detail})") from exc
     return data * config.input_scale if config.input_scale != 1 else data
 
 
@@ -193,3 +252,35 @@ def preprocess_raw(raw: mne.io.BaseRaw, labels: list[str], config: PreprocessCon
     data = read_uv(raw, labels, config)
     check_finite(data, labels)
     return preprocess_array(data, raw.info["sfreq"], config)
+
+
+def preprocess_chunks(raw: mne.io.BaseRaw, labels: list[str], config: PreprocessConfig, chunk: int | None,
+                      wanted: tuple[np.ndarray, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`preprocess_raw` in pieces: ``(first output sample, float32 (C, t))`` in order, ``chunk`` input samples
+    at a time (None: the whole recording in one piece, as :func:`preprocess_raw`). A recording no longer than one
+    chunk and its margins is one piece, bit-identical to :func:`preprocess_raw`; longer ones equal it to float
+    rounding (the FFT blocks differ). ``wanted``: ``(sorted window starts, window length)`` in output samples; only
+    the pieces those windows touch are computed. NaN/Inf is not checked here: check the recording first."""
+    n, sfreq = raw.n_times, raw.info["sfreq"]
+    ratio = resample_ratio(sfreq, config)
+    up, down = ratio.numerator, ratio.denominator
+    edge = filter_edge(sfreq, config) if chunk is not None else 0
+    if chunk is None or n <= chunk + 2 * edge:
+        yield 0, preprocess_array(read_uv(raw, labels, config), sfreq, config)
+        return
+    chunk = -(-chunk // down) * down  # on the resampler's grid: a chunk's output starts at a whole output sample
+    total = resampled_length(n, sfreq, config)
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        out_a, out_b = a * up // down, (b * up // down if b < n else total)
+        if wanted is not None:
+            starts, w = wanted
+            if np.searchsorted(starts, out_b) <= np.searchsorted(starts, out_a - w, side="right"):
+                continue  # no window starts in (out_a - w, out_b): none overlaps this piece
+        lo, hi = max(0, a - edge), min(n, b + edge)
+        x = read_uv(raw, labels, config, lo, hi)
+        if (hi - lo) % down:  # the recording's end off the grid: reflect it on (MNE would change the ratio)
+            x = np.pad(x, ((0, 0), (0, down - (hi - lo) % down)), mode="reflect")
+        y = preprocess_array(x, sfreq, config)
+        out_lo = lo * up // down
+        yield out_a, y[:, out_a - out_lo : out_b - out_lo]

@@ -103,8 +103,8 @@ class SplitWriter:
 
     Per-window fields go to a fixed-record side file (``.<split>.idx.tmp``) and per-recording fields to
     :attr:`groups` (a few dozen bytes per recording), so a writer killed mid-run can be rebuilt from the groups its
-    caller had committed (passed to the constructor): the temporary files are cut back to exactly those windows (or taken
-    back from a :meth:`finish` that was stopped half-way), and the checksum is recomputed over what remains.
+    caller had committed (passed to the constructor): the temporary files are cut back to exactly those windows (or
+    taken back from a :meth:`finish` that was stopped half-way), and the checksum is recomputed over what remains.
     """
 
     def __init__(self, out_dir: Path, split: str, dtype: str = "float32", groups: Iterable[Group] = (),

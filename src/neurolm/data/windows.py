@@ -1,24 +1,32 @@
 """Recording → windows: the checks, the preprocessing and the cutting that every path from a recording to model
 input shares: ``prepare`` (:func:`process_recording`, per recording of a dataset), ``tokenize`` on an EEG file (the
-same function) and ``ask`` (:func:`preprocess_segment`, :func:`cut_windows` and :func:`plausible_windows` on the
-task's windows), so a recording ``prepare`` would refuse or repair is refused or repaired the same way everywhere.
+same function) and ``ask`` (:func:`drop_bad_channels`, :func:`cut_windows`, :func:`stream_windows` and
+:func:`keep_plausible` on the task's windows), so a recording ``prepare`` would refuse or repair is refused or repaired
+the same way everywhere.
+
+``ask`` reads in chunks (``chunk``: input samples at a time) so that a night of EEG fits a laptop: the whole-recording
+checks are accumulated chunk by chunk (peak-to-peak, the evenly spaced subsample of the distinct-value count, NaN/Inf
+counts), the signal is filtered a chunk at a time with overlapping margins
+(:func:`~neurolm.data.preprocess.preprocess_chunks`), windows are handed on as soon as they are whole, and the share of
+implausible windows is judged after the last one. ``prepare`` keeps the whole-recording path.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import NeuroLMError
 from .channels import channel_indices, normalize_name
-from .preprocess import (PreprocessConfig, RepairWarning, degenerate_rows, flat_rows, implausible_windows,
-                         low_pass, preprocess_raw, read_uv, suggested_scale)
+from .preprocess import (PreprocessConfig, RepairWarning, degenerate_rows, distinct_step, flat_rows,
+                         implausible_stats, low_pass, preprocess_chunks, preprocess_raw, read_uv, suggested_scale)
 from .readers import DatasetReader, Recording, Segment
 
 
-def cut_windows(data: np.ndarray, start: float, stop: float, window_s: float, stride_s: float | None,
+def cut_windows(n_times: int, start: float, stop: float, window_s: float, stride_s: float | None,
                 sfreq: float) -> list[int]:
     """Start samples of the whole windows inside ``[start, stop)`` seconds; none if the stretch leaves the data.
 
@@ -33,10 +41,10 @@ def cut_windows(data: np.ndarray, start: float, stop: float, window_s: float, st
     if n <= 0 or a < 0:
         return []
     starts = [a + k * hop for k in range(n)]
-    if starts[-1] + w > data.shape[1]:
-        if starts[-1] + w > data.shape[1] + 1:  # one sample of slack for rounding of the recording's end
+    if starts[-1] + w > n_times:
+        if starts[-1] + w > n_times + 1:  # one sample of slack for rounding of the recording's end
             return []
-        starts = [min(s, data.shape[1] - w) for s in starts]
+        starts = [min(s, n_times - w) for s in starts]
     return starts
 
 
@@ -72,7 +80,7 @@ def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) ->
         seconds = seg.raw.n_times / seg.raw.info["sfreq"]
         seconds_total += seconds
         for ev in seg.events:
-            found = cut_windows(data, ev.start, ev.stop, w_s, reader.stride_s, config.sfreq)
+            found = cut_windows(data.shape[1], ev.start, ev.stop, w_s, reader.stride_s, config.sfreq)
             dropped += not found
             outside += not found and (ev.start < 0 or ev.stop > seconds + 1 / seg.raw.info["sfreq"])
             w = int(round(w_s * config.sfreq))
@@ -97,12 +105,33 @@ def _windows(reader: DatasetReader, rec: Recording, config: PreprocessConfig) ->
     }
 
 
-def drop_bad_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fixed: bool) -> None:
+def scan_channels(seg: Segment, config: PreprocessConfig, chunk: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks of the flat and the degenerate channels of a segment and each channel's NaN/Inf count, over the whole
+    recording; ``chunk``: read that many samples at a time (the same verdicts: running minimum and maximum, the same
+    evenly spaced subsample), None: at once."""
+    n = seg.raw.n_times
+    if chunk is None or n <= chunk:
+        data = read_uv(seg.raw, seg.labels, config)
+        return flat_rows(data, config), degenerate_rows(data, config), (~np.isfinite(data)).sum(axis=1)
+    lo = hi = None
+    nonfinite, sample, step = np.zeros(len(seg.labels), np.int64), [], distinct_step(n)
+    for a in range(0, n, chunk):
+        x = read_uv(seg.raw, seg.labels, config, a, min(a + chunk, n))
+        lo = x.min(axis=1) if lo is None else np.minimum(lo, x.min(axis=1))  # NaN propagates, as in np.ptp
+        hi = x.max(axis=1) if hi is None else np.maximum(hi, x.max(axis=1))
+        nonfinite += (~np.isfinite(x)).sum(axis=1)
+        sample.append(x[:, (-a) % step :: step].copy())  # a copy: a view would keep the whole chunk alive
+    sample = np.concatenate(sample, axis=1)
+    return hi - lo < config.flat_uv, degenerate_rows(sample, config, samples=sample.shape[1]), nonfinite
+
+
+def drop_bad_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fixed: bool, chunk: int | None = None
+                      ) -> np.ndarray:
     """Drop the flat and the degenerate channels of a segment with a :class:`RepairWarning`, or raise where the
-    channel set is fixed."""
-    data = read_uv(seg.raw, seg.labels, config)
-    flat = flat_rows(data, config)
-    degenerate = ~flat & degenerate_rows(data, config)
+    channel set is fixed; return the NaN/Inf count of each channel kept (``chunk``: see :func:`scan_channels`)."""
+    flat, degenerate, nonfinite = scan_channels(seg, config, chunk)
+    degenerate = ~flat & degenerate
     faults = []
     for mask, what in ((flat, f"peak-to-peak below {config.flat_uv:g} µV over the whole recording"),
                        (degenerate, f"fewer than {config.min_distinct} distinct values (a degenerate export)")):
@@ -110,7 +139,7 @@ def drop_bad_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fix
             which = ", ".join(f"{n} ({lab})" for n, lab, f in zip(seg.names, seg.labels, mask) if f)
             faults.append(f"{'flat' if mask is flat else 'degenerate'} channel(s) {which}: {what}")
     if not faults:
-        return
+        return nonfinite
     bad, what = flat | degenerate, "; ".join(faults)
     if fixed:
         raise NeuroLMError(f"{path}: {what}; the dataset needs every one of its channels")
@@ -119,6 +148,7 @@ def drop_bad_channels(seg: Segment, path: Path, config: PreprocessConfig, *, fix
     warnings.warn(f"{path}: {what}; dropped", RepairWarning)
     seg.names = [n for n, f in zip(seg.names, bad) if not f]
     seg.labels = [lab for lab, f in zip(seg.labels, bad) if not f]
+    return nonfinite[~bad]
 
 
 def preprocess_segment(seg: Segment, source: str | Path, config: PreprocessConfig, *, fixed: bool
@@ -137,15 +167,57 @@ def preprocess_segment(seg: Segment, source: str | Path, config: PreprocessConfi
 def plausible_windows(windows: np.ndarray, source: str | Path, config: PreprocessConfig) -> np.ndarray:
     """Mask of the windows ``(N, C, T)`` to keep: those implausible for scalp EEG are dropped with a
     :class:`RepairWarning`, or the recording is refused when more than ``config.max_implausible`` of them are."""
-    bad = implausible_windows(windows, config)
+    channel_sd = windows.std(axis=2)
+    bad = implausible_stats(channel_sd, np.abs(windows).max(axis=(1, 2)), config)
+    _judge(bad, channel_sd, source, config)
+    return ~bad
+
+
+def keep_plausible(windows: Iterable[tuple[int, np.ndarray]], source: str | Path, config: PreprocessConfig
+                   ) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`plausible_windows` over a stream of ``(start, (C, T) window)``: the plausible ones are passed on, and
+    the verdict on the whole recording (the warning, or the refusal) comes after the last one; only each window's
+    channel standard deviations are kept for it."""
+    channel_sd, bad = [], []
+    for start, window in windows:
+        sd = window.std(axis=1)
+        channel_sd.append(sd)
+        bad.append(bool(implausible_stats(sd[None], np.abs(window).max()[None], config)[0]))
+        if not bad[-1]:
+            yield start, window
+    if bad:
+        _judge(np.array(bad), np.stack(channel_sd), source, config)
+
+
+def _judge(bad: np.ndarray, channel_sd: np.ndarray, source: str | Path, config: PreprocessConfig) -> None:
+    """Warn about the implausible windows dropped, or refuse the recording when too many are."""
     if bad.any():
         what = (f"{int(bad.sum())} of {len(bad)} windows implausible for scalp EEG (median channel standard deviation "
                 f"above {config.max_sd_uv:g} µV: a damaged file or a wrong unit)")
         if bad.mean() > config.max_implausible:
-            sd = float(np.median(windows.std(axis=2))) * config.scale_uv
+            sd = float(np.median(channel_sd)) * config.scale_uv
             raise NeuroLMError(f"{source}: {what}. If the samples are not in the unit the file states (median "
                                f"channel standard deviation {sd:.3g} µV), declare their scale: "
-                               f"`scale = {suggested_scale(windows, config):g}` in the task file, or "
-                               f"--scale {suggested_scale(windows, config):g} for prepare and ask")
+                               f"`scale = {suggested_scale(channel_sd, config):g}` in the task file, or "
+                               f"--scale {suggested_scale(channel_sd, config):g} for prepare and ask")
         warnings.warn(f"{source}: {what}; dropped", RepairWarning)
-    return ~bad
+
+
+def stream_windows(seg: Segment, config: PreprocessConfig, starts: list[int], w: int, *, chunk: int | None
+                   ) -> Iterator[tuple[int, np.ndarray]]:
+    """The ``(start, (C, w) float32 window)`` of the preprocessed segment at each of the sorted output-sample
+    ``starts``, preprocessed ``chunk`` input samples at a time (:func:`~neurolm.data.preprocess.preprocess_chunks`):
+    the windows of :func:`preprocess_raw`'s whole array, holding no more than a chunk and a window of it at once."""
+    pending = list(starts)
+    at, k, buf = 0, 0, None  # buf holds output samples [at, at + buf.shape[1]) not yet behind every pending window
+    for first, piece in preprocess_chunks(seg.raw, seg.labels, config, chunk, (np.asarray(starts), w)):
+        if buf is None or at + buf.shape[1] != first:  # the first piece, or pieces no window needed were skipped
+            at, buf = first, piece
+        else:
+            buf = np.concatenate([buf, piece], axis=1)
+        end = at + buf.shape[1]
+        while k < len(pending) and pending[k] + w <= end:
+            yield pending[k], buf[:, pending[k] - at : pending[k] - at + w].copy()
+            k += 1
+        keep_from = min(pending[k], end) if k < len(pending) else end
+        buf, at = buf[:, keep_from - at :], keep_from

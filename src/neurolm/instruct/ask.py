@@ -3,8 +3,11 @@
 The recording goes through exactly what preparation did for the task's dataset: the dataset reader's channel
 mapping and channel list (:meth:`~neurolm.data.readers.DatasetReader.pick`), the paper's filters at that dataset's
 mains frequency (:func:`~neurolm.data.preprocess.preprocess_raw`), and the task's window length
-(:func:`~neurolm.data.prepare.cut_windows`). Like preparation, the whole recording is filtered before it is cut, so a
-window's samples do not depend on where the cut falls. A model directory's ``training.json``
+(:func:`~neurolm.data.prepare.cut_windows`). Like preparation, the recording is filtered as a whole before it is cut,
+so a window's samples do not depend on where the cut falls; but a recording longer than :data:`CHUNK_S` is read and
+filtered a chunk at a time, with margins of the filters' lengths (:func:`~neurolm.data.preprocess.preprocess_chunks`),
+its whole-recording checks accumulated chunk by chunk, and its windows handed to the model a batch at a time, so that
+memory does not grow with its length: a night of EEG is answered on a laptop. A model directory's ``training.json``
 (:mod:`neurolm.data.provenance`) overrides the dataset defaults with what its training windows were prepared with
 (filters, notch, rate, scaling, channel order, window length), the recording must pass preparation's bad-input checks
 (NaN/Inf, flat channels of a fixed channel set), and a task the model was not tuned on is refused unless
@@ -25,19 +28,21 @@ import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 
 import mne
 import numpy as np
 import torch
 
+from ..data.channels import channel_indices
 from ..data.inputs import as_raw
-from ..data.preprocess import PreprocessConfig, low_pass
+from ..data.preprocess import PreprocessConfig, low_pass, refuse_nonfinite, resampled_length
 from ..data.provenance import check_task, preprocess_config, read_training
 from ..data.readers import Segment, get_reader
-from ..data.windows import cut_windows, plausible_windows, preprocess_segment
+from ..data.windows import cut_windows, drop_bad_channels, keep_plausible, stream_windows
 from ..errors import NeuroLMError
 from ..lm.model import NeuroLM
 from ..plots import figure, save
@@ -48,6 +53,11 @@ from .evaluate import decode_answer, load_model
 
 Recording = mne.io.BaseRaw | str | os.PathLike | np.ndarray
 """What ``ask`` takes as a recording (see :func:`~neurolm.data.inputs.as_raw`)."""
+
+CHUNK_S = 600.0
+"""Seconds of recording read and filtered at a time. Ten minutes keeps the filters' margins (their lengths: tens of
+seconds a side) a small overhead while a chunk's arrays stay small beside the model; a recording not much longer is
+read whole, exactly as ``prepare`` reads it."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ class Answer:
 def task_windows(recording: Recording, task: str, *, start: float | None = None, every: float | None = None,
                  mains: float | None = None, ch_names: Sequence[str] | None = None, sfreq: float | None = None,
                  unit: str = "V", trained: dict | None = None, scale: float | None = None,
-                 allow_low_rate: bool = False) -> tuple[list[dict], list[float]]:
+                 allow_low_rate: bool = False, chunk_s: float | None = CHUNK_S) -> tuple[list[dict], list[float]]:
     """The task's windows of a recording as store-like items (``signal`` in µV/100 at 200 Hz, ``chans``) and their
     start times in seconds: one window at ``start`` (default 0), or with ``every=S`` windows every S seconds from
     ``start`` to the end. ``mains`` overrides the task dataset's notch frequency. A numpy ``recording`` is
@@ -79,18 +89,38 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
     length replace the dataset's defaults. ``scale``: the declared factor of samples not in their stated unit
     (default: the one the task's windows were prepared with). ``allow_low_rate``: accept a recording at or below
     150 Hz although the task's windows were prepared without low rates; a recording whose band differs from the
-    one the model was tuned on is answered with a warning."""
+    one the model was tuned on is answered with a warning. ``chunk_s``: seconds read and filtered at a time (None:
+    the whole recording at once); see :func:`stream_task_windows`, which hands the windows on one at a time."""
+    pairs = list(stream_task_windows(recording, task, start=start, every=every, mains=mains, ch_names=ch_names,
+                                     sfreq=sfreq, unit=unit, trained=trained, scale=scale,
+                                     allow_low_rate=allow_low_rate, chunk_s=chunk_s))
+    return [item for _, item in pairs], [s for s, _ in pairs]
+
+
+def stream_task_windows(recording: Recording, task: str, *, start: float | None = None, every: float | None = None,
+                        mains: float | None = None, ch_names: Sequence[str] | None = None,
+                        sfreq: float | None = None, unit: str = "V", trained: dict | None = None,
+                        scale: float | None = None, allow_low_rate: bool = False,
+                        chunk_s: float | None = CHUNK_S) -> Iterator[tuple[float, dict]]:
+    """:func:`task_windows` as ``(start s, item)`` pairs made as they are consumed, ``chunk_s`` seconds of recording
+    read and filtered at a time, so that memory does not grow with the recording. The recording's checks and the
+    window count are done before this returns; a recording refused for too many implausible windows raises after
+    its last window (each one is dropped as it comes)."""
     get_task(task)
     if scale is not None and not 0 < scale < float("inf"):
         raise NeuroLMError(f"--scale {scale:g}: must be a positive factor (0.01: samples stored 100 times too large)")
+    if chunk_s is not None and (not chunk_s > 0 or math.isinf(chunk_s)):
+        raise NeuroLMError(f"chunk_s must be > 0 s and finite (None: the whole recording at once), got {chunk_s:g}")
     reader = get_reader(task)
-    raw, source = as_raw(recording, ch_names=ch_names, sfreq=sfreq, unit=unit), _source(recording)
+    raw = as_raw(recording, ch_names=ch_names, sfreq=sfreq, unit=unit, preload=False)
+    source = _source(recording)
     start = 0.0 if start is None else float(start)
     if not start >= 0 or math.isinf(start):  # `not >=` is also true for NaN
         raise NeuroLMError(f"--start must be ≥ 0 s and finite, got {start:g}")
     if every is not None and (not every > 0 or math.isinf(every)):
         raise NeuroLMError(f"--every must be > 0 s and finite, got {every:g}")
-    seg = Segment(raw, [])
+    seg, rate_in = Segment(raw, []), raw.info["sfreq"]
+    chunk = None if chunk_s is None else max(1, round(chunk_s * rate_in))
     try:
         reader.pick(seg)
         if trained is not None:
@@ -102,28 +132,42 @@ def task_windows(recording: Recording, task: str, *, start: float | None = None,
             config = PreprocessConfig(mains=reader.mains if mains is None else mains,
                                       input_scale=reader.scale if scale is None else scale,
                                       allow_low_rate=reader.allow_low_rate or allow_low_rate)
-        data, idx = preprocess_segment(seg, source, config, fixed=reader.channels is not None)  # as `prepare`
+        # prepare's checks, in prepare's order, over the whole recording a chunk at a time
+        nonfinite = drop_bad_channels(seg, Path(source), config, fixed=reader.channels is not None, chunk=chunk)
+        refuse_nonfinite(nonfinite, seg.labels, raw.n_times)
+        band = [config.l_freq, low_pass(rate_in, config)]
     except NeuroLMError as exc:  # prepare's checks name the file already
         raise NeuroLMError(f"{source}: task {task}: {str(exc).removeprefix(f'{source}: ')}") from exc
-    idx = idx.astype(np.int64)
-    band = [config.l_freq, low_pass(raw.info["sfreq"], config)]
+    idx = np.array(channel_indices(seg.names), dtype=np.int64)
     if trained is not None and isinstance(trained.get("band_hz"), list) and trained["band_hz"] != band:
-        warnings.warn(f"{source}: at {raw.info['sfreq']:g} Hz its band is {band[0]:g}–{band[1]:g} Hz, but the model "
+        warnings.warn(f"{source}: at {rate_in:g} Hz its band is {band[0]:g}–{band[1]:g} Hz, but the model "
                       f"was tuned on {task} windows of {trained['band_hz'][0]:g}–{trained['band_hz'][1]:g} Hz "
                       "(training.json): its answers may suffer", UserWarning, stacklevel=2)
     window_s, rate = reader.window_seconds(len(idx)), config.sfreq  # after preprocessing
     if trained is not None and isinstance(trained.get("window_s"), (int, float)):
         window_s = float(trained["window_s"])
-    duration = data.shape[1] / rate
+    n_times = resampled_length(raw.n_times, rate_in, config)
+    duration = n_times / rate
     stop = duration if every is not None else start + window_s
-    starts = cut_windows(data, start, stop, window_s, every, rate)
+    starts = cut_windows(n_times, start, stop, window_s, every, rate)
     if not starts:
         raise NeuroLMError(f"{source}: {duration:.1f} s long, no whole {window_s:g} s {task} window from {start:g} s")
-    w = round(window_s * rate)
-    keep = plausible_windows(np.stack([data[:, s : s + w] for s in starts]), f"{source}: task {task}", config)
-    starts = [s for s, k in zip(starts, keep) if k]
-    items = [{"signal": data[:, s : s + w], "chans": idx, "label": -1} for s in starts]
-    return items, [s / rate for s in starts]
+    label = f"{source}: task {task}"
+    windows = stream_windows(seg, config, starts, round(window_s * rate), chunk=chunk)
+    return _items(keep_plausible(_named(windows, label), label, config), idx, rate)
+
+
+def _named(windows: Iterator[tuple[int, np.ndarray]], label: str) -> Iterator[tuple[int, np.ndarray]]:
+    """The windows, with a failure to read the file mid-way named like the checks' (``FILE: task T: …``)."""
+    try:
+        yield from windows
+    except NeuroLMError as exc:
+        raise NeuroLMError(f"{label}: {exc}") from exc
+
+
+def _items(windows: Iterator[tuple[int, np.ndarray]], idx: np.ndarray, rate: float) -> Iterator[tuple[float, dict]]:
+    for s, signal in windows:
+        yield s / rate, {"signal": signal, "chans": idx, "label": -1}
 
 
 def _trained_channel_order(seg: Segment, trained: dict) -> None:
@@ -163,7 +207,7 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
         every: float | None = None, question: str | None = None, max_new_tokens: int = 5, batch_size: int = 32,
         mains: float | None = None, ch_names: Sequence[str] | None = None, sfreq: float | None = None,
         unit: str = "V", training: dict | None = None, allow_untrained_task: bool = False,
-        scale: float | None = None, allow_low_rate: bool = False) -> list[Answer]:
+        scale: float | None = None, allow_low_rate: bool = False, chunk_s: float | None = CHUNK_S) -> list[Answer]:
     """Answer the task's question (or a free-form ``question``) about one window at ``start`` seconds, or about
     windows every ``every`` seconds over the whole recording. ``model`` may be a model directory; ``recording`` an
     ``mne.io.Raw``, a path, or a ``(channels, samples)`` numpy array with ``ch_names``, ``sfreq`` and ``unit``
@@ -171,7 +215,9 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
     (read from the directory when ``model`` is one); ``allow_untrained_task`` answers a task the model was not
     tuned on with a warning instead of refusing it; ``scale`` declares a factor for samples not in their stated unit
     (default: what the task's training windows were prepared with); ``allow_low_rate`` accepts a recording at or below
-    150 Hz the task's windows were prepared without."""
+    150 Hz the task's windows were prepared without. ``chunk_s``: seconds of recording read and filtered at a time
+    (None: all at once); windows reach the model ``batch_size`` at a time as they are cut, so memory does not grow
+    with the recording."""
     if max_new_tokens < 1:
         raise NeuroLMError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if batch_size < 1:
@@ -185,9 +231,9 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
     if checked:
         check_task(training, task, allow_untrained=allow_untrained_task, source=source)
     trained = None if training is None else training["datasets"].get(task)
-    items, starts = task_windows(recording, task, start=start, every=every, mains=mains, ch_names=ch_names,
-                                 sfreq=sfreq, unit=unit, trained=trained, scale=scale,
-                                 allow_low_rate=allow_low_rate)
+    windows = stream_task_windows(recording, task, start=start, every=every, mains=mains, ch_names=ch_names,
+                                  sfreq=sfreq, unit=unit, trained=trained, scale=scale,
+                                  allow_low_rate=allow_low_rate, chunk_s=chunk_s)
     device = next(model.parameters()).device
     prompt = question_prompt(question, model.text_tokenizer).to(device) if question is not None else None
     if prompt is not None and task_def.window_s + len(prompt) + max_new_tokens > model.config.gpt.block_size:
@@ -199,10 +245,10 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
     model.eval()
     answers = []
     try:
-        for a in range(0, len(items), batch_size):
-            eeg = collate_eeg(items[a : a + batch_size], _source(recording),
+        while batch := list(islice(windows, batch_size)):
+            eeg = collate_eeg([item for _, item in batch], _source(recording),
                               model.config.tokenizer.norm_over_padding).to(device)
-            span = starts[a : a + batch_size]
+            span = [s for s, _ in batch]
             if prompt is not None:
                 tokens, _ = model.generate(eeg, prompt.expand(len(span), -1), None, max_new_tokens)
                 answers += [Answer(s, s + task_def.window_s, decode_answer(t, text_tok).strip())
@@ -219,7 +265,7 @@ def ask(model: NeuroLM | str | Path, recording: Recording, task: str, *, start: 
 
 def format_table(answers: list[Answer], task: str) -> str:
     """One row per window: start, end, answer (and class), and with scored answers every option's probability."""
-    classes = get_task(task).classes
+    get_task(task)  # an unknown task is refused before any row
     free = answers[0].label is None
     # probability columns carry Answer.probabilities' keys, so the table and the Python API name them alike
     header = ["start_s", "end_s", "answer", *([] if free else (f"p({o})" for o in answers[0].probabilities))]

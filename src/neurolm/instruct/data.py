@@ -148,8 +148,9 @@ def collate_texts(names: list[str], labels: list[int], reference_mask: bool = Fa
                   tokenizer: TextTokenizer | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack :func:`training_text` of a batch: ``(B, L)`` ids, targets and mask, right-padded to the batch's longest
     text rather than to 80. The loss, and every real position's hidden state, are the same: the text is causal, so
-    no real token attends to the padding after it. Why: the six tasks' texts are 14–67 tokens, and the 13 padding
-    positions of every mixed batch were ~4 % of an instruction step on CPU (docs/accuracy.md, stop 24)."""
+    no real token attends to the padding after it. Why: the six tasks' texts differ in length by several times, so
+    padding to 80 spent a measurable part of every instruction step on positions nobody reads
+    (docs/results/2026-12-03-instruct-step-cost.md)."""
     ids, targets, mask = zip(*(training_text(n, int(y), reference_mask, tokenizer) for n, y in zip(names, labels)))
     longest = max(int(m.sum()) for m in mask)
 

@@ -31,7 +31,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from tqdm import tqdm
 
-from ..artifacts import read_config
+from ..artifacts import model_type
 from ..data.batch import EEGBatch
 from ..data.provenance import check_store, read_training
 from ..data.store import WindowSplit, WindowStore
@@ -86,8 +86,7 @@ def load_model(model_or_dir: NeuroLM | str | Path, device: str | torch.device = 
     if (directory / "manifest.json").is_file():
         raise NeuroLMError(f"{directory} is a window store (neurolm prepare wrote it); ask and evaluate need an "
                            "instruction-tuned model, the --out directory of neurolm instruct")
-    values = read_config(directory, "NeuroLM model")
-    if "gpt" not in values and "codebook_size" in values:
+    if model_type(directory, "NeuroLM model") == "neurolm-tokenizer":
         raise NeuroLMError(f"{directory} is a neural tokenizer directory (neurolm train-tokenizer wrote it); ask and "
                            "evaluate need an instruction-tuned model, the --out directory of neurolm instruct")
     return NeuroLM.from_pretrained(directory, device=dev)

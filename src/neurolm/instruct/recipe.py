@@ -7,7 +7,8 @@ directory and, as the stage options, in every checkpoint) and trains from. ``neu
 replays such a file (or a TOML recipe with the same keys), so a saved run can be made again without its command
 line (:func:`load_recipe`).
 
-The rules, and why (the measurements are in docs/results/):
+The rules, and why (the measurements: docs/results/2026-12-02-six-task-schedule.md for the schedule and the drop,
+docs/results/2026-12-03-summary-gate.md for the gate, docs/results/2026-12-01-eegmat-levers.md for freezing):
 - ``tiny`` settings for a model of the tiny GPT shape, the paper's otherwise (:func:`defaults_for`); tiny trains
   400 steps per task store (:meth:`StageDefaults.for_tasks`): with balanced tasks each task gets 1/n of every batch.
 - Several task stores on at least 400 steps each hide half of each training window's EEG tokens (:func:`eeg_drop`):
@@ -22,10 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import tomllib
+import sys
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package (a dependency there)
+    import tomli as tomllib
 
 from ..artifacts import read_config
 from ..data.store import WindowStore
@@ -60,7 +66,8 @@ class StageDefaults:
 
 
 DEFAULTS: dict[str, StageDefaults] = {
-    # tiny's text crop: 128 tokens; 64 was faster but lower on the synthetic corpus (docs/results/)
+    # tiny's text crop: 128 tokens; 64 was faster but lower on the synthetic corpus
+    # (docs/results/2026-12-03-text-crop-and-drop.md)
     "tiny": StageDefaults(steps=400, batch_size=32, lr=6e-3, min_lr=6e-4, text_batch=1, text_length=128,
                           text_weight=1.0, steps_per_task=400),
     "paper": StageDefaults(steps=10000, batch_size=64, lr=5e-4, min_lr=5e-5, text_batch=16, text_length=1024,
@@ -75,7 +82,7 @@ class InstructArgs(StageArgs):
 
     model: Path = field(metadata={"metavar": "DIR"})
     """pretrained NeuroLM directory"""
-    min_lr: float | None = _free(None)
+    min_lr: float | None = _free(None, group="run control")
     """the learning-rate floor of the cosine schedule (default: the size's ratio to --lr)"""
     text_weight: float | None = None
     """weight of the text crops' language-model loss (default: the size's, 1.0)"""
@@ -274,7 +281,8 @@ _REQUIRED = ("model", "data", "out")
 
 def add_config_argument(p: argparse.ArgumentParser) -> None:
     """``--config FILE`` (:func:`apply_config`); ``--model``, ``--data`` and ``--out`` may then come from it."""
-    p.add_argument("--config", metavar="FILE", type=Path, help=(
+    section = next((g for g in p._action_groups if g.title == "run control"), p)
+    section.add_argument("--config", metavar="FILE", type=Path, help=(
         "start from a recipe: a shipped one by name (tiny-one-task, tiny-six-tasks, paper-one-task, "
         "paper-six-tasks), a run directory (its recipe.json: replays the run) or a .json/.toml file with the "
         "same keys; flags given on the command line (other than at their defaults) override its values"))

@@ -89,7 +89,7 @@ class InstructObjective(nn.Module):
         tokens first), each padded only to its own longest window and text, and the answer rows of all passes meet
         in one head call: the same loss and gradients (positions come from each token's channel and second, the
         text's from its own window), but the six tasks' windows keep 38–124 EEG tokens, and one padded pass spent
-        ~40 % of its positions on padding (~8 % of a tiny CPU step; docs/accuracy.md, stop 24). One pass where every
+        a large share of its positions on padding (docs/results/2026-12-03-instruct-step-cost.md). One pass where every
         window has as many EEG tokens (one task without the drop: nothing to save), and under REF's batch-wide text
         positions (``ref_text_positions``), which depend on the batch-mates."""
         cached = self.cache is not None and keys is not None
@@ -121,8 +121,8 @@ class InstructObjective(nn.Module):
         text = self.lm.text_forward(crops)
         ran = self.flops(torch.cat(sequences).tolist(), full.mask.sum(1)[encoder_ran].tolist(),
                          sum(len(a) for a in answers), crops.shape)
-        return {"loss": answer + self.text_weight * text["loss"], "loss_answer": answer.detach(), "loss_text": text["loss"].detach(),
-                "answer_token_acc": answer_acc, FLOPS_METRIC: ran}
+        return {"loss": answer + self.text_weight * text["loss"], "loss_answer": answer.detach(),
+                "loss_text": text["loss"].detach(), "answer_token_acc": answer_acc, FLOPS_METRIC: ran}
 
     def flops(self, sequences: list[tuple[int, int]], encoded: list[int], answers: int,
               crops: tuple[int, int]) -> float:
@@ -146,9 +146,9 @@ def _samples(eeg: EEGBatch, idx: torch.Tensor) -> EEGBatch:
 def drop_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
     """Which EEG tokens the LM keeps ``(B, N)`` bool: each with probability ``1 - p`` (torch's global generator,
     which the training loop seeds and checkpoints), every window keeping all of them if none of its real tokens
-    survived. Why (docs/accuracy.md, stop 20): at 2400 steps six tasks start memorising their training windows
-    through the EEG tokens (SEED 0.89 on them, 0.51 on test) while the window summary, computed from the whole
-    window, carries what band power carries; hiding half the tokens raised SEED to 0.59."""
+    survived. Why: on long schedules several tasks memorise their training windows through the EEG tokens, while
+    the window summary, computed from the whole window, carries what band power carries
+    (docs/results/2026-12-02-six-task-schedule.md)."""
     keep = torch.rand(mask.shape, device=mask.device) >= p
     return keep | ~(keep & mask.bool()).any(1, keepdim=True)
 
@@ -178,7 +178,7 @@ def freeze_lm(lm: NeuroLM) -> None:
     """``instruct --freeze-lm``: only the window summary and ``lm_head`` train; the LM's blocks, embeddings and EEG
     input stay as pretrained. Why: full tuning memorises a small dataset's training subjects (EEGMAT: answer loss
     ~0.01, test log loss 1.4); with the body frozen the answer is close to a linear read-out of the summary, the
-    form that matches band power there (docs/accuracy.md)."""
+    form that matches band power there (docs/results/2026-12-01-eegmat-levers.md)."""
     for name, p in lm.named_parameters():
         p.requires_grad_(name.startswith(("summary.", "gpt.lm_head.")))
 
@@ -303,8 +303,8 @@ class InstructStage(Stage):
     presets = DEFAULTS
     weight_decay, betas, grad_clip, evaluations = 0.1, (0.9, 0.95), 1.0, EVALUATIONS
     group_by_length = False  # lengths are tasks here: grouped batches would hold one task each (docs/training.md)
-    # fused on CPU too: ~10 ms of a ~210 ms tiny step (docs/accuracy.md, stop 24); not in the tokenizer stage, whose
-    # codebook usage it changed (stop 22)
+    # fused on CPU too: a measurable share of a tiny step (docs/results/2026-12-03-instruct-step-cost.md); not in the
+    # tokenizer stage, whose codebook usage it changed
     fused_adamw = True
 
     steps_note = "default: tiny 400 per task store, paper 10000"

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 DEFAULT_CHUNK = 512
 """Tokens per chunk: the head's logits of this many tokens exist at once (``--head-chunk``; 0: all tokens in one
-chunk). Measured at size B, 2048 targets, CPU (``benchmarks/bench_lm.py --head``, docs/training.md): peak memory
-of the loss computation 6.2× below the unchunked head's (4.5× with 1024), and no slower."""
+chunk). Small enough that the loss computation's peak memory is several times below the unchunked head's, large
+enough that it is no slower (``benchmarks/bench_lm.py --head``; the numbers are in docs/training.md)."""
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -72,7 +72,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
 
 def _chunk(hc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tc: torch.Tensor, keep: torch.Tensor,
-           denom: torch.Tensor, wide: torch.dtype, grads: tuple | None, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+           denom: torch.Tensor, wide: torch.dtype, grads: tuple | None,
+           start: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy and hits of one chunk; with ``grads`` adds its gradients to them (rows ``start..`` of
     the hidden states' gradient). A function, so that the chunk's logits are freed before the next chunk's exist."""
     logits = F.linear(hc, weight, bias).to(wide)
@@ -80,8 +81,8 @@ def _chunk(hc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tc
     picked = logits.gather(1, safe)[:, 0]
     # log-sum-exp and softmax in place: no temporary of the chunk's size (torch.logsumexp makes two)
     top = logits.amax(dim=-1, keepdim=True)
-    # a hit: the target's logit is the largest (a tie counts), read off the max the softmax needs anyway; CPU
-    # argmax over 50k outputs costs ~15x an amax and was ~6 % of a tiny instruction step
+    # a hit: the target's logit is the largest (a tie counts), read off the max the softmax needs anyway: a CPU
+    # argmax over 50k outputs costs many times an amax and showed up in a tiny instruction step's profile
     hits = ((picked >= top[:, 0]) & keep).sum()
     probs = logits.sub_(top).exp_()
     total = probs.sum(dim=-1, keepdim=True)

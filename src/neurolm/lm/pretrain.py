@@ -16,7 +16,7 @@ Decisions where the spec is silent:
   parameters sit in the 58,496-way head that must first learn which outputs are codes; a tiny model tolerates the
   larger step, and the small text batch keeps a CPU step well under a second (the text loss is secondary here).
 - ``tiny`` computes the EEG loss (training and validation) over the codebook's outputs only; B/L/XL keep REF's
-  softmax over all text + code outputs. At 64 wide the 50,816-row head was ~90 % of a CPU step for a difference the
+  softmax over all text + code outputs. At 64 wide the 50,816-row head was most of a CPU step for a difference the
   model learns in a few steps (text outputs are never EEG targets); the unigram baseline is a distribution over
   codes only, so the codes-only loss is also the like-for-like comparison with it.
 - EEG batches are padded to their longest window only (REF pads to 1024 tokens): with real-token GroupNorm
@@ -43,7 +43,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..artifacts import read_config
+from ..artifacts import model_type
 from ..data.batch import REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, reference_padding
 from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
@@ -311,8 +311,7 @@ class PretrainStage(Stage):
         return DEFAULTS[args.size]
 
     def task(self, args: PretrainArgs, cfg: TrainConfig, preset: StageDefaults) -> tuple[PretrainTask, dict]:
-        values = read_config(args.tokenizer, "neural tokenizer")
-        if "gpt" in values:
+        if model_type(args.tokenizer, "neural tokenizer") == "neurolm":
             raise NeuroLMError(f"{args.tokenizer} is a NeuroLM directory (neurolm pretrain or instruct wrote it), not "
                                "a tokenizer: --tokenizer needs the --out directory of neurolm train-tokenizer")
         tokenizer = NeuralTokenizer.from_pretrained(args.tokenizer)

@@ -171,6 +171,15 @@ class TokenizerArgs(StageArgs):
     """tokenizer size: tiny, or base (the paper's; B, L and XL, the LM sizes it serves, mean base)"""
     init_gpt2: Path | None = field(default=None, metadata={"metavar": "HF_GPT2_DIR"})
     """align to GPT-2's token embeddings from this local directory (width must match)"""
+    spectral_embed: bool | None = None
+    """add a learned projection of each patch's log spectrum to the patch embedding (default: the size's preset;
+    --no-spectral-embed is the authors' encoder)"""
+    freq_target: Literal["amplitude", "log"] | None = None
+    """what the frequency decoder reconstructs: amplitude (the authors') or log (per-bin standardised log
+    amplitude) (default: the size's preset)"""
+    spectrum_head: float | None = field(default=None, metadata={"metavar": "W"})
+    """weight of the training-only loss that reads each token's log spectrum linearly from the encoder features;
+    0 = off, the authors' objective (default: the size's preset)"""
 
 
 def preset_name(size: str) -> str:
@@ -188,7 +197,9 @@ class TokenizerStage(Stage):
         return DEFAULTS[preset_name(args.size)]
 
     def task(self, args: TokenizerArgs, cfg: TrainConfig, preset: StageDefaults) -> tuple[TokenizerTask, dict]:
-        config = TokenizerConfig.from_preset(preset_name(args.size))
+        overrides = {k: getattr(args, k) for k in ("spectral_embed", "freq_target", "spectrum_head")
+                     if getattr(args, k) is not None}
+        config = TokenizerConfig.from_preset(preset_name(args.size), **overrides)
         weight, source = text_table(config.n_embd, args.seed, args.init_gpt2)
         corpus, text = open_corpus(args.text)
         task = TokenizerTask([WindowStore(s) for s in args.data], config, cfg, text=corpus, text_weight=weight)

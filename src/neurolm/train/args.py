@@ -1,21 +1,21 @@
 """Stage arguments: one dataclass per training command, whose fields are both its flags and the keyword arguments of
 its API function, so the two cannot drift apart.
 
-A field's docstring (the string literal under it, as litgpt writes its configs) is its ``--help``; ``metadata`` may
-give ``flags`` (the option strings, default ``--field-name``), ``metavar``, ``cli=False`` (API only) and
-``compared=False`` (a setting that may change on resume without making it another run: the output directory, the
-device, a cache size). Every other field that :class:`~neurolm.train.TrainConfig` does not hold is a *stage option*:
-it is saved with each checkpoint and resuming with another value is an error (:func:`neurolm.train.train`).
+A field's docstring (the string literal under it, as litgpt writes its configs) is its ``--help``. The CLI reads those
+docstrings from :mod:`neurolm.train.help_text`, a table written from the source by ``python tests/test_cli_help.py
+--write`` (``tests/test_cli_help.py`` fails when it is stale), so ``--help`` works without the source files at run
+time. ``metadata`` may give ``flags`` (the option strings, default ``--field-name``), ``metavar``, ``group`` (the
+``--help`` section, see :data:`GROUPS`), ``cli=False`` (API only) and ``compared=False`` (a setting that may change
+on resume without making it another run: the output directory, the device, a cache size). Every other field that
+:class:`~neurolm.train.TrainConfig` does not hold is a *stage option*: it is saved with each checkpoint and resuming
+with another value is an error (:func:`neurolm.train.train`).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import hashlib
-import inspect
 import os
-import textwrap
 import types
 import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import NeuroLMError
+from .help_text import FIELD_HELP
 
 
 def _free(default: Any = MISSING, **metadata: Any) -> Any:
@@ -143,24 +144,38 @@ def _strip_optional(kind: Any) -> Any:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass and its bases, read from their source."""
+    """The docstring under each field of a dataclass and its bases, from the generated table (module notes)."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__[:-1]):
-        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
-        for stmt, nxt in zip(body, body[1:]):
-            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
-                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-                docs[stmt.target.id] = " ".join(nxt.value.value.split())
+        docs.update(FIELD_HELP.get(f"{klass.__module__}.{klass.__qualname__}", {}))
     return docs
 
 
+GROUPS = ("inputs and data", "run control", "memory", "method levers")
+"""The sections of a training command's ``--help``, in order; a field's ``metadata["group"]`` names its own, else
+:data:`GROUP_OF` does, else it is a method lever (what the stage adds is usually a switch of the method)."""
+GROUP_OF = {
+    **dict.fromkeys(("data", "text", "model", "tokenizer", "shots"), "inputs and data"),
+    **dict.fromkeys(("out", "steps", "batch_size", "lr", "eval_every", "seed", "device", "precision", "compile",
+                     "grad_accum", "resume", "allow_changes"), "run control"),
+    **dict.fromkeys(("activation_checkpointing", "fsdp", "head_chunk", "group_by_length", "cache_mb"), "memory"),
+}
+
+
+def group_of(f: Field) -> str:
+    return f.metadata.get("group", GROUP_OF.get(f.name, "method levers"))
+
+
 def add_arguments(p: argparse.ArgumentParser, cls: type[StageArgs], notes: dict[str, str] | None = None) -> None:
-    """One flag per field of ``cls`` (required ones first), its help the field's docstring plus ``notes[name]``."""
+    """One flag per field of ``cls`` in :data:`GROUPS` sections (required ones first), its help the field's docstring
+    plus ``notes[name]``."""
     docs, hints, notes = field_docs(cls), typing.get_type_hints(cls), notes or {}
     cli = [f for f in fields(cls) if f.metadata.get("cli", True)]
-    for f in sorted(cli, key=lambda f: f.default is not MISSING):
-        p.add_argument(*f.metadata.get("flags", (f"--{f.name.replace('_', '-')}",)), dest=f.name,
-                       **_argparse_kind(f, hints[f.name]), help=_help(f, docs.get(f.name, ""), notes.get(f.name)))
+    sections = {name: p.add_argument_group(name) for name in GROUPS}
+    for f in sorted(cli, key=lambda f: (GROUPS.index(group_of(f)), f.default is not MISSING)):
+        sections[group_of(f)].add_argument(*f.metadata.get("flags", (f"--{f.name.replace('_', '-')}",)), dest=f.name,
+                                           **_argparse_kind(f, hints[f.name]),
+                                           help=_help(f, docs.get(f.name, ""), notes.get(f.name)))
 
 
 def _argparse_kind(f: Field, kind: Any) -> dict[str, Any]:

@@ -73,8 +73,9 @@ class TrainConfig:
     """Processes that build batches ahead of the step (``task.batch`` runs in them); 0: in the training process."""
     group_by_length: bool = True
     """Stages whose windows differ in length draw batches of similar lengths (``StepSampler(lengths=...)``):
-    1.9× faster tokenizer steps on the demo corpus; each epoch still shows every window once. Instruction tuning
-    turns it off by default: there a length is a task, and one-task batches lowered the demo's test accuracy."""
+    batches pad far less, so tokenizer steps get much cheaper; each epoch still shows every window once. Instruction
+    tuning turns it off by default: there a length is a task, and one-task batches lowered the demo's test accuracy
+    (both measured in docs/training.md, "group by length")."""
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))

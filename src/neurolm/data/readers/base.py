@@ -12,9 +12,10 @@ read with inverted polarity (the negative gain the header defines, as MNE reads 
 a data section that ends mid-record (a recording not stopped cleanly) is read up to its last whole record with a
 RepairWarning, and one without a whole record is an error; a data section longer than the header declares is read
 up to the declared records with a RepairWarning, unless dropping the CR of every CR-LF pair gives exactly the declared
-size: a file copied in text mode, whose every later sample is shifted into noise, is an error saying so. EDF+ annotations
-that are not UTF-8 are read as Latin-1 (as MNE suggests) with a RepairWarning. A directory where a file is expected
-is an error.
+size: a file copied in text mode, whose every later sample is shifted into noise, is an error saying so, as is one
+whose every LF byte (at least 64) follows a CR byte: a text-mode copy cut back to the declared size. EDF+
+annotations that are not UTF-8 are read as Latin-1 (as MNE suggests) with a RepairWarning. A directory where a file
+is expected is an error.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ...errors import NeuroLMError
 from ..channels import map_channels, normalize_name
 from ..datasets import DATASETS, SplitRule
 from ..preprocess import RepairWarning
+from .muse import read_muse_csv
 
 SPLITS = ("train", "val", "test")
 log = logging.getLogger(__name__)
@@ -131,23 +133,27 @@ class DatasetReader:
         return self.split.assign(recordings, seed)
 
 
-def read_raw(path: Path, **kwargs) -> mne.io.BaseRaw:
-    """Open any EEG file MNE reads, preloaded, with a message naming the file when it cannot be read."""
+def read_raw(path: Path, *, preload: bool = True, **kwargs) -> mne.io.BaseRaw:
+    """Open any EEG file MNE reads, or a Muse CSV (:mod:`.muse`, always in memory), with a message naming the file
+    when it cannot be read; preloaded, or with ``preload=False`` read from the file as its samples are asked for
+    (``ask`` reads long recordings in chunks)."""
     if path.is_dir():
         raise NeuroLMError(f"{path}: is a directory, not a recording")
     if not path.is_file():
         raise NeuroLMError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise NeuroLMError(f"{path}: file is empty")
+    if path.suffix.lower() == ".csv":  # MNE reads no text format; the Muse headband's is the one met in the wild
+        return read_muse_csv(path)
     if path.suffix.lower() in (".edf", ".bdf"):
         check_edf_header(path)
     try:
-        return _mne_read(path, **kwargs)
+        return _mne_read(path, preload=preload, **kwargs)
     except NeuroLMError as exc:
         if not (path.suffix.lower() in (".edf", ".bdf") and "encoding='latin1'" in str(exc)):
             raise
     # EDF+ annotations that are not UTF-8: MNE's own advice is to read them as Latin-1.
-    raw = _mne_read(path, encoding="latin1", **kwargs)
+    raw = _mne_read(path, preload=preload, encoding="latin1", **kwargs)
     warnings.warn(f"{path}: EDF+ annotations are not UTF-8; read as Latin-1", RepairWarning)
     return raw
 
@@ -156,16 +162,34 @@ NEEDS_MORE_THAN_A_PATH = {".mat": "FieldTrip", ".data": "Nicolet"}
 """Extensions MNE's generic reader dispatches to a reader that needs more than the file (an info, a channel type)."""
 
 
-def _mne_read(path: Path, **kwargs) -> mne.io.BaseRaw:
+def _mne_read(path: Path, *, preload: bool, **kwargs) -> mne.io.BaseRaw:
     if path.suffix.lower() in NEEDS_MORE_THAN_A_PATH:
         raise NeuroLMError(f"{path}: {NEEDS_MORE_THAN_A_PATH[path.suffix.lower()]} {path.suffix} files cannot be read "
                            "from the file alone; convert the recording to EDF, BDF, BrainVision or FIF")
     try:
-        return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
+        return mne.io.read_raw(path, preload=preload, verbose="error", **kwargs)
     except Exception as exc:  # noqa: BLE001 - a damaged file fails anywhere in MNE's parsers, with any type
         # the first line only, shortened: a parser's message may quote the file's bytes
         detail = (str(exc).splitlines() or [""])[0][:160]
         raise NeuroLMError(f"{path}: cannot be read as EEG ({type(exc).__name__}: {detail})") from exc
+
+
+TEXT_MODE_MIN_LF = 64
+"""LF bytes all preceded by CR that mark a text-mode copy: in samples the byte before an LF is 0x0D about once in 256
+times, so 64 in a row do not happen by chance."""
+
+
+def _line_ends(path: Path, start: int) -> tuple[int, int]:
+    """(CR-LF pairs, LF bytes) after byte ``start``, read in chunks (a recording may be larger than memory allows)."""
+    crlf = lf = 0
+    last = b""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while chunk := fh.read(1 << 24):
+            lf += chunk.count(b"\n")
+            crlf += chunk.count(b"\r\n") + (last == b"\r" and chunk[:1] == b"\n")
+            last = chunk[-1:]
+    return crlf, lf
 
 
 # Per-signal header fields in file order (each stored for all signals before the next field), with their widths.
@@ -237,16 +261,18 @@ def check_edf_header(path: Path) -> None:
                            "truncated?)")
     declared = int(_edf_number(path, head[236:244], "number of data records"))
     extra = size - n_header - declared * record_bytes
+    crlf, lf = _line_ends(path, n_header)
     if declared > 0 and extra > 0:
         what = (f"data section longer than the header declares ({size - n_header} bytes, {declared} records of "
                 f"{record_bytes} bytes make {declared * record_bytes}: {extra} extra bytes)")
-        with open(path, "rb") as fh:
-            fh.seek(n_header)
-            crlf = fh.read().count(b"\r\n")
         if crlf == extra:  # dropping the CR of every CR-LF pair restores exactly the declared size
             raise NeuroLMError(f"{path}: {what}: copied in text mode, which put a CR byte before each of its {crlf} "
                                "LF bytes and misaligned the samples into noise")
         warnings.warn(f"{path}: {what}; the declared records are read", RepairWarning)
+    if lf >= TEXT_MODE_MIN_LF and crlf == lf:  # also when the copy was cut back to the declared size
+        raise NeuroLMError(f"{path}: every one of the {lf} LF bytes of its data section follows a CR byte: copied in "
+                           "text mode (a CR put before each LF), which misaligned the samples into noise; copy the "
+                           "original file again in binary mode")
     if declared > have:
         warnings.warn(f"{path}: data truncated: {have} of the {declared} data records the header declares are in "
                       f"the file; the whole records are read", RepairWarning)

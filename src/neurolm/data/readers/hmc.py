@@ -46,7 +46,8 @@ def _read_txt(path: Path) -> list[tuple[float, float, str]]:
         reader = csv.DictReader(fh, skipinitialspace=True)
         fields = {f.strip(): f for f in reader.fieldnames or []}
         if not {"Recording onset", "Duration", "Annotation"} <= fields.keys():
-            raise NeuroLMError(f"{path}: expected columns 'Recording onset, Duration, Annotation', got {reader.fieldnames}")
+            raise NeuroLMError(f"{path}: expected columns 'Recording onset, Duration, Annotation', "
+                               f"got {reader.fieldnames}")
         return [(float(r[fields["Recording onset"]]), float(r[fields["Duration"]]), r[fields["Annotation"]].strip())
                 for r in reader]
 

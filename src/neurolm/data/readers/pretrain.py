@@ -1,4 +1,5 @@
-"""Unlabeled pretraining corpora: every EEG file MNE reads, every vocabulary channel, chunks of ≤ 1024 tokens."""
+"""Unlabeled pretraining corpora: every EEG file MNE reads and every Muse CSV (:mod:`.muse`; other ``.csv`` files are
+passed over), every vocabulary channel, chunks of ≤ 1024 tokens."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .base import DatasetReader, Event, Recording, Segment, read_raw
+from .muse import is_muse_csv
 
 EXTENSIONS = (".edf", ".bdf", ".fif", ".set", ".vhdr")
 MAX_TOKENS = 1024
@@ -17,7 +19,8 @@ class Pretrain(DatasetReader):
     name = "pretrain"
 
     def find(self, root: Path) -> list[Recording]:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS or p.name.endswith(".fif.gz"))
+        files = sorted(p for p in root.rglob("*")
+                       if p.suffix.lower() in EXTENSIONS or p.name.endswith(".fif.gz") or is_muse_csv(p))
         return [Recording(p, p.stem) for p in files]
 
     def read(self, rec: Recording) -> Iterator[Segment]:

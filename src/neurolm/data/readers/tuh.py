@@ -82,7 +82,8 @@ class TUEV(DatasetReader):
                     _, start, stop, label = row[:4]
                     key = (float(start), float(stop), int(float(label)))
                 except ValueError as exc:
-                    raise NeuroLMError(f"{rec.extras[0]}:{lineno}: expected 'channel,start,stop,label', got {row}") from exc
+                    raise NeuroLMError(f"{rec.extras[0]}:{lineno}: expected 'channel,start,stop,label', "
+                                       f"got {row}") from exc
                 if not 1 <= key[2] <= 6:
                     raise NeuroLMError(f"{rec.extras[0]}:{lineno}: label {key[2]} is not in 1..6")
                 events[key] = None

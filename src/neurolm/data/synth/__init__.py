@@ -71,7 +71,8 @@ def parse_datasets(datasets: str | Iterable[str]) -> list[str]:
     names = [d.strip().lower() for d in (datasets.split(",") if isinstance(datasets, str) else datasets)]
     unknown = [d for d in names if d not in ALL]
     if unknown or not names:
-        raise NeuroLMError(f"--datasets: unknown dataset(s) {', '.join(unknown) or '(none)'}; choose from {','.join(ALL)}")
+        raise NeuroLMError(f"--datasets: unknown dataset(s) {', '.join(unknown) or '(none)'}; "
+                           f"choose from {','.join(ALL)}")
     return list(dict.fromkeys(names))
 
 

@@ -553,8 +553,8 @@ def seed_preprocessed(rec: Recording) -> dict[str, np.ndarray]:
     up, down = 200, int(rec.sfreq)
     starts, ends = seed_trial_times()
     return {  # float32 halves the files; the real release is float64 but every reader casts anyway
-        f"{rec.patient}_eeg{i}": resample_poly(lowpassed[:, int(s0 * rec.sfreq) : int(s1 * rec.sfreq)], up, down, axis=1)
-        .astype(np.float32)
+        f"{rec.patient}_eeg{i}": resample_poly(lowpassed[:, int(s0 * rec.sfreq) : int(s1 * rec.sfreq)], up, down,
+                                               axis=1).astype(np.float32)
         for i, (s0, s1) in enumerate(zip(starts, ends), start=1)
     }
 
@@ -564,8 +564,8 @@ def seed_labels() -> np.ndarray:
 
 
 # --- pretraining ------------------------------------------------------------------------------------------------------
-_BIOSEMI32 = """Fp1 AF3 F7 F3 FC1 FC5 T7 C3 CP1 CP5 P7 P3 Pz PO3 O1 Oz O2 PO4 P4 P8 CP6 CP2 C4 T8 FC6 FC2 F4 F8 AF4 Fp2 Fz
-Cz""".split()
+_BIOSEMI32 = """Fp1 AF3 F7 F3 FC1 FC5 T7 C3 CP1 CP5 P7 P3 Pz PO3 O1 Oz O2 PO4 P4 P8 CP6 CP2 C4 T8 FC6 FC2 F4 F8 AF4
+Fp2 Fz Cz""".split()
 _TEN_TWENTY = "Fp1 Fp2 F7 F3 Fz F4 F8 T7 C3 Cz C4 T8 P7 P3 Pz P4 P8 O1 O2".split()
 _TEN_TEN_EXTRA = "AF3 AF4 FC5 FC1 FC2 FC6 CP5 CP1 CP2 CP6 PO3 PO4 Oz".split()
 _PRETRAIN_FORMATS = ("edf", "bdf", "fif", "set", "vhdr")
