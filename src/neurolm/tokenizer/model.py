@@ -136,8 +136,9 @@ class NeuralTokenizer(TokenizerEncoder):
         domain-adversarial alignment with gradient-reversal strength ``alpha`` (see :func:`alignment_alpha`).
 
         Returns ``loss`` (with grad) and detached ``loss_commit``, ``loss_freq``, ``loss_raw``, ``loss_align`` (0
-        without text), ``loss_spectrum`` (0 without ``config.spectrum_head``), ``domain_acc`` (mean of the EEG and text accuracies; NaN without text), ``codes (B, N)``
-        (-1 on padding) and ``code_counts (K,)`` (real tokens per code in this batch).
+        without text), ``loss_spectrum`` (0 without ``config.spectrum_head``), ``domain_acc`` (mean of the EEG and
+        text accuracies; NaN without text), ``codes (B, N)`` (-1 on padding) and ``code_counts (K,)`` (real tokens
+        per code in this batch).
         """
         feats, z = self._encode(batch)
         q = self.VQ.quantize(z, batch.mask)
@@ -181,12 +182,10 @@ class NeuralTokenizer(TokenizerEncoder):
         """Start the frequency head's output bias at the mean amplitude target of ``batch`` (a data-dependent
         init, like the codebook's k-means on the first batch; not in REF).
 
-        Why: the z-scored amplitude target has a large mean spectrum (≈ 4 in the lowest bins, where the variance across
-        tokens is also largest). From a zero bias, the tiny tokenizer learned that mean by filling its frequency
-        decoder's residual stream with one constant vector, after which the decoder's outputs no longer varied
-        across tokens (std 1e-4): validation loss_freq stayed at 0.499 whatever the steps, codebook or width, no
-        better than predicting the mean spectrum (0.48), and the encoder features lost the band-power differences
-        SEED and Workload turn on. With this init, 300 steps reach 0.456 and the outputs vary (std 0.07).
+        Why: the z-scored amplitude target has a large mean spectrum, largest in the lowest bins. From a zero bias
+        the tiny tokenizer learned that mean by filling its frequency decoder's residual stream with one constant
+        vector, after which the decoder's outputs no longer varied across tokens and the encoder features lost the
+        band-power differences tasks turn on (docs/tokenizer.md has the numbers).
         """
         target, _ = spectral_targets(batch, self.config.freq_target)
         self.VQ.decode_task_layer_freq[-1].bias.copy_(target[batch.mask].mean(0))

@@ -1,7 +1,8 @@
 """``neurolm train-tokenizer``: train the text-aligned neural tokenizer (spec §3) on prepared window stores.
 
 The stage is a :class:`~neurolm.train.TrainTask` for the shared loop: EEG windows from the stores' ``train`` splits,
-text crops (the shipped demo corpus, or ``--text``) for the domain-adversarial alignment, validation on (up to) 256 ``val`` windows.
+text crops (the shipped demo corpus, or ``--text``) for the domain-adversarial alignment, validation on (up to) 256
+``val`` windows.
 After the loop, ``report.json`` and three plots (loss curves, code usage, reconstructions) are written to ``--out``.
 
 Decisions where the spec is silent:
