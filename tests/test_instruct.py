@@ -273,7 +273,8 @@ def test_eeg_drop_defaults_to_half_for_several_tasks_on_400_steps_each():
     memorise); an explicit --eeg-drop always wins."""
     import argparse
 
-    from neurolm.instruct.train import InstructArgs, add_arguments, eeg_drop
+    from neurolm.instruct.recipe import eeg_drop
+    from neurolm.instruct.train import InstructArgs, add_arguments
     from neurolm.train.args import from_namespace
 
     p = argparse.ArgumentParser()
@@ -293,7 +294,8 @@ def test_summary_gate_defaults_to_several_tasks():
     """The question gates the summary by default where there are several questions; either flag wins."""
     import argparse
 
-    from neurolm.instruct.train import InstructArgs, add_arguments, summary_gate
+    from neurolm.instruct.recipe import summary_gate
+    from neurolm.instruct.train import InstructArgs, add_arguments
     from neurolm.train.args import from_namespace
 
     p = argparse.ArgumentParser()
@@ -361,7 +363,7 @@ def test_freezing_is_compared_by_default_for_one_task_only(tmp_path):
     explicit choice or a store without validation windows tune one way."""
     from test_taskfile import builtin_store
 
-    from neurolm.instruct.train import InstructArgs, compares_freezing
+    from neurolm.instruct.recipe import InstructArgs, compares_freezing
 
     one = builtin_store(tmp_path / "one", ("train", "val", "test"))
     no_val = builtin_store(tmp_path / "no_val")
@@ -467,3 +469,42 @@ def test_summary_gate_starts_as_one_and_decoding_reads_it_as_a_forward_pass_does
     assert loaded.config.summary_gate
     with torch.no_grad():
         torch.testing.assert_close(loaded.text_hidden(eeg, ids, mask), lm.text_hidden(eeg, ids, mask))
+
+
+def test_flops_count_the_real_tokens_what_trains_and_what_the_encoder_ran(model):
+    """The ``flops`` the objective reports (the ``mfu`` column's numerator), by hand for the tiny model: 2 layers of
+    width 64 (12·d² + 13·d weights each, plus the final norm), 50816 outputs, an 8-band spectral term; 6 FLOPs per
+    trained weight and token, 4 per frozen one with something trainable below it, 2 with nothing; attention
+    12·L·d (4·L·d forward only) per token and context position; each sample counted at its real EEG and text
+    tokens; the encoder's forward pass only on the windows it ran on (none from a filled cache)."""
+    from neurolm.instruct.train import freeze_lm
+
+    lm = copy.deepcopy(model).train()
+    items = task_windows("tusl", 2) + task_windows("workload", 2)
+    eeg = collate_eeg(items)
+    ids, targets, mask = collate_texts([it["dataset"] for it in items], [it["label"] for it in items])
+    crops = torch.randint(0, 50257, (2, 33), generator=torch.Generator().manual_seed(0))
+    L, d, outputs, bands = 2, 64, 50816, 8
+    assert (lm.config.gpt.n_layer, lm.config.gpt.n_embd, lm.config.gpt.n_outputs) == (L, d, outputs)
+    assert tuple(lm.spectral_embed.weight.shape) == (d, bands)
+    eeg_tokens, text_tokens = eeg.mask.sum(1).tolist(), mask.sum(1).tolist()
+    assert len(set(eeg_tokens)) == 2  # two window lengths: the shorter ones are not counted at the longer's
+    answers = int((targets != IGNORE).sum())
+    enc = lm.tokenizer.VQ.encoder
+    enc_weights = sum(p.numel() for n, p in enc.named_parameters() if not n.endswith(("pos_embed.weight",
+                                                                                      "time_embed.weight")))
+    encoder = sum(2 * enc_weights * n + 4 * len(enc.blocks) * lm.config.tokenizer.n_embd * n * n for n in eeg_tokens)
+
+    def lm_flops(train: int, head: int, attention: int) -> float:
+        block, eeg_in = train * (L * (12 * d * d + 13 * d) + 2 * d), train * bands * d
+        seq = sum((e + t) * block + e * eeg_in + (e + t) ** 2 * attention * L * d
+                  for e, t in zip(eeg_tokens, text_tokens))
+        return seq + 2 * (32 * block + 32 * 32 * attention * L * d) + (answers + 2 * 32) * head * outputs * d
+
+    cache = EncoderCache(budget_mb=1.0)
+    keys = [0, 1, 2, 3]
+    objective = InstructObjective(lm, cache=cache)
+    assert objective(eeg, ids, targets, mask, crops, keys)["flops"] == lm_flops(6, 6, 12) + encoder
+    assert objective(eeg, ids, targets, mask, crops, keys)["flops"] == lm_flops(6, 6, 12)  # all from the cache
+    freeze_lm(lm)  # only the head trains (no summary here): the blocks run forward only
+    assert InstructObjective(lm)(eeg, ids, targets, mask, crops)["flops"] == lm_flops(2, 6, 4) + encoder

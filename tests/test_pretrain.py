@@ -196,3 +196,32 @@ def test_run_options_reach_the_loop_and_the_model(store, tokenizer_dir, tmp_path
     assert (cfg["grad_accum"], cfg["precision"], cfg["activation_checkpointing"]) == (2, "fp32", True)
     n_layer = NeuroLM.from_pretrained(out).config.gpt.n_layer
     assert len(calls) == 2 * 2 * 2 * n_layer  # steps × micro-batches × (EEG + text forward) × blocks
+
+
+def test_pretraining_flops_count_each_windows_real_tokens_and_the_head_rows_it_scores(model):
+    """The ``flops`` behind pretraining's ``mfu``: each window at its own token count through the encoder and the
+    LM (two window lengths in one batch: the shorter is not counted at the longer's), the head only at the
+    positions with a next-second target, over the codebook's rows alone with ``codes_only``."""
+    import copy
+
+    import numpy as np
+
+    from neurolm.lm.flops import TokenCosts
+    from neurolm.lm.pretrain import PretrainModel
+
+    lm = copy.deepcopy(model).train()
+    rng = np.random.default_rng(0)
+    items = [{"signal": rng.normal(0, 0.2, (c, 800)).astype(np.float32), "chans": np.arange(c)} for c in (3, 5)]
+    eeg = collate_windows(items, 276)
+    text = torch.randint(0, 50257, (2, 17), generator=torch.Generator().manual_seed(0))
+    c, cfg = TokenCosts.of(lm), lm.config
+    tokens = [12, 20]  # 3 and 5 channels × 4 seconds
+    assert eeg.mask.sum(1).tolist() == tokens
+    for codes_only, rows in ((False, cfg.gpt.n_outputs), (True, cfg.tokenizer.codebook_size)):
+        out = PretrainModel(lm, codes_only)(eeg, text)
+        targets = int(lm.eeg_forward(eeg)["tokens"])
+        assert targets == 9 + 15  # every channel's seconds 1..3 predict the next
+        expected = (sum(t * (c.block + c.eeg_input + c.encoder) + t * t * (c.attention + c.encoder_attention)
+                        for t in tokens) + targets * c.head * rows / cfg.gpt.n_outputs
+                    + 2 * (16 * c.block + 16 * 16 * c.attention + 16 * c.head))
+        assert out["flops"] == pytest.approx(expected, rel=1e-12)

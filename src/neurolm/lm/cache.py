@@ -30,6 +30,12 @@ class EncoderCache:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def missing(self, tokenizer: TokenizerEncoder, keys: list[int]) -> list[int]:
+        """The windows (indices into ``keys``) that :meth:`encode` passes to the encoder."""
+        if tokenizer.config.norm_over_padding:
+            return list(range(len(keys)))
+        return [i for i, k in enumerate(keys) if int(k) not in self.entries]
+
     @torch.no_grad()
     def encode(self, tokenizer: TokenizerEncoder, batch: EEGBatch, keys: list[int]
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +43,7 @@ class EncoderCache:
         ``keys[i]`` identifies window ``i`` (its index in the training set)."""
         if tokenizer.config.norm_over_padding:
             return tokenizer.encode(batch)
-        missing = [i for i, k in enumerate(keys) if int(k) not in self.entries]
+        missing = self.missing(tokenizer, keys)
         fresh = {}
         if missing:
             rows = torch.tensor(missing, device=batch.mask.device)

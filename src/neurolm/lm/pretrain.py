@@ -40,12 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..artifacts import model_type
-from ..data.batch import PATCH, REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, reference_padding
+from ..data.batch import REF_PRETRAIN_TOKENS, EEGBatch, collate_windows, reference_padding
 from ..data.provenance import write_training
 from ..data.store import ConcatSplits, WindowStore
 from ..errors import NeuroLMError
@@ -65,7 +64,8 @@ from ..train import (
 from . import lora
 from .backbone import read_backbone
 from .gpt import GPTConfig
-from .model import IGNORE, NeuroLM, backbone_config, eeg_targets
+from .flops import FLOPS_METRIC, TokenCosts
+from .model import IGNORE, NeuroLM, eeg_targets
 
 VAL_WINDOWS = 256
 UNIGRAM_WINDOWS = 1024
@@ -106,13 +106,28 @@ class PretrainModel(nn.Module):
     def __init__(self, lm: NeuroLM, codes_only: bool = False) -> None:
         super().__init__()
         self.lm, self.codes_only = lm, codes_only
+        self._costs: TokenCosts | None = None
 
     def forward(self, eeg: EEGBatch, text: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``loss`` = EEG next-second loss + text next-token loss, and the parts (detached) for the logs."""
+        """``loss`` = EEG next-second loss + text next-token loss, the parts (detached) for the logs, and the FLOPs
+        the step ran (:meth:`flops`)."""
         e = self.lm.eeg_forward(eeg, self.codes_only)
         t = self.lm.text_forward(text)
         return {"loss": e["loss"] + t["loss"], "eeg_loss": e["loss"].detach(), "eeg_accuracy": e["accuracy"],
-                "text_loss": t["loss"].detach(), "text_accuracy": t["accuracy"]}
+                "text_loss": t["loss"].detach(), "text_accuracy": t["accuracy"],
+                FLOPS_METRIC: self.flops(eeg.mask.sum(1).tolist(), int(e["tokens"]), tuple(text.shape))}
+
+    def flops(self, windows: list[int], targets: int, text: tuple[int, int]) -> float:
+        """Training FLOPs of one pass (:mod:`neurolm.lm.flops`): ``windows``, each window's real tokens (through
+        the encoder and the LM); ``targets``, the EEG positions the head scored (over the codebook's rows alone
+        with ``codes_only``); ``text``, the crops' shape ``(n, length + 1)``."""
+        if self._costs is None:  # after LoRA or freezing: the costs depend on what trains
+            self._costs = TokenCosts.of(self.lm)
+        c, cfg = self._costs, self.lm.config
+        rows = cfg.tokenizer.codebook_size if self.codes_only else cfg.gpt.n_outputs
+        n, length = text[0], text[1] - 1
+        return (sum(c.sequence(w, 0) + c.window(w) for w in windows) + targets * c.head * rows / cfg.gpt.n_outputs
+                + n * (c.sequence(0, length) + length * c.head))
 
 
 def count_targets(codes: torch.Tensor, batch: EEGBatch, n_codes: int) -> torch.Tensor:
@@ -193,24 +208,11 @@ class PretrainTask:
         gpt = GPTConfig.from_preset(size) if self._spec is None else GPTConfig(**self._spec.sizes())
         if text_length > gpt.block_size:
             raise NeuroLMError(f"text crops of {text_length} tokens exceed the LM's {gpt.block_size} positions")
-        self.flops_per_step = self._flops(gpt)
         self._val: list[EEGBatch] | None = None
         self._train_sample: list[EEGBatch] | None = None
         self._train_counts: torch.Tensor | None = None
         self._unigram: float | None = None
         self.trained: NeuroLM | None = None
-
-    def _flops(self, gpt: GPTConfig) -> float:
-        """FLOPs of one step from :meth:`NeuroLM.flops_per_token`, with the mean token count of a sample of
-        training windows (the model is built on the meta device: no memory, no time)."""
-        sample = [self.train_set[i]["signal"].shape for i in evenly_spaced(len(self.train_set), 64)]
-        eeg_tokens = float(np.mean([c * (t // PATCH) for c, t in sample]))
-        with torch.device("meta"):
-            lm = NeuroLM.from_tokenizer(NeuralTokenizer(self.tokenizer.config), self.size) if self._spec is None \
-                else NeuroLM(backbone_config(self.tokenizer.config, self._spec, self.spectral_input))
-        eeg = lm.flops_per_token(round(eeg_tokens)) * eeg_tokens * self.cfg.batch_size
-        text = lm.flops_per_token(self.text_length, eeg=False) * self.text_length * self.text_batch
-        return (eeg + text) * self.cfg.grad_accum
 
     def model(self) -> nn.Module:
         if self.backbone is None:
@@ -235,7 +237,7 @@ class PretrainTask:
 
     def loss(self, model: nn.Module, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         out = model(batch["eeg"], batch["text"])
-        metrics = {k: float(out[k]) for k in ("eeg_loss", "eeg_accuracy", "text_loss", "text_accuracy")}
+        metrics = {k: float(out[k]) for k in ("eeg_loss", "eeg_accuracy", "text_loss", "text_accuracy", FLOPS_METRIC)}
         metrics["eeg_perplexity"] = math.exp(metrics["eeg_loss"])
         return out["loss"], metrics
 

@@ -7,6 +7,7 @@ A stage describes *what* to train as a :class:`TrainTask`; the loop owns *how*::
         def model(self) -> nn.Module: ...           # fresh module, built after seeding (frozen parts: no grad)
         def batch(self, step, micro, rank, world): ...   # pure function of its arguments → no loader state
         def loss(self, model, batch, step) -> tuple[Tensor, dict[str, float]]: ...   # call model(...), not parts
+                                                    # (metric "flops": what the batch ran → "mfu", not logged)
         def evaluate(self, model, step) -> dict[str, float]: ...   # rank 0, unwrapped model, eval(), no_grad
         def save(self, model, out_dir: Path) -> None: ...          # config.json + model.safetensors
 

@@ -14,6 +14,11 @@ from torch import nn
 from ..errors import NeuroLMError
 
 
+FLOPS_METRIC = "flops"
+"""A metric a task's ``loss`` may return: the FLOPs its micro-batch ran on this rank, counted from the batch (real
+tokens, what trains, what was cached); the loop turns it into the ``mfu`` column instead of logging it, in place of
+the fixed ``flops_per_step``."""
+
 @dataclass(kw_only=True)
 class TrainConfig:
     """Optimisation and bookkeeping settings of one run; saved as ``train_config.json`` in every checkpoint so a run
@@ -101,7 +106,8 @@ class TrainConfig:
 
 
 class TrainTask(Protocol):
-    """What a stage gives the loop. ``flops_per_step`` is optional (read with ``getattr``)."""
+    """What a stage gives the loop. ``flops_per_step`` is optional (read with ``getattr``); a task that counts what
+    each batch ran returns it as the :data:`FLOPS_METRIC` metric instead."""
 
     flops_per_step: float | None
     """Model FLOPs of one optimizer step over the global batch (``batch_size * grad_accum`` samples, forward and

@@ -39,7 +39,7 @@ from .checkpoint import (
     verify_or_fall_back,
     write_checkpoint,
 )
-from .config import TrainConfig, TrainTask
+from .config import FLOPS_METRIC, TrainConfig, TrainTask
 from .distributed import DistContext, setup_distributed, teardown_distributed
 from .fsdp import ShardedModel
 from .log import MetricLog, read_rows
@@ -227,7 +227,7 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
     trainable = [p for p in raw.parameters() if p.requires_grad]
     bar = tqdm(total=cfg.steps, initial=start, unit="step", dynamic_ncols=True, disable=not (progress and ctx.is_main))
     t_origin = time.perf_counter() - elapsed
-    busy, busy_steps = 0.0, 0
+    busy, busy_steps, ran = 0.0, 0, None
 
     raw.train()
     try:
@@ -242,6 +242,8 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
                     sync_always=sharded is not None)
                 busy += time.perf_counter() - t_step
                 busy_steps += 1
+                if (step_flops := metrics.pop(FLOPS_METRIC, None)) is not None:  # counted by the task: this rank's
+                    ran = (ran or 0.0) + step_flops * cfg.grad_accum
                 bar.update(1)
 
                 if logging_now:
@@ -249,7 +251,10 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
                     if reserved := _TRAIN_COLUMNS.intersection(keys):
                         raise ValueError(f"task metrics may not use the reserved log names {sorted(reserved)}")
                     # averaged over ranks; the step time too, as the ranks wait for each other anyway
-                    values = ctx.mean([loss.item()] + [metrics[k] for k in keys] + [busy / busy_steps])
+                    values = ctx.mean([loss.item()] + [metrics[k] for k in keys] + [busy / busy_steps]
+                                      + ([] if ran is None else [ran / busy_steps]))
+                    if ran is not None:  # the mean over ranks of what each ran per step
+                        flops, values = values[-1] * ctx.world, values[:-1]
                     loss_value, per_step = values[0], values[-1]
                     if not math.isfinite(loss_value):
                         raise NeuroLMError(f"training diverged: loss is {loss_value} at step {done} ({out_dir})")
@@ -262,7 +267,7 @@ def _train(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *
                     if log is not None:
                         log.append(row)
                         bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", smp_s=f"{row['samples_per_s']:.0f}")
-                    busy, busy_steps = 0.0, 0
+                    busy, busy_steps, ran = 0.0, 0, None if ran is None else 0.0
 
                 stopping = ctx.any(stop.requested)  # all ranks must stop after the same step
                 if done % cfg.eval_every == 0 or done == cfg.steps:

@@ -124,6 +124,8 @@ def train_config(stage: Stage, args: StageArgs, preset: Preset) -> TrainConfig:
     """The loop's settings: the preset's, replaced by the common flags given."""
     steps = preset.steps if args.steps is None else args.steps
     lr, min_lr = (preset.lr, preset.min_lr) if args.lr is None else (args.lr, args.lr * preset.min_lr / preset.lr)
+    if getattr(args, "min_lr", None) is not None:  # a stage whose recipe states the floor (instruct)
+        min_lr = args.min_lr
     return TrainConfig(
         steps=steps, batch_size=preset.batch_size if args.batch_size is None else args.batch_size, lr=lr,
         min_lr=min_lr, warmup_steps=steps // 10, weight_decay=stage.weight_decay, betas=stage.betas,
