@@ -74,7 +74,7 @@ def _reference_configs(path: Path, state: dict[str, torch.Tensor], args: dict, v
         codebook_size=lm_head.shape[0] - PADDED_VOCAB,
         max_channels=state["tokenizer.pos_embed.weight"].shape[0],
         max_time=state["tokenizer.time_embed.weight"].shape[0], norm_over_padding=True,
-        dead_code_threshold=0.0,
+        dead_code_threshold=0.0, spectral_embed="tokenizer.patch_embed.spectral.weight" in state,
     )
     return gpt_config, tok_config
 

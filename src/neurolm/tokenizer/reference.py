@@ -74,6 +74,7 @@ def _config_from_reference(path: Path, ckpt: dict, state: dict[str, torch.Tensor
         max_time=state["VQ.encoder.time_embed.weight"].shape[0],
         text_vocab=state["wte.weight"].shape[0] if "wte.weight" in state else TokenizerConfig.text_vocab,
         dropout=float(enc.get("dropout", 0.0)), norm_over_padding=True, dead_code_threshold=0.0,
+        spectral_embed="VQ.encoder.patch_embed.spectral.weight" in state,  # ours, exported: the authors' have none
     )
 
 
