@@ -110,3 +110,49 @@ def test_switches_are_validated(bad):
 
     with pytest.raises(NeuroLMError, match=next(iter(bad))):
         TokenizerConfig.from_preset("tiny", **bad)
+
+
+def _probe_store(root, probe: str, seed: int = 0):
+    from neurolm.data.store import MANIFEST, SplitBuffer, recorded_sizes, write_split
+    import json
+
+    x, y, subj = make_windows(probe, subjects=12, per_class=8, seed=seed)
+    names = sorted(set(subj))
+    role = {s: "test" for s in names[-4:]} | {s: "val" for s in names[-5:-4]}
+    buffers = {name: SplitBuffer() for name in ("train", "val", "test")}
+    for i in range(len(x)):
+        buffers[role.get(subj[i], "train")].add(x[i], channel_indices(), int(y[i]), 0.0, subj[i], f"{subj[i]}.{i}")
+    root.mkdir(parents=True)
+    checksums = {}
+    for name, buf in buffers.items():
+        checksums |= write_split(root, name, buf)
+    manifest = {"dataset": probe, "classes": ["a", "b"], "complete": True, "checksums": checksums,
+                "sizes": recorded_sizes(root, checksums)}
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    return root
+
+
+def test_a_short_default_tokenizer_run_learns_the_line_and_the_evoked_probe(tmp_path, one_thread):
+    """The CI-sized version of ``bench_quality.py probes``: the tiny tokenizer, trained briefly with the default
+    settings on the probe stores, keeps a narrow-band line and a phase-locked deflection readable by a linear probe
+    of its pooled features on subjects it never saw (coupling, a cross-channel product, is not expected of a
+    per-channel linear read-out; the ladder records it)."""
+    from neurolm.data.store import WindowStore
+    from neurolm.tokenizer.train import train_tokenizer
+
+    stores = [_probe_store(tmp_path / p, p) for p in ("lines", "evoked")]
+    train_tokenizer(stores, tmp_path / "tok", steps=150, eval_every=150, progress=False)
+    model = NeuralTokenizer.from_pretrained(tmp_path / "tok")
+    for store in map(WindowStore, stores):
+        feats, labels, subjects = [], [], []
+        for split in ("train", "test"):
+            sp = store.split(split)
+            items = [sp[i] for i in range(len(sp))]
+            batch = collate_windows(items)
+            f = model.encode(batch)[0]
+            feats.append(f.reshape(len(items), -1, 8, f.shape[-1]).mean(1).flatten(1).numpy())
+            labels.append(sp.labels)
+            subjects.append(np.array([split] * len(items)))
+        fit = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.01)).fit(feats[0], labels[0])
+        score = balanced_accuracy_score(labels[1], fit.predict(feats[1]))
+        assert score > 0.6, (store.dataset, score)
