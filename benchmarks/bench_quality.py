@@ -280,7 +280,7 @@ def cv(args: argparse.Namespace) -> None:
                 per_fold[rung].append(ba)
                 pooled[rung].append(r)
                 print(f"  {rung:15s} {ba:.3f} [{lo:.3f}, {hi:.3f}]", flush=True)
-    print(f"\n{args.task_file or args.task}: {args.folds}-fold subject-wise CV, seeds {args.seeds} "
+    print(f"\n{WindowStore(folds[0]).dataset}: {args.folds}-fold subject-wise CV, seeds {args.seeds} "
           f"(mean ± sd over folds; 95 % CI by subject bootstrap of the pooled test predictions)")
     rows = {}
     for rung in RUNGS:
