@@ -16,7 +16,7 @@ from .spectral import SUMMARY_SCALE
 
 UNRECORDED_SUMMARY_SCALE = 0.1
 """The summary scale of a ``config.json`` with the summary but no ``summary_scale``: every model saved before the
-scale was recorded (a5eb11c–ba935d1) was trained at 0.1."""
+scale was recorded was trained at 0.1."""
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The spectral input: each EEG token's log band power, handed to the LM beside the tokenizer's features.
 
-Why (issue 14, measured in ``benchmarks/bench_quality.py``): the tiny tokenizer's features carry less of the band
+Why (measured with ``benchmarks/bench_quality.py``): the tiny tokenizer's features carry less of the band
 power contrasts than a log band-power logistic regression reads directly from the signal (on real EEGMAT and on the
 synthetic tasks), and no tiny tokenizer trained on CPU closed that gap. Giving the LM each patch's log power in a few
 bands (one FFT of the 200-sample patch, 1-Hz bins) lets it learn what the baseline learns, and more, while the
@@ -9,9 +9,9 @@ tokenizer's features and codes stay exactly as they are. The reference has no su
 
 :func:`window_band_power` is the window-level view the band-power baseline reads: per channel, the log of the band
 power averaged over the window's seconds, each 1-s patch Hann-tapered. Read out linearly it beats the per-token
-mean of log power on the synthetic tasks (test balanced accuracy HMC 0.88 vs 0.76, TUEV 0.64 vs 0.54, SEED 0.77
-vs 0.69) and matches it on EEGMAT (5-fold mean 0.67 vs 0.67): the log of a mean keeps the few loud seconds
-(spindles, events) that a mean of logs dilutes, and the taper keeps the 1/f low frequencies out of the high bands.
+mean of log power on the synthetic tasks and matches it on EEGMAT
+(docs/results/2026-12-01-quality-ladder.md): the log of a mean keeps the few loud seconds (spindles, events) that a
+mean of logs dilutes, and the taper keeps the 1/f low frequencies out of the high bands.
 """
 
 from __future__ import annotations
@@ -80,10 +80,7 @@ SUMMARY_SCALE = 0.3
 its learning rate relative to the rest of the LM. Why not 1: Adam moves every weight of the zero-initialised map by
 about the learning rate per step whatever the gradient's size, so at full scale the summary outgrows the token
 embeddings (std 0.02) within a few dozen steps and swamps the question it is added to. Why not smaller: the summary
-then carries less of what it can. Measured (docs/accuracy.md): one-task learning floor (``tests/test_learning.py``,
-TUAB, 60 steps, validation BA, seeds 0/1/2) no summary 0.97 0.89 0.85; scale 1 0.62 0.89 0.53; 0.3 0.96 0.93 0.82;
-0.1 0.98 0.93 0.88; EEGMAT 5-fold CV test BA (two seeds' mean; band power 0.646): no summary 0.611, 0.1 0.625,
-0.3 0.646, 1 0.654."""
+then carries less of what it can (the scales compared: docs/results/2026-12-01-eegmat-levers.md)."""
 
 
 class WindowSummary(nn.Module):
@@ -91,17 +88,15 @@ class WindowSummary(nn.Module):
 
     ``(B, d)`` = ``scale`` (:data:`SUMMARY_SCALE`) × the mean over a window's channels ``c`` of ``embed(z_c) ⊙
     chan(c)``, with ``z_c`` channel ``c``'s standardised :func:`window_band_power`: each output dimension is a linear
-    functional of the (channel × band) table that the band-power baseline reads. Why (issue 14): through attention
+    functional of the (channel × band) table that the band-power baseline reads. Why: through attention
     over up to 276 per-second tokens the answer read it less well than a linear model does. Starts as a zero map
     (channel weights one, identity scaler), so adding it to a model changes none of its outputs until it is
     trained.
 
-    With ``gate`` (``instruct --summary-gate``, the default for several tasks since stop 26) each text position
+    With ``gate`` (``instruct --summary-gate``, the default for several tasks) each text position
     gets the summary times ``1 + gate(m)``, ``m`` the mean of the text's token embeddings up to that position
     (:meth:`gated`): six tasks share one summary, and the question can then choose which of its dimensions its
-    answer reads. Measured (docs/accuracy.md, stops 18 and 26): on the demo's LMs SEED and Workload, the tasks that
-    stayed under chance + 0.2, rose on 3 of 4 seed pairs each (SEED +0.05 +0.03 +0.07 0.00, Workload +0.05 +0.06
-    0.00 +0.07); on the 3× corpus the six-task mean rose 0.778 → 0.811 (seed 0)."""
+    answer reads (measured: docs/results/2026-12-03-summary-gate.md)."""
 
     def __init__(self, width: int, n_channels: int, scale: float = SUMMARY_SCALE, gate: bool = False) -> None:
         super().__init__()
