@@ -127,6 +127,9 @@ def run_recording(name: str, work: Path) -> None:
 
 
 if __name__ == "__main__":
+    from neurolm.cli import configure_logging
+
+    configure_logging()  # the stages report through the "neurolm" logger, as under the CLI
     work = Path(sys.argv[1])
     torch.set_num_threads(1)
     # one process group for all stages: the loop reuses a group it finds and leaves it alone

@@ -132,16 +132,16 @@ def _probe_store(root, probe: str, seed: int = 0):
     return root
 
 
-def test_a_short_default_tokenizer_run_learns_the_line_and_the_evoked_probe(tmp_path, one_thread):
-    """The CI-sized version of ``bench_quality.py probes``: the tiny tokenizer, trained briefly with the default
-    settings on the probe stores, keeps a narrow-band line and a phase-locked deflection readable by a linear probe
-    of its pooled features on subjects it never saw (coupling, a cross-channel product, is not expected of a
-    per-channel linear read-out; the ladder records it)."""
+def test_a_short_tokenizer_run_with_the_spectral_embedding_learns_the_line_and_the_evoked_probe(tmp_path, one_thread):
+    """The CI-sized version of ``bench_quality.py probes``: the tiny tokenizer with ``--spectral-embed``, trained
+    briefly on the probe stores, keeps a narrow-band line and a phase-locked deflection readable by a linear probe
+    of its pooled features on subjects it never saw. (The authors' encoder loses the line; coupling, a cross-channel
+    product, is read by neither: docs/results/2026-12-07-tokenizer-ladder.md.)"""
     from neurolm.data.store import WindowStore
     from neurolm.tokenizer.train import train_tokenizer
 
     stores = [_probe_store(tmp_path / p, p) for p in ("lines", "evoked")]
-    train_tokenizer(stores, tmp_path / "tok", steps=150, eval_every=150, progress=False)
+    train_tokenizer(stores, tmp_path / "tok", steps=150, eval_every=150, progress=False, spectral_embed=True)
     model = NeuralTokenizer.from_pretrained(tmp_path / "tok")
     for store in map(WindowStore, stores):
         feats, labels, subjects = [], [], []
