@@ -121,7 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the codebook lagged behind and collapsed to a handful of codes (≈3% used, perplexity ≈7 after 300 steps).
     # A 10-step EMA and re-seeding after ~22 idle steps (0.9^22 ≈ 0.1) let it follow.
     # The spectral embedding, the log-amplitude target, the spectrum head and the temporal weight stay at the
-    # authors' settings: none raised the trained encoder's read-out on real SSVEP and EEGMAT beyond the run-to-run
+    # authors' settings: none raised the trained encoder's read-out on real SSVEP beyond the run-to-run
     # spread, and the spectral embedding traded a line probe for an evoked one
     # (docs/results/2026-12-07-tokenizer-ladder.md).
     "tiny": dict(n_layer=2, n_head=4, n_embd=64, decoder_layers=1, codebook_size=512, code_dim=32, ema_decay=0.9,
