@@ -94,6 +94,10 @@ def save_vq_checkpoint(model: TokenizerEncoder, path: str | Path) -> None:
         warnings.warn("this tokenizer takes its GroupNorm statistics over real tokens; the authors' code takes them "
                       "over padding too, so it computes slightly different features for padded windows (our loader "
                       "restores the exact setting)", UserWarning, stacklevel=3)
+    if model.config.spectral_embed:
+        warnings.warn("this tokenizer has the spectral patch embedding, which the authors' code does not know: their "
+                      "loader will refuse its patch_embed.spectral weights (ours reads the file back exactly)",
+                      UserWarning, stacklevel=3)
     encoder, decoder = reference_args(model.config)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
