@@ -156,3 +156,14 @@ def test_a_short_tokenizer_run_with_the_spectral_embedding_learns_the_line_and_t
         fit = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.01)).fit(feats[0], labels[0])
         score = balanced_accuracy_score(labels[1], fit.predict(feats[1]))
         assert score > 0.6, (store.dataset, score)
+
+
+def test_a_spectral_tokenizer_exported_in_the_authors_format_warns_and_reads_back(tmp_path):
+    torch.manual_seed(0)
+    model = NeuralTokenizer(TokenizerConfig.from_preset("tiny", spectral_embed=True))
+    with pytest.warns(UserWarning, match="spectral patch embedding"):
+        model.save_reference_checkpoint(tmp_path / "VQ.pt")
+    again = NeuralTokenizer.from_reference_checkpoint(tmp_path / "VQ.pt")
+    assert again.config.spectral_embed
+    assert torch.equal(again.state_dict()["VQ.encoder.patch_embed.spectral.weight"],
+                       model.state_dict()["VQ.encoder.patch_embed.spectral.weight"])
