@@ -58,8 +58,7 @@ from sklearn.preprocessing import StandardScaler
 from neurolm.data.batch import collate_windows
 from neurolm.data.store import MANIFEST, SplitBuffer, WindowStore, recorded_sizes, write_split
 from neurolm.data.synth import ALL, DEFAULT_SUBJECTS
-from neurolm.data.synth.probes import PROBES, make_windows
-from neurolm.data.synth.probes import channel_indices as probe_channels
+from neurolm.data.synth.probes import PROBES, write_probe_store
 from neurolm.instruct.baseline import fit_predict as baseline_fit_predict
 from neurolm.instruct.baseline import store_features
 from neurolm.instruct.metrics import interval
@@ -344,29 +343,9 @@ def synth_mode(args: argparse.Namespace) -> None:
         print_ladder(run, tasks, f"seed {seed}, {args.scale}× subjects")
 
 
-def probe_stores(out: Path, seed: int, subjects: int = 16, per_class: int = 12) -> list[Path]:
+def probe_stores(out: Path, seed: int) -> list[Path]:
     """One store per probe task, split by subject (10 train, 3 val, 3 test of 16)."""
-    stores = []
-    for probe in PROBES:
-        root = out / probe
-        stores.append(root)
-        if (root / MANIFEST).is_file():
-            continue
-        x, y, subj = make_windows(probe, subjects=subjects, per_class=per_class, seed=seed)
-        names = sorted(set(subj))
-        role = {s: "test" for s in names[-3:]} | {s: "val" for s in names[-6:-3]}
-        buffers = {name: SplitBuffer() for name in ("train", "val", "test")}
-        for i in range(len(x)):
-            buffers[role.get(subj[i], "train")].add(x[i], probe_channels(), int(y[i]), 0.0, subj[i], f"{subj[i]}.{i}")
-        root.mkdir(parents=True, exist_ok=True)
-        checksums = {}
-        for name, buf in buffers.items():
-            checksums |= write_split(root, name, buf)
-        manifest = {"dataset": probe, "classes": ["a", "b"], "complete": True, "checksums": checksums,
-                    "sizes": recorded_sizes(root, checksums),
-                    "probe": {"seed": seed, "subjects": subjects, "per_class": per_class}}
-        (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return stores
+    return [write_probe_store(out / probe, probe, seed=seed) for probe in PROBES]
 
 
 def probes_mode(args: argparse.Namespace) -> None:

@@ -60,3 +60,17 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, task_cls: type, step: int) -> 
 
     monkeypatch.setattr(task_cls, "loss", interrupting)
 
+
+@pytest.fixture(scope="session")
+def hmc(tmp_path_factory):
+    """A synthetic HMC recording and its store prepared with a 60 Hz notch (HMC's default is 50 Hz): ``(recording
+    path, WindowStore)``, shared by the provenance and API tests (prepared once per session)."""
+    from neurolm.data.prepare import prepare_dataset
+    from neurolm.data.store import WindowStore
+    from neurolm.data.synth import write_corpus
+
+    tmp = tmp_path_factory.mktemp("hmc60")
+    raw_dir = write_corpus(tmp / "raw", ["hmc"], subjects=1)["hmc"]
+    prepare_dataset("hmc", raw_dir, tmp / "store", mains=60.0, progress=False)
+    store = WindowStore(tmp / "store")
+    return raw_dir / store.split(store.splits[0])[0]["file"], store

@@ -13,23 +13,11 @@ import pytest
 
 from neurolm.api import NeuroLM
 from neurolm.cli import main
-from neurolm.data.prepare import prepare_dataset
 from neurolm.data.provenance import write_training
-from neurolm.data.store import WindowStore
-from neurolm.data.synth import write_corpus
 from neurolm.errors import NeuroLMError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def hmc(tmp_path_factory) -> tuple[Path, WindowStore]:
-    """A synthetic HMC recording and its store prepared with a 60 Hz notch (HMC's default is 50 Hz)."""
-    tmp = tmp_path_factory.mktemp("api")
-    raw_dir = write_corpus(tmp / "raw", ["hmc"], subjects=1)["hmc"]
-    prepare_dataset("hmc", raw_dir, tmp / "store", mains=60.0, progress=False)
-    store = WindowStore(tmp / "store")
-    return raw_dir / store.split(store.splits[0])[0]["file"], store
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from neurolm.data.batch import collate_windows
-from neurolm.data.synth.probes import PROBES, channel_indices, make_windows
+from neurolm.data.synth.probes import PROBES, channel_indices, make_windows, write_probe_store
 from neurolm.instruct.baseline import band_features
 from neurolm.tokenizer import NeuralTokenizer, TokenizerConfig
 from neurolm.tokenizer.model import spectral_targets
@@ -112,26 +112,6 @@ def test_switches_are_validated(bad):
         TokenizerConfig.from_preset("tiny", **bad)
 
 
-def _probe_store(root, probe: str, seed: int = 0):
-    from neurolm.data.store import MANIFEST, SplitBuffer, recorded_sizes, write_split
-    import json
-
-    x, y, subj = make_windows(probe, subjects=12, per_class=8, seed=seed)
-    names = sorted(set(subj))
-    role = {s: "test" for s in names[-4:]} | {s: "val" for s in names[-5:-4]}
-    buffers = {name: SplitBuffer() for name in ("train", "val", "test")}
-    for i in range(len(x)):
-        buffers[role.get(subj[i], "train")].add(x[i], channel_indices(), int(y[i]), 0.0, subj[i], f"{subj[i]}.{i}")
-    root.mkdir(parents=True)
-    checksums = {}
-    for name, buf in buffers.items():
-        checksums |= write_split(root, name, buf)
-    manifest = {"dataset": probe, "classes": ["a", "b"], "complete": True, "checksums": checksums,
-                "sizes": recorded_sizes(root, checksums)}
-    (root / MANIFEST).write_text(json.dumps(manifest))
-    return root
-
-
 def test_a_short_tokenizer_run_with_the_spectral_embedding_learns_the_line_and_the_evoked_probe(tmp_path, one_thread):
     """The CI-sized version of ``bench_quality.py probes``: the tiny tokenizer with ``--spectral-embed``, trained
     briefly on the probe stores, keeps a narrow-band line and a phase-locked deflection readable by a linear probe
@@ -140,7 +120,7 @@ def test_a_short_tokenizer_run_with_the_spectral_embedding_learns_the_line_and_t
     from neurolm.data.store import WindowStore
     from neurolm.tokenizer.train import train_tokenizer
 
-    stores = [_probe_store(tmp_path / p, p) for p in ("lines", "evoked")]
+    stores = [write_probe_store(tmp_path / p, p, subjects=12, per_class=8, val=1, test=4) for p in ("lines", "evoked")]
     train_tokenizer(stores, tmp_path / "tok", steps=150, eval_every=150, progress=False, spectral_embed=True)
     model = NeuralTokenizer.from_pretrained(tmp_path / "tok")
     for store in map(WindowStore, stores):

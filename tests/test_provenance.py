@@ -9,26 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from neurolm.data.prepare import prepare_dataset
 from neurolm.data.provenance import (TRAINING_FILE, check_store, dataset_entry, preprocess_config, read_training,
                                      write_training)
-from neurolm.data.store import WindowStore
-from neurolm.data.synth import write_corpus
 from neurolm.errors import NeuroLMError
 from neurolm.instruct.ask import ask, task_windows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def hmc(tmp_path_factory) -> tuple[Path, WindowStore]:
-    """A synthetic HMC recording and its store prepared with a 60 Hz notch (HMC's default is 50 Hz)."""
-    tmp = tmp_path_factory.mktemp("prov")
-    raw_dir = write_corpus(tmp / "raw", ["hmc"], subjects=1)["hmc"]
-    prepare_dataset("hmc", raw_dir, tmp / "store", mains=60.0, progress=False)
-    store = WindowStore(tmp / "store")
-    first = store.split(store.splits[0])[0]
-    return raw_dir / first["file"], store
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,14 @@ information (``tests/test_probes.py``; ``benchmarks/bench_real.py probes``).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from ..channels import INDEX, normalize_name
 from ..preprocess import TARGET_SFREQ
+from ..store import MANIFEST, SplitBuffer, recorded_sizes, write_split
 from .signals import Subject, narrowband, pink
 
 PROBES = ("lines", "evoked", "coupling")
@@ -86,3 +90,27 @@ def make_windows(probe: str, *, subjects: int, per_class: int, seed: int = 0
                 ys.append(label)
                 ss.append(f"s{s:02d}")
     return np.stack(xs), np.array(ys), np.array(ss)
+
+
+def write_probe_store(root: str | Path, probe: str, *, subjects: int = 16, per_class: int = 12, seed: int = 0,
+                      val: int = 3, test: int = 3) -> Path:
+    """A window store of one probe split by subject (the last ``test`` subjects test, the ``val`` before them
+    validate, the rest train), readable by every stage; an existing complete store is kept."""
+    root = Path(root)
+    if (root / MANIFEST).is_file():
+        return root
+    x, y, subj = make_windows(probe, subjects=subjects, per_class=per_class, seed=seed)
+    names = sorted(set(subj))
+    role = {s: "test" for s in names[-test:]} | {s: "val" for s in names[-(test + val):-test]}
+    buffers = {name: SplitBuffer() for name in ("train", "val", "test")}
+    for i in range(len(x)):
+        buffers[role.get(subj[i], "train")].add(x[i], channel_indices(), int(y[i]), 0.0, subj[i], f"{subj[i]}.{i}")
+    root.mkdir(parents=True, exist_ok=True)
+    checksums: dict[str, str] = {}
+    for name, buf in buffers.items():
+        checksums |= write_split(root, name, buf)
+    manifest = {"dataset": probe, "classes": ["a", "b"], "complete": True, "checksums": checksums,
+                "sizes": recorded_sizes(root, checksums),
+                "probe": {"seed": seed, "subjects": subjects, "per_class": per_class}}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return root
