@@ -74,3 +74,14 @@ def hmc(tmp_path_factory):
     prepare_dataset("hmc", raw_dir, tmp / "store", mains=60.0, progress=False)
     store = WindowStore(tmp / "store")
     return raw_dir / store.split(store.splits[0])[0]["file"], store
+
+
+@pytest.fixture(scope="module")
+def tuned_dir(model, hmc, tmp_path_factory) -> Path:
+    """The tiny model's directory with a record: tuned on HMC from the 60 Hz store, built on a pretraining stage."""
+    from neurolm.data.provenance import write_training
+
+    out = tmp_path_factory.mktemp("tuned")
+    model.save_pretrained(out)
+    write_training(out, [hmc[1]], tuned=True)
+    return out

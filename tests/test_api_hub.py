@@ -13,19 +13,9 @@ import pytest
 
 from neurolm.api import NeuroLM
 from neurolm.cli import main
-from neurolm.data.provenance import write_training
 from neurolm.errors import NeuroLMError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-
-@pytest.fixture(scope="module")
-def tuned_dir(model, hmc, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tuned")
-    model.save_pretrained(out)
-    write_training(out, [hmc[1]], tuned=True)
-    return out
 
 
 def _cli_answers(model_dir: Path, recording: Path, task: str, tmp_path: Path, *extra: str) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,16 +14,6 @@ from neurolm.errors import NeuroLMError
 from neurolm.instruct.ask import ask, task_windows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-
-@pytest.fixture(scope="module")
-def tuned_dir(model, hmc, tmp_path_factory) -> Path:
-    """The tiny model's directory with a record: tuned on HMC from the 60 Hz store, built on a pretraining stage."""
-    out = tmp_path_factory.mktemp("tuned")
-    model.save_pretrained(out)
-    write_training(out, [hmc[1]], tuned=True)
-    return out
 
 
 def test_record_holds_the_stores_preprocessing_and_tasks(tuned_dir, hmc):
